@@ -1,0 +1,1 @@
+"""gpu-k8s components: one ComponentResource per module, plus pure helpers."""

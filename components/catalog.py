@@ -1,0 +1,194 @@
+"""GPU catalog: classify any Aliyun ECS instance type into a GPU profile (pure).
+
+Rules (shared/reference/aliyun-gpu-ecs.md section 1): ``ecs.gn*`` and ``ecs.ebmgn*``
+(and ``ecs.scc*gn*``) pass whole GPUs through and need the Tesla/datacenter driver;
+``ecs.vgn*`` and ``ecs.sgn*`` are vGPU slices and need the GRID driver. The prefix
+decides, never the ``-vws`` suffix: ``sgn8ia`` has none and ``vgn6i-m4-vws`` puts it
+after the size token.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+COMPUTE, VGPU = "compute", "vgpu"
+TESLA, GRID = "tesla", "grid"
+
+_TYPE_RE = re.compile(r"^ecs\.(?P<prefix>[a-z0-9]+(?:-[a-z0-9]+)*)\.(?P<size>[a-z0-9]+)$")
+_GRID_RE = re.compile(r"^[vs]gn\d")
+_TESLA_RE = re.compile(r"^(?:ebm|scc)?gn\d")
+_SIZE_RE = re.compile(r"^(?:(?P<n>\d+)?(?P<x>x)?large|medium|small)$")
+_CG_RE = re.compile(r"(?:^|-)c(?P<c>\d+)g(?P<g>\d+)(?:-|$)")
+_MEM_RE = re.compile(r"(?:^|-)m(?P<m>\d+)s?(?:-|$)")
+
+
+@dataclass(frozen=True)
+class _Family:
+    gpu_model: str | None  # as nvidia-smi names the whole GPU
+    gpu_memory_gib: int | None  # of one whole GPU
+    note: str = ""
+    gpus_per_instance: int | None = None  # fixed count (bare metal, or no cXgY token)
+    grid_plugin: str | None = None  # Cloud Assistant plugin that installs GRID
+    vgpu_name: str | None = None  # how nvidia-smi names a slice, {m} = GiB of the slice
+
+
+# Families the catalog knows in detail. GPU models and memory from reference section 1.2.
+FAMILIES: dict[str, _Family] = {
+    "gn5i": _Family("Tesla P4", 8),
+    "gn6i": _Family("Tesla T4", 16),
+    "gn6v": _Family("Tesla V100-SXM2-16GB", 16),
+    "gn6e": _Family("Tesla V100-SXM2-32GB", 32),
+    "gn7i": _Family("NVIDIA A10", 24),
+    "gn7e": _Family(None, 80, note="GPU model not named by Aliyun's table (A100 per third parties, unverified)"),
+    "gn8is": _Family("NVIDIA L20", 48, gpus_per_instance=None, note="sold only in some regions outside mainland China"),
+    "ebmgn6i": _Family("Tesla T4", 16, gpus_per_instance=4, note="bare metal"),
+    "ebmgn7i": _Family("NVIDIA A10", 24, gpus_per_instance=4, note="bare metal"),
+    "vgn5i": _Family("Tesla P4", 8, grid_plugin=None, note="legacy vGPU: GRID via gridDriverUrl only"),
+    "vgn6i": _Family("Tesla T4", 16, grid_plugin="grid_driver_install", vgpu_name="GRID T4-{m}Q"),
+    "vgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q"),
+    "sgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q"),
+    "sgn8ia": _Family(None, None, grid_plugin="gpu_grid_driver_install", note="Lovelace vGPU; slice size from the type name"),
+}
+
+# Dated list prices for the offline estimate (CNY per hour, pay-as-you-go, cn-hangzhou).
+# The deployed stack asks Aliyun for the real price; these only label the plan.
+LIST_PRICES: dict[str, tuple[Decimal, str]] = {
+    "ecs.sgn7i-vws-m2s.xlarge": (Decimal("1.8"), "seed walk-through, Nov 2023: about 1.8 CNY/h"),
+    "ecs.gn5i-c2g1.large": (Decimal("8.0"), "seed walk-through, Nov 2023: 'over 8 CNY/h' (lower bound)"),
+}
+
+# Spot availability where a source says so; None means unknown (not checked).
+SPOT_UNAVAILABLE: dict[str, str] = {}
+
+
+class UnknownInstanceType(ValueError):
+    """Not a GPU instance type (or not an instance type at all)."""
+
+    def __init__(self, instance_type: str, reason: str):
+        self.instance_type = instance_type
+        self.accepted = (
+            "a GPU instance type (" + reason + "); supported families: " + ", ".join(supported_families())
+        )
+        super().__init__(f"{instance_type!r}: {self.accepted}")
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """What a node of this instance type needs and has."""
+
+    instance_type: str
+    family: str
+    kind: str  # compute | vgpu
+    driver: str  # tesla | grid
+    gpu_model: str | None  # the whole GPU, as nvidia-smi names it on a compute node
+    vgpu_name: str | None  # how nvidia-smi names a vGPU slice, e.g. "NVIDIA A10-2Q"
+    gpu_count: int | None  # whole GPUs (compute); 1 slice (vgpu); None when unknown
+    gpu_fraction: str | None  # vGPU share of one GPU, e.g. "1/12"
+    gpu_memory_gib: float | None  # per node
+    vcpus: int | None
+    grid_plugin: str | None
+    list_price_cny: Decimal | None
+    price_source: str | None
+    spot_available: bool | None
+    known_family: bool
+    note: str = ""
+
+    @property
+    def expected_gpu_name(self) -> str | None:
+        """The name nvidia-smi should print, where the catalog can tell."""
+        return self.vgpu_name if self.kind == VGPU else self.gpu_model
+
+    def summary(self) -> str:
+        model = self.gpu_model or "GPU model unknown"
+        if self.kind == VGPU:
+            share = f"{self.gpu_fraction} of " if self.gpu_fraction else "slice of "
+            return f"{share}{model} (vGPU, {self.driver.upper()} driver)"
+        count = f"{self.gpu_count}x " if self.gpu_count else ""
+        return f"{count}{model} (compute, {self.driver.capitalize()} driver)"
+
+
+def supported_families() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def _vcpus(size: str) -> int | None:
+    m = _SIZE_RE.match(size)
+    if not m or size in ("medium", "small"):
+        return None
+    if not m.group("x"):
+        return 2  # large
+    return 4 * int(m.group("n") or 1)
+
+
+def _family_of(prefix: str) -> str | None:
+    """Longest known family that the type's prefix starts with (as a whole token)."""
+    for fam in sorted(FAMILIES, key=len, reverse=True):
+        if prefix == fam or prefix.startswith(fam + "-"):
+            return fam
+    return None
+
+
+def profile_for(instance_type: str) -> GpuProfile:
+    """Classify an instance type; raises UnknownInstanceType for non-GPU or malformed names."""
+    m = _TYPE_RE.match(instance_type or "")
+    if not m:
+        raise UnknownInstanceType(instance_type, "names look like ecs.<family>[-<spec>].<size>")
+    prefix, size = m.group("prefix"), m.group("size")
+    if _GRID_RE.match(prefix):
+        kind, driver = VGPU, GRID
+    elif _TESLA_RE.match(prefix):
+        kind, driver = COMPUTE, TESLA
+    else:
+        raise UnknownInstanceType(instance_type, "ecs.gn*/ebmgn* for whole GPUs, ecs.vgn*/sgn* for vGPU")
+    family_key = _family_of(prefix)
+    fam = FAMILIES.get(family_key or "", _Family(None, None))
+    vcpus = _vcpus(size)
+    rest = prefix[len(family_key):] if family_key else prefix
+
+    gpu_count, fraction, memory, vgpu_name = None, None, None, None
+    if kind == COMPUTE:
+        cg = _CG_RE.search(rest)
+        if fam.gpus_per_instance:
+            gpu_count = fam.gpus_per_instance
+        elif cg and vcpus:
+            gpu_count = max(1, vcpus * int(cg.group("g")) // int(cg.group("c")))
+        if gpu_count and fam.gpu_memory_gib:
+            memory = float(gpu_count * fam.gpu_memory_gib)
+    else:
+        gpu_count = 1
+        mem = _MEM_RE.search(rest)
+        if mem:
+            memory = float(mem.group("m"))
+            if fam.gpu_memory_gib:
+                frac = Fraction(int(mem.group("m")), fam.gpu_memory_gib)
+                fraction = f"{frac.numerator}/{frac.denominator}"
+            if fam.vgpu_name:
+                vgpu_name = fam.vgpu_name.format(m=mem.group("m"))
+    price = LIST_PRICES.get(instance_type)
+    return GpuProfile(
+        instance_type=instance_type,
+        family=family_key or prefix.split("-")[0],
+        kind=kind,
+        driver=driver,
+        gpu_model=fam.gpu_model,
+        vgpu_name=vgpu_name,
+        gpu_count=gpu_count,
+        gpu_fraction=fraction,
+        gpu_memory_gib=memory,
+        vcpus=vcpus,
+        grid_plugin=fam.grid_plugin if kind == VGPU else None,
+        list_price_cny=price[0] if price else None,
+        price_source=price[1] if price else None,
+        spot_available=False if instance_type in SPOT_UNAVAILABLE else None,
+        known_family=family_key is not None,
+        note=fam.note,
+    )
+
+
+def product_label(gpu_name: str) -> str:
+    """nvidia.com/gpu.product value: the nvidia-smi name with spaces as dashes."""
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", gpu_name.strip()).strip("-_.")
+    return label[:63].rstrip("-_.")

@@ -1,0 +1,97 @@
+"""Node: one pay-as-you-go ECS instance (a GPU node, or a dedicated control plane)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pulumi
+import pulumi_alicloud as alicloud
+
+from components.catalog import GpuProfile
+
+CONTROL_PLANE, WORKER = "control-plane", "worker"
+_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeArgs:
+    hostname: str  # also the Kubernetes node name
+    pool: str
+    instance_type: str
+    profile: GpuProfile | None  # None: a non-GPU dedicated control plane
+    role: str
+    image_id: str
+    vswitch_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    key_pair_name: pulumi.Input[str]
+    system_disk_gib: int
+    public_bandwidth_mbps: int
+    auto_release_time: pulumi.Input[str] | None = None
+    spot: bool = False
+    spot_price_limit: Decimal | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not _HOSTNAME_RE.match(self.hostname):
+            raise ValueError(f"NodeArgs.hostname {self.hostname!r} is not a DNS label")
+        if self.role not in (CONTROL_PLANE, WORKER):
+            raise ValueError(f"NodeArgs.role must be {CONTROL_PLANE} or {WORKER}")
+        if self.spot_price_limit is not None and not self.spot:
+            raise ValueError("NodeArgs.spot_price_limit needs spot=True")
+
+
+def _spot_strategy(spot: bool, limit: Decimal | None) -> str:
+    if not spot:
+        return "NoSpot"
+    return "SpotWithPriceLimit" if limit is not None else "SpotAsPriceGo"
+
+
+class Node(pulumi.ComponentResource):
+    instance: alicloud.ecs.Instance
+    public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    ssh_command: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-k8s:node:Node", name, {}, opts)
+        self.args = args
+        self.hostname = args.hostname
+        self.profile = args.profile
+        strategy = _spot_strategy(args.spot, args.spot_price_limit)
+        self.instance = alicloud.ecs.Instance(
+            f"{name}-instance",
+            instance_name=f"gpu-k8s-{args.hostname}",
+            host_name=args.hostname,
+            instance_type=args.instance_type,
+            image_id=args.image_id,
+            vswitch_id=args.vswitch_id,
+            security_groups=[args.security_group_id],
+            key_name=args.key_pair_name,  # key only: no password is ever set
+            instance_charge_type="PostPaid",
+            spot_strategy=strategy,
+            spot_price_limit=float(args.spot_price_limit) if args.spot_price_limit is not None else None,
+            auto_release_time=args.auto_release_time,
+            system_disk_category="cloud_essd",
+            system_disk_size=args.system_disk_gib,
+            # PayByTraffic: outbound bytes only; the public IP goes with the instance.
+            internet_charge_type="PayByTraffic",
+            internet_max_bandwidth_out=args.public_bandwidth_mbps,
+            deletion_protection=False,
+            tags={"managed-by": "gpu-k8s", "gpu-k8s-pool": args.pool, "gpu-k8s-role": args.role, **args.tags},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.public_ip = self.instance.public_ip
+        self.private_ip = self.instance.private_ip
+        self.ssh_command = self.public_ip.apply(
+            lambda ip: f"ssh -i gpu-k8s.pem -o StrictHostKeyChecking=accept-new root@{ip}"
+        )
+        self.register_outputs(
+            {
+                "publicIp": self.public_ip,
+                "privateIp": self.private_ip,
+                "ssh": self.ssh_command,
+                "gpu": args.profile.summary() if args.profile else "none (control plane)",
+            }
+        )

@@ -1,0 +1,35 @@
+"""Shared fixtures: Pulumi mocks with global settings restored, and whole-program runs."""
+
+from __future__ import annotations
+
+import pytest
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
+
+from tools.harness import ProgramRun, run_program
+from tools.mocks import PlaceholderMocks
+
+
+@pytest.fixture
+def pulumi_mocks_set():
+    """Component-level tests: strict placeholder mocks, settings restored afterwards.
+
+    Use with ``@pulumi.runtime.test`` functions that build components directly.
+    """
+    mocks = PlaceholderMocks()
+    saved = settings.SETTINGS
+    pulumi_mocks.set_mocks(mocks, project="gpu-k8s", stack="test", preview=False)
+    try:
+        yield mocks
+    finally:
+        settings.configure(saved)
+
+
+@pytest.fixture
+def program():
+    """Run the real __main__.py for a stack (with optional config overrides)."""
+
+    def _run(stack: str = "dev", **overrides: object) -> ProgramRun:
+        return run_program(stack, {(k if ":" in k else f"gpu-k8s:{k}"): v for k, v in overrides.items()})
+
+    return _run
