@@ -52,9 +52,7 @@ class AutoRelease(pulumi.ComponentResource):
         super().__init__("gpu-k8s:auto_release:AutoRelease", name, {}, opts)
         self.release_time = None
         if args.ttl_hours == 0:
-            pulumi.log.warn(
-                "gpu-k8s:ttlHours is 0: auto-release is OFF. The instances bill until `make down`.", self
-            )
+            pulumi.log.warn("gpu-k8s:ttlHours is 0: auto-release is OFF. The instances bill until `make down`.", self)
         else:
             anchor = command.local.Command(
                 f"{name}-anchor",

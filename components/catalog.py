@@ -69,9 +69,7 @@ class UnknownInstanceType(ValueError):
 
     def __init__(self, instance_type: str, reason: str):
         self.instance_type = instance_type
-        self.accepted = (
-            "a GPU instance type (" + reason + "); supported families: " + ", ".join(supported_families())
-        )
+        self.accepted = "a GPU instance type (" + reason + "); supported families: " + ", ".join(supported_families())
         super().__init__(f"{instance_type!r}: {self.accepted}")
 
 
@@ -146,7 +144,7 @@ def profile_for(instance_type: str) -> GpuProfile:
     family_key = _family_of(prefix)
     fam = FAMILIES.get(family_key or "", _Family(None, None))
     vcpus = _vcpus(size)
-    rest = prefix[len(family_key):] if family_key else prefix
+    rest = prefix[len(family_key) :] if family_key else prefix
 
     gpu_count, fraction, memory, vgpu_name = None, None, None, None
     if kind == COMPUTE:

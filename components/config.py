@@ -196,9 +196,7 @@ def parse_count(key: str, value: object, *, minimum: int = 1, maximum: int = MAX
     return number
 
 
-def parse_pools(
-    instance_type: str, node_count: object, node_pools: object, *, spot: bool
-) -> tuple[NodePool, ...]:
+def parse_pools(instance_type: str, node_count: object, node_pools: object, *, spot: bool) -> tuple[NodePool, ...]:
     if node_pools and instance_type:
         raise ConfigError(
             "nodePools",
@@ -245,7 +243,9 @@ def parse_registry_mirrors(value: object) -> dict[str, str]:
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
-        raise ConfigError("registryMirrors", value, 'a map of registry -> mirror URL, e.g. {"docker.io": "https://<id>.mirror.aliyuncs.com"}')
+        raise ConfigError(
+            "registryMirrors", value, 'a map of registry -> mirror URL, e.g. {"docker.io": "https://<id>.mirror.aliyuncs.com"}'
+        )
     mirrors: dict[str, str] = {}
     for registry, url in value.items():
         if not _REGISTRY_RE.match(str(registry)):
@@ -337,7 +337,10 @@ def load_config() -> StackConfig:
         spot_price_limit=spot_price_limit,
         hourly_price_cny=parse_price("hourlyPriceCny", cfg.get("hourlyPriceCny") or ""),
         driver_version=_match(
-            "driverVersion", cfg.get("driverVersion") or "", _DRIVER_RE, "an NVIDIA driver version such as 535.129.03 or 550.127.05"
+            "driverVersion",
+            cfg.get("driverVersion") or "",
+            _DRIVER_RE,
+            "an NVIDIA driver version such as 535.129.03 or 550.127.05",
         ),
         grid_driver_url=grid_url.apply(lambda u: u or "") if grid_url is not None else None,
         install_cuda_toolkit=_bool(cfg, "installCudaToolkit"),

@@ -48,15 +48,15 @@ def node_price(
     stack_override: Decimal | None,
     list_price: tuple[Decimal, str] | None,
 ) -> NodePrice:
-    """Pick the best price we have, and say where it came from."""
+    """Pick the best price we have (Aliyun > pool override > catalog list > stack fallback) and say which."""
     if live is not None:
         return NodePrice(node, pool, instance_type, live, "aliyun")
     if pool_override is not None:
         return NodePrice(node, pool, instance_type, pool_override, "estimate: nodePools hourlyPriceCny")
-    if stack_override is not None:
-        return NodePrice(node, pool, instance_type, stack_override, "estimate: gpu-k8s:hourlyPriceCny")
     if list_price is not None:
         return NodePrice(node, pool, instance_type, list_price[0], f"estimate: {list_price[1]}")
+    if stack_override is not None:
+        return NodePrice(node, pool, instance_type, stack_override, "estimate: gpu-k8s:hourlyPriceCny")
     return NodePrice(node, pool, instance_type, None, "unknown offline: set gpu-k8s:hourlyPriceCny")
 
 

@@ -76,7 +76,9 @@ class Fleet(pulumi.ComponentResource):
         self.gpu_nodes = [
             Node(
                 hostname,
-                NodeArgs(hostname=hostname, pool=pool.name, instance_type=pool.instance_type, profile=pool.profile, role=role, **common),
+                NodeArgs(
+                    hostname=hostname, pool=pool.name, instance_type=pool.instance_type, profile=pool.profile, role=role, **common
+                ),
                 child,
             )
             for hostname, pool, role in plan_nodes(args.pools, dedicated)

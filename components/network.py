@@ -109,5 +109,10 @@ class Network(pulumi.ComponentResource):
             for role, port, cidr in _ingress_rules(args.allowed_cidrs)
         ]
         self.register_outputs(
-            {"vpcId": self.vpc.id, "vswitchId": self.vswitch.id, "securityGroupId": self.security_group.id, "zoneId": self.zone_id}
+            {
+                "vpcId": self.vpc.id,
+                "vswitchId": self.vswitch.id,
+                "securityGroupId": self.security_group.id,
+                "zoneId": self.zone_id,
+            }
         )

@@ -84,9 +84,7 @@ class Node(pulumi.ComponentResource):
         )
         self.public_ip = self.instance.public_ip
         self.private_ip = self.instance.private_ip
-        self.ssh_command = self.public_ip.apply(
-            lambda ip: f"ssh -i gpu-k8s.pem -o StrictHostKeyChecking=accept-new root@{ip}"
-        )
+        self.ssh_command = self.public_ip.apply(lambda ip: f"ssh -i gpu-k8s.pem -o StrictHostKeyChecking=accept-new root@{ip}")
         self.register_outputs(
             {
                 "publicIp": self.public_ip,

@@ -92,7 +92,10 @@ def run_script(
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
     )
     create = pulumi.Output.all(**env).apply(lambda values: render_command(script, values)) if env else render_command(script, {})
-    triggers: list[pulumi.Input[str]] = [script_hash(script), *[step.id for step in after if isinstance(step, command.remote.Command)]]
+    triggers: list[pulumi.Input[str]] = [
+        script_hash(script),
+        *[step.id for step in after if isinstance(step, command.remote.Command)],
+    ]
     return command.remote.Command(
         name,
         connection=conn,

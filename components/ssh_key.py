@@ -31,7 +31,9 @@ class SshKey(pulumi.ComponentResource):
             f"{name}-private-key",
             algorithm="RSA",
             rsa_bits=4096,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_pem", "private_key_openssh", "private_key_pem_pkcs8"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, additional_secret_outputs=["private_key_pem", "private_key_openssh", "private_key_pem_pkcs8"]
+            ),
         )
         key_pair = alicloud.ecs.EcsKeyPair(
             f"{name}-key-pair", key_pair_name=args.key_pair_name, public_key=key.public_key_openssh, opts=child

@@ -6,6 +6,7 @@ one mock world. Mocks are strict: an invoke the program was not written to make 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import runpy
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pulumi
 import yaml
-from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import config as runtime_config
+from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -160,6 +161,9 @@ def run_program(
     saved_config = runtime_config.CONFIG.get()
     saved_secret_keys = runtime_config._SECRET_KEYS.get()  # noqa: SLF001
     started = time.perf_counter()
+    # A fresh event loop per run, closed afterwards: nothing leaks between runs.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
         pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)
         pulumi.runtime.set_all_config(cfg, [k for k in cfg if k == f"{PROJECT}:gridDriverUrl"])
@@ -179,6 +183,7 @@ def run_program(
         runtime_config.CONFIG.set(saved_config)
         runtime_config._SECRET_KEYS.set(saved_secret_keys)  # noqa: SLF001
         logger.removeHandler(collector)
+        _close_loop(loop)
     return ProgramRun(
         stack=stack,
         config=cfg,
@@ -188,6 +193,17 @@ def run_program(
         placeholders=dict(mocks.placeholders),
         seconds=time.perf_counter() - started,
     )
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 async def _resolve_output(value: object) -> object:
@@ -225,7 +241,8 @@ def redact(value: object) -> object:
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, pulumi.asset.FileAsset):
-        return f"file:{Path(value.path).resolve().relative_to(ROOT) if Path(value.path).resolve().is_relative_to(ROOT) else value.path}"
+        path = Path(value.path).resolve()
+        return f"file:{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
     if isinstance(value, pulumi.asset.StringAsset):
         return "<text asset>"
     if isinstance(value, float) and value.is_integer():

@@ -1,0 +1,74 @@
+# gpu-k8s: `make plan` (offline), `make test`, `make up` / `make down` (real cloud).
+SHELL := /bin/bash
+VENV ?= venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+# Local file state by default: no Pulumi Cloud account needed. Override to use another backend.
+PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
+export PULUMI_BACKEND_URL
+
+.PHONY: help install plan plan-out lint test bench up down refresh-down extend kubeconfig ssh-key stack outputs
+
+help:
+	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
+	@echo "make plan-out             also write scripts and manifests to plan-out/<stack>/"
+	@echo "make test                 lint + all tests"
+	@echo "make bench                plan-scale benchmark (1..64 nodes)"
+	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
+	@echo "make extend HOURS=6       push the auto-release time to now + HOURS"
+	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+plan: install
+	$(PY) -m tools.plan --stack $(STACK)
+
+plan-out: install
+	$(PY) -m tools.plan --stack $(STACK) --out plan-out/$(STACK) > plan-out-$(STACK).txt && cat plan-out-$(STACK).txt && rm plan-out-$(STACK).txt
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/shellcheck components/scripts/*.sh components/scripts/local/*.sh .ci/run
+
+test: lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m benchmarks.plan_scale
+
+# --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
+stack: install
+	@mkdir -p .state
+	pulumi stack select $(STACK) --create --non-interactive
+
+up: stack
+	pulumi up -s $(STACK)
+
+outputs:
+	pulumi stack output -s $(STACK)
+
+# Stops the meter. Never needs SSH to a node; an already-released instance is fine.
+down:
+	pulumi destroy -s $(STACK) --yes --continue-on-error
+
+# After Aliyun auto-released the instances, the state still lists them: refresh first.
+refresh-down:
+	pulumi refresh -s $(STACK) --yes
+	pulumi destroy -s $(STACK) --yes --continue-on-error
+
+extend:
+	@test -n "$(HOURS)" || { echo "usage: make extend HOURS=6" >&2; exit 2; }
+	pulumi config set -s $(STACK) gpu-k8s:ttlHours $(HOURS)
+	pulumi up -s $(STACK) --yes
+
+kubeconfig:
+	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig
+	@echo "export KUBECONFIG=$(CURDIR)/kubeconfig"
+
+ssh-key:
+	umask 077; pulumi stack output -s $(STACK) --show-secrets sshPrivateKey > gpu-k8s.pem

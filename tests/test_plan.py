@@ -1,0 +1,110 @@
+"""The offline plan CLI: text, JSON, dependencies, --out, and exit 2 on bad config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tools import plan
+from tools.harness import ROOT
+
+
+def run_cli(capsys, *argv):
+    code = plan.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_text_plan_shows_tree_outputs_and_placeholder_legend(capsys):
+    code, out, err = run_cli(capsys, "--stack", "dev")
+    assert code == 0, err
+    assert "+ gpu-k8s:network:Network  gpu-k8s" in out
+    assert "    + alicloud:ecs/instance:Instance  gpu-0-instance" in out
+    assert "instanceType=ecs.sgn7i-vws-m2s.xlarge" in out
+    assert "sshPrivateKey: [secret]" in out
+    assert "Placeholders (values the cloud decides at deploy time):" in out
+    assert "203.0.113.10  = public IP of gpu-0-instance" in out
+    assert "<zone>  = availability zone" in out
+
+
+def test_json_plan_has_resources_dependencies_and_redacted_secrets(capsys):
+    code, out, _ = run_cli(capsys, "--stack", "dev", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["stack"] == "dev"
+    by_name = {r["name"]: r for r in doc["resources"]}
+    for r in doc["resources"]:
+        assert set(r) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs"}
+    # implicit dependency from an Output input: the vSwitch uses the VPC's id
+    assert by_name["gpu-k8s-vpc"]["urn"] in by_name["gpu-k8s-vswitch"]["dependencies"]
+    assert by_name["gpu-k8s-sg"]["urn"] in by_name["gpu-0-instance"]["dependencies"]
+    assert doc["outputs"]["sshPrivateKey"] == "[secret]"
+    assert "PLACEHOLDER" not in json.dumps(doc["outputs"])  # no secret text leaks into outputs
+
+
+def test_config_override_changes_the_plan(capsys):
+    code, out, _ = run_cli(
+        capsys, "--stack", "dev", "--json", "--config", "gpu-k8s:instanceType=ecs.gn6i-c4g1.xlarge", "--config", "nodeCount=2"
+    )
+    assert code == 0
+    types = [r["inputs"]["instanceType"] for r in json.loads(out)["resources"] if r["type"] == "alicloud:ecs/instance:Instance"]
+    assert types == ["ecs.gn6i-c4g1.xlarge"] * 2
+
+
+def test_out_dir_has_plan_json(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--stack", "p4", "--out", str(tmp_path))
+    assert code == 0
+    assert json.loads((tmp_path / "plan.json").read_text())["stack"] == "p4"
+    assert "wrote" in err
+
+
+# Each bad input: exit 2, one line on stderr naming key, value and what is accepted.
+BAD_INPUTS = [
+    (["ttlHours=0.25"], "gpu-k8s:ttlHours: '0.25'"),
+    (["ttlHours=30000"], "gpu-k8s:ttlHours: '30000'"),
+    (["nodeCount=-1"], "gpu-k8s:nodeCount: '-1'"),
+    (["nodeCount=two"], "gpu-k8s:nodeCount: 'two'"),
+    (['allowedCidrs=["10.0.0.300/32"]'], "gpu-k8s:allowedCidrs: '10.0.0.300/32'"),
+    (["alicloud:region=hangzhou"], "alicloud:region: 'hangzhou'"),
+    (["spotPriceLimit=0.5"], "gpu-k8s:spotPriceLimit: '0.5'"),
+    (["spot=true", "spotPriceLimit=0.12345"], "gpu-k8s:spotPriceLimit: '0.12345'"),
+    (["spot=yes"], "gpu-k8s:spot: 'yes'"),
+    (["instanceType=ecs.g7.large"], "gpu-k8s:instanceType: 'ecs.g7.large'"),
+    (["driverVersion=latest"], "gpu-k8s:driverVersion: 'latest'"),
+    (["kubernetesVersion=1.34"], "gpu-k8s:kubernetesVersion: '1.34'"),
+    (["smokeTest=pytorch"], "gpu-k8s:smokeTest: 'pytorch'"),
+    (['nodePools=[{"name": "a", "instanceType": "ecs.gn5i-c2g1.large", "count": 1}]'], "gpu-k8s:nodePools"),
+]
+
+
+@pytest.mark.parametrize("overrides,start", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(capsys, overrides, start):
+    argv = ["--stack", "dev"]
+    for o in overrides:
+        argv += ["--config", o]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gpu-k8s plan: config error: " + start), lines[0]
+    assert "expected" in lines[0]
+
+
+def test_unknown_stack_exits_2(capsys):
+    code, _, err = run_cli(capsys, "--stack", "nope")
+    assert code == 2 and "stacks: dev, mixed, p4" in err
+
+
+def test_real_process_exit_code_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--config", "ttlHours=0.1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout == ""

@@ -1,0 +1,175 @@
+"""The whole program under mocks: network, nodes, access, TTL, cost, secrets, for each stack."""
+
+from decimal import Decimal
+
+import pytest
+
+from tools.harness import is_secret, reveal, run_program
+from tools.mocks import DEPLOYER_IP, ZONE, PlaceholderMocks
+
+INSTANCE = "alicloud:ecs/instance:Instance"
+RULE = "alicloud:ecs/securityGroupRule:SecurityGroupRule"
+
+
+def instances(run):
+    return run.of_type(INSTANCE)
+
+
+def test_dev_stack_is_one_postpaid_vgpu_node(program):
+    run = program("dev")
+    (inst,) = instances(run)
+    i = inst.inputs
+    assert i["instanceType"] == "ecs.sgn7i-vws-m2s.xlarge"
+    assert i["instanceChargeType"] == "PostPaid"
+    assert i["spotStrategy"] == "NoSpot"
+    assert i["systemDiskCategory"] == "cloud_essd" and i["systemDiskSize"] == 60
+    assert i["internetMaxBandwidthOut"] > 0 and i["internetChargeType"] == "PayByTraffic"
+    assert i["imageId"].startswith("<image-id")
+    assert i["keyName"] == "gpu-k8s-dev"
+    assert "password" not in i
+    assert run.outputs["nodes"]["gpu-0"]["driver"] == "grid"
+    assert run.outputs["nodes"]["gpu-0"]["ssh"].endswith("root@" + run.outputs["controlPlaneIp"])
+
+
+def test_p4_stack_is_a_tesla_compute_node(program):
+    run = program("p4")
+    (inst,) = instances(run)
+    assert inst.inputs["instanceType"] == "ecs.gn5i-c2g1.large"
+    assert run.outputs["nodes"]["gpu-0"]["driver"] == "tesla"
+    assert run.outputs["nodes"]["gpu-0"]["gpu"] == "1x Tesla P4 (compute, Tesla driver)"
+
+
+def test_image_and_zone_come_from_lookups(program):
+    mocks = PlaceholderMocks()
+    run = run_program("dev", mocks=mocks)
+    calls = {c.token: c.args for c in mocks.invokes}
+    zones = calls["alicloud:index/getZones:getZones"]
+    assert zones["availableInstanceType"] == "ecs.sgn7i-vws-m2s.xlarge"
+    assert zones["availableResourceCreation"] == "VSwitch"
+    images = calls["alicloud:ecs/getImages:getImages"]
+    assert images["nameRegex"] == "^ubuntu_22_04_x64_20G_alibase_" and images["owners"] == "system" and images["mostRecent"]
+    assert run.named("gpu-k8s-vswitch").inputs["zoneId"] == ZONE
+
+
+class NoZoneMocks(PlaceholderMocks):
+    def call(self, args):
+        if args.token == "alicloud:index/getZones:getZones":
+            return {"ids": [], "zones": []}
+        return super().call(args)
+
+
+def test_no_zone_is_a_config_error_naming_type_and_region():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        run_program("dev", mocks=NoZoneMocks())
+    assert "ecs.sgn7i-vws-m2s.xlarge" in str(err.value) and "cn-hangzhou" in str(err.value)
+
+
+def test_security_group_opens_only_22_and_6443_to_allowed_cidrs(program):
+    run = program("dev", allowedCidrs=["auto", "203.0.113.0/24"])
+    rules = {(r.inputs["portRange"], r.inputs["cidrIp"]) for r in run.of_type(RULE)}
+    assert rules == {
+        ("22/22", f"{DEPLOYER_IP}/32"),
+        ("6443/6443", f"{DEPLOYER_IP}/32"),
+        ("22/22", "203.0.113.0/24"),
+        ("6443/6443", "203.0.113.0/24"),
+    }
+    assert all(r.inputs["type"] == "ingress" and r.inputs["ipProtocol"] == "tcp" for r in run.of_type(RULE))
+    assert run.named("gpu-k8s-sg").inputs["innerAccessPolicy"] == "Accept"
+    assert not run.warnings
+
+
+def test_world_open_only_when_listed_and_then_warned(program):
+    run = program("dev", allowedCidrs=["0.0.0.0/0"])
+    assert {r.inputs["cidrIp"] for r in run.of_type(RULE)} == {"0.0.0.0/0"}
+    assert any("0.0.0.0/0" in w for w in run.warnings)
+
+
+def test_secrets_are_secret(program):
+    run = program("dev")
+    assert is_secret(run.outputs["sshPrivateKey"])
+    key = run.named("gpu-k8s-ssh-private-key")
+    assert "private_key_openssh" in key.additional_secret_outputs or "privateKeyOpenssh" in key.additional_secret_outputs
+
+
+# --- auto-release --------------------------------------------------------------------
+
+
+def anchor_and_release(clock: float, **overrides):
+    cfg = {f"gpu-k8s:{k}": v for k, v in overrides.items()}
+    run = run_program("dev", cfg, mocks=PlaceholderMocks(clock=lambda: clock))
+    anchors = run.of_type("command:local:Command")
+    return run, anchors
+
+
+def test_ttl_inputs_do_not_depend_on_wall_clock():
+    # Two runs hours apart: the anchor's inputs are identical, so Pulumi sees no diff and
+    # keeps the stored anchor (and with it the release time) instead of re-running it.
+    run1, (a1,) = anchor_and_release(1_800_000_000)
+    run2, (a2,) = anchor_and_release(1_800_000_000 + 5 * 3600)
+    assert (a1.inputs, a1.name) == (a2.inputs, a2.name)
+    inst1 = run1.of_type(INSTANCE)[0]
+    assert a1.urn in inst1.dependencies  # the release time flows from the anchor only
+
+
+def test_release_time_is_anchor_plus_ttl():
+    run, _ = anchor_and_release(1_800_000_000)  # 2027-01-15T08:00:00Z
+    assert run.outputs["autoReleaseTime"] == "2027-01-15T12:00:00Z"
+    assert run.of_type(INSTANCE)[0].inputs["autoReleaseTime"] == "2027-01-15T12:00:00Z"
+
+
+def test_changing_ttl_replaces_the_anchor():
+    _, (a4,) = anchor_and_release(1_800_000_000)
+    run6, (a6,) = anchor_and_release(1_800_000_000, ttlHours="6")
+    assert a4.inputs["triggers"] != a6.inputs["triggers"]  # triggers change => replace => new anchor
+    assert run6.outputs["autoReleaseTime"] == "2027-01-15T14:00:00Z"
+
+
+def test_ttl_zero_omits_auto_release_and_warns(program):
+    run = program("dev", ttlHours="0")
+    assert not run.of_type("command:local:Command")
+    assert "autoReleaseTime" not in run.of_type(INSTANCE)[0].inputs
+    assert any("auto-release is OFF" in w for w in run.warnings)
+    assert run.outputs["cost"]["maxBeforeAutoRelease"].startswith("unbounded")
+
+
+# --- spot ----------------------------------------------------------------------------
+
+
+def test_spot_as_price_go(program):
+    i = instances(program("dev", spot="true"))[0].inputs
+    assert i["spotStrategy"] == "SpotAsPriceGo" and "spotPriceLimit" not in i
+
+
+def test_spot_with_price_limit(program):
+    i = instances(program("dev", spot="true", spotPriceLimit="1.234"))[0].inputs
+    assert i["spotStrategy"] == "SpotWithPriceLimit" and i["spotPriceLimit"] == pytest.approx(1.234)
+
+
+# --- cost ----------------------------------------------------------------------------
+
+
+def test_cost_of_dev_stack_is_a_labelled_estimate(program):
+    cost = program("dev").outputs["cost"]
+    assert cost["estimate"] is True
+    assert cost["perNode"][0]["hourly"] == "1.80" and "estimate" in cost["perNode"][0]["source"]
+    assert cost["hourlyTotal"] == "1.80" and cost["maxBeforeAutoRelease"] == "7.20"
+
+
+def test_cost_sums_over_pools_with_overrides(program):
+    cost = program("mixed", hourlyPriceCny="10").outputs["cost"]
+    assert len(cost["perNode"]) == 6
+    # infer nodes have a catalog list price (1.8); train nodes use the stack override (10)
+    assert Decimal(cost["hourlyTotal"]) == Decimal("2") * 10 + Decimal("4") * Decimal("1.8")
+    assert Decimal(cost["maxBeforeAutoRelease"]) == Decimal(cost["hourlyTotal"]) * 4
+
+
+def test_unknown_prices_are_said_to_be_unknown(program):
+    cost = program("mixed").outputs["cost"]
+    assert cost["hourlyTotal"].startswith("at least")
+    assert any(n["hourly"] is None and "unknown" in n["source"] for n in cost["perNode"])
+
+
+def test_reveal_helper_unwraps_secrets():
+    assert reveal({"a": {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": 1}}) == {"a": 1}

@@ -1,0 +1,193 @@
+"""Offline plan: what `pulumi up -s <stack>` would create, without a cloud account.
+
+    python -m tools.plan --stack dev [--config KEY=VALUE ...] [--json] [--out DIR]
+
+It evaluates the real __main__.py under the project's mocks with the stack's real
+config (Pulumi.yaml defaults < stacks/Pulumi.<stack>.yaml < --config). Values only the
+cloud knows are placeholders, listed in a legend. A config error exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from tools.harness import ROOT, ProgramRun, redact, run_program
+
+# Inputs worth a glance in the text tree, per resource type (others: none shown).
+KEY_INPUTS = {
+    "alicloud:vpc/network:Network": ["cidrBlock"],
+    "alicloud:vpc/switch:Switch": ["zoneId", "cidrBlock"],
+    "alicloud:ecs/securityGroup:SecurityGroup": ["innerAccessPolicy"],
+    "alicloud:ecs/securityGroupRule:SecurityGroupRule": ["portRange", "cidrIp"],
+    "alicloud:ecs/instance:Instance": [
+        "instanceType",
+        "instanceChargeType",
+        "spotStrategy",
+        "autoReleaseTime",
+        "systemDiskCategory",
+        "systemDiskSize",
+        "internetMaxBandwidthOut",
+    ],
+    "alicloud:ecs/ecsKeyPair:EcsKeyPair": ["keyPairName"],
+    "tls:index/privateKey:PrivateKey": ["algorithm", "rsaBits"],
+    "command:remote:Command": ["create"],
+    "command:remote:CopyToRemote": ["remotePath"],
+    "command:local:Command": ["create", "triggers"],
+    "random:index/randomString:RandomString": ["length"],
+    "kubernetes:apps/v1:DaemonSet": ["metadata"],
+    "kubernetes:core/v1:Pod": ["metadata"],
+}
+
+
+class PlanError(Exception):
+    """A user mistake: printed as one line, exit 2."""
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise PlanError(f"--config {text!r}: expected KEY=VALUE, e.g. gpu-k8s:instanceType=ecs.gn6i-c4g1.xlarge")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if ":" not in key:
+        key = f"gpu-k8s:{key}"
+    # Lists and maps as YAML/JSON; everything else stays the string the CLI would store.
+    value: object = raw
+    if raw.strip().startswith(("[", "{")):
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise PlanError(f"--config {key}: {raw!r} is not valid YAML/JSON") from None
+    return key, value
+
+
+def plan(stack: str, overrides: list[str]) -> ProgramRun:
+    from components.config import ConfigError
+
+    values = dict(parse_override(o) for o in overrides)
+    try:
+        return run_program(stack, values)
+    except FileNotFoundError as err:
+        raise PlanError(str(err)) from None
+    except ConfigError as err:
+        raise PlanError(f"config error: {err}") from None
+
+
+def as_json(run: ProgramRun) -> dict:
+    return {
+        "stack": run.stack,
+        "resources": [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "parent": r.parent,
+                "provider": r.provider,
+                "dependencies": r.dependencies,
+                "inputs": redact(r.inputs),
+            }
+            for r in run.resources
+        ],
+        "outputs": redact(run.outputs),
+        "placeholders": run.placeholders,
+        "warnings": run.warnings,
+    }
+
+
+def _short(value: object, limit: int = 90) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_text(run: ProgramRun) -> str:
+    by_urn = run.by_urn()
+    children: dict[str, list] = {}
+    for r in run.resources:
+        parent = r.parent if r.parent in by_urn else ""
+        children.setdefault(parent, []).append(r)
+    lines = [f"Plan for stack '{run.stack}' (offline: nothing is created; placeholders are explained below)", ""]
+
+    def walk(parent: str, depth: int) -> None:
+        for r in children.get(parent, []):
+            shown = []
+            for key in KEY_INPUTS.get(r.type, []):
+                if key in r.inputs:
+                    value = redact(r.inputs[key])
+                    if key == "metadata" and isinstance(value, dict):
+                        value = "/".join(x for x in (value.get("namespace"), value.get("name")) if x)
+                    shown.append(f"{key}={_short(value)}")
+            lines.append(f"{'    ' * depth}+ {r.type}  {r.name}" + (f"  [{', '.join(shown)}]" if shown else ""))
+            walk(r.urn, depth + 1)
+
+    walk("", 0)
+    lines += ["", f"{len(run.resources)} resources to create.", "", "Outputs:"]
+    for key, value in redact(run.outputs).items():
+        lines.append(f"    {key}: {_short(value, 200)}")
+    if run.warnings:
+        lines += ["", "Warnings:"] + [f"    ! {w}" for w in run.warnings]
+    lines += ["", "Placeholders (values the cloud decides at deploy time):"]
+    lines += [f"    {value}  = {label}" for value, label in run.placeholders.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_out(run: ProgramRun, out: Path) -> list[Path]:
+    """plan.json, every remote script as it will run, every Kubernetes manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "plan.json"]
+    written[0].write_text(json.dumps(as_json(run), indent=2, default=str) + "\n")
+    scripts_dir = ROOT / "components" / "scripts"
+    for r in run.of_type("command:remote:Command"):
+        create = redact(r.inputs.get("create", ""))
+        if not isinstance(create, str) or "/opt/gpu-k8s/" not in create:
+            continue
+        script = shlex.split(create)[-1].rsplit("/", 1)[-1]
+        body = (scripts_dir / script).read_text()
+        stdin_note = "# stdin: [secret]\n" if "stdin" in r.inputs and r.inputs["stdin"] is not None else ""
+        path = out / "scripts" / f"{r.name}.sh"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}\n{body}")
+        written.append(path)
+    try:
+        from tools.manifests import render_manifests
+    except ImportError:
+        render_manifests = None
+    if render_manifests is not None:
+        for rel, text in render_manifests(run).items():
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default dev)")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    parser.add_argument("--out", type=Path, help="write plan.json, rendered scripts and manifests to DIR")
+    args = parser.parse_args(argv)
+    try:
+        run = plan(args.stack, args.config)
+    except PlanError as err:
+        print(f"gpu-k8s plan: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(as_json(run), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(run))
+    if args.out:
+        written = write_out(run, args.out)
+        print(f"wrote {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
