@@ -1,7 +1,8 @@
 """Stub commands on PATH for behavioural script tests.
 
-Each stub appends its argv (one JSON array per line) to a call log, may print fixed
-stdout, run a small bash body, and exits with a chosen code. ``STUB_STATE`` is a
+Each stub appends its argv to a call log (NUL-separated arguments, one record per call,
+written by bash itself so a stub costs no interpreter start-up), may print fixed stdout,
+run a small bash body, and exits with a chosen code. ``STUB_STATE`` is a
 scratch directory stubs can use to remember things between calls (e.g. "the driver is
 installed now"), so a second run of a script can be checked for doing nothing twice.
 Scripts under test see ``GPU_K8S_ROOT`` and must prefix every host path with it.
@@ -9,21 +10,64 @@ Scripts under test see ``GPU_K8S_ROOT`` and must prefix every host path with it.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+_END_OF_CALL = "\x1e"  # record separator: ends each call's NUL-separated argv in the log
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "components" / "scripts"
 # Real tools the scripts may use as-is; everything else must be stubbed.
 PASSTHROUGH = (
-    "bash", "sh", "cat", "grep", "sed", "awk", "tr", "cut", "head", "tail", "sort", "uniq",
-    "mkdir", "rm", "cp", "mv", "ln", "chmod", "touch", "dirname", "basename", "env",
-    "printf", "echo", "tee", "wc", "date", "sleep", "mktemp", "readlink", "stat", "cmp",
-    "diff", "sha256sum", "base64", "id", "true", "false", "test", "xargs", "seq", "paste",
-    "comm", "timeout", "find", "realpath", "od", "python3",
+    "bash",
+    "sh",
+    "cat",
+    "grep",
+    "sed",
+    "awk",
+    "tr",
+    "cut",
+    "head",
+    "tail",
+    "sort",
+    "uniq",
+    "mkdir",
+    "rm",
+    "cp",
+    "mv",
+    "ln",
+    "chmod",
+    "touch",
+    "dirname",
+    "basename",
+    "env",
+    "printf",
+    "echo",
+    "tee",
+    "wc",
+    "date",
+    "sleep",
+    "mktemp",
+    "readlink",
+    "stat",
+    "cmp",
+    "diff",
+    "sha256sum",
+    "base64",
+    "id",
+    "true",
+    "false",
+    "test",
+    "xargs",
+    "seq",
+    "paste",
+    "comm",
+    "timeout",
+    "find",
+    "realpath",
+    "od",
+    "python3",
 )
 
 
@@ -32,7 +76,7 @@ class StubBin:
         self.dir = tmp_path / "bin"
         self.state = tmp_path / "state"
         self.root = tmp_path / "root"
-        self.log = tmp_path / "calls.jsonl"
+        self.log = tmp_path / "calls.log"
         for d in (self.dir, self.state, self.root):
             d.mkdir(parents=True, exist_ok=True)
         self.log.touch()
@@ -48,16 +92,21 @@ class StubBin:
             path.unlink()
         path.write_text(
             "#!/bin/bash\n"
-            f"python3 -c 'import json,sys; print(json.dumps([{json.dumps(name)}] + sys.argv[1:]))' \"$@\" >> {shlex.quote(str(self.log))}\n"
-            f"{body}\n"
-            + (f"printf '%s' {shlex.quote(stdout)}\n" if stdout else "")
-            + f"exit {exit_code}\n"
+            f"printf '%s\\0' {shlex.quote(name)} \"$@\" $'\\x1e' >> {shlex.quote(str(self.log))}\n"
+            f"{body}\n" + (f"printf '%s' {shlex.quote(stdout)}\n" if stdout else "") + f"exit {exit_code}\n"
         )
         path.chmod(0o755)
         return self
 
     def calls(self, name: str | None = None) -> list[list[str]]:
-        rows = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        rows: list[list[str]] = []
+        row: list[str] = []
+        for field in self.log.read_bytes().decode("utf-8", "replace").split("\0")[:-1]:
+            if field == _END_OF_CALL:
+                rows.append(row)
+                row = []
+            else:
+                row.append(field)
         return [r for r in rows if name is None or r[0] == name]
 
     def called(self, name: str, *needles: str) -> bool:
@@ -67,7 +116,9 @@ class StubBin:
     def clear(self) -> None:
         self.log.write_text("")
 
-    def run(self, script: str, env: dict[str, str] | None = None, stdin: str = "", timeout: int = 60) -> subprocess.CompletedProcess:
+    def run(
+        self, script: str, env: dict[str, str] | None = None, stdin: str = "", timeout: int = 60
+    ) -> subprocess.CompletedProcess:
         """Run components/scripts/<script> with only the stubs (and passthrough tools) on PATH."""
         full_env = {
             "PATH": str(self.dir),

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# 42-ca-cert-hash.sh: the cluster CA's public-key hash that workers pin when they join.
+#
+# Runs on: the control-plane node, as root, after 40-kubeadm-init.
+# Inputs (environment): none.
+# Knobs: GPU_K8S_ROOT (path prefix, tests only).
+# stdin: not read.
+# stdout: one line, sha256:<64 hex digits> (kubeadm's --discovery-token-ca-cert-hash).
+#
+# The hash is SHA-256 over the DER SubjectPublicKeyInfo of the CA key, as kubeadm
+# documents; `openssl pkey` gives the same bytes as the documented `openssl rsa -pubin`
+# and also works when the CA key is ECDSA (kubeadm encryptionAlgorithm ECDSA-*).
+set -euo pipefail
+
+readonly STEP="42-ca-cert-hash"
+readonly ROOT="${GPU_K8S_ROOT:-}"
+readonly CA_CERT="$ROOT/etc/kubernetes/pki/ca.crt"
+
+log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+ca_hash() {
+  [[ -r "$CA_CERT" ]] || die "/etc/kubernetes/pki/ca.crt not found: 40-kubeadm-init has not initialised the cluster"
+  local digest
+  digest=$(openssl x509 -pubkey -noout -in "$CA_CERT" | openssl pkey -pubin -outform der 2>/dev/null |
+    openssl dgst -sha256 -hex) || die "openssl could not read the CA public key from /etc/kubernetes/pki/ca.crt"
+  digest="${digest##* }"
+  [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || die "openssl printed no SHA-256 digest for the CA public key"
+  printf 'sha256:%s\n' "$digest"
+}
+
+main() {
+  ca_hash
+}
+
+main "$@"

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# 50-kubeadm-join.sh: join a worker to the cluster, pinning the CA by its public-key hash.
+#
+# Runs on: every worker node, as root, after 30-kube-packages (and 43-join-token on the
+# control plane).
+# Inputs (environment):
+#   CONTROL_PLANE_ENDPOINT  private-ip:6443 of the control plane
+#   NODE_NAME               the Kubernetes node name
+#   KUBERNETES_VERSION      e.g. 1.34.2 (for the pause image and the config apiVersion)
+#   IMAGE_REPOSITORY        e.g. registry.aliyuncs.com/google_containers
+# Knobs: GPU_K8S_ROOT (path prefix, tests only).
+# stdin: line 1 the bootstrap token [a-z0-9]{6}.[a-z0-9]{16}; line 2 the CA hash
+#   sha256:<64 hex>. Secrets: never printed; written only to a 0600 file under /run that
+#   is removed on exit. CA verification is never skipped.
+# stdout: nothing.
+set -euo pipefail
+
+readonly STEP="50-kubeadm-join"
+readonly ROOT="${GPU_K8S_ROOT:-}"
+readonly ENDPOINT="${CONTROL_PLANE_ENDPOINT:-}"
+readonly NODE_NAME="${NODE_NAME:-}"
+readonly VERSION="${KUBERNETES_VERSION:-}"
+readonly IMAGE_REPOSITORY="${IMAGE_REPOSITORY:-}"
+readonly CONTAINERD_CONFIG="$ROOT/etc/containerd/config.toml"
+readonly KUBELET_CONF="$ROOT/etc/kubernetes/kubelet.conf"
+readonly RUN_DIR="$ROOT/run/gpu-k8s"
+readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
+TOKEN="" CA_HASH="" JOIN_CONFIG=""
+
+log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
+cleanup() { if [[ -n "$JOIN_CONFIG" ]]; then rm -f "$JOIN_CONFIG"; fi; }
+
+read_secrets() {
+  if [[ ! -t 0 ]]; then
+    IFS= read -r TOKEN || true
+    IFS= read -r CA_HASH || true
+  fi
+  TOKEN="${TOKEN%$'\r'}" CA_HASH="${CA_HASH%$'\r'}"
+  [[ "$TOKEN" =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] ||
+    die "the bootstrap token on stdin line 1 is malformed (not shown): expected [a-z0-9]{6}.[a-z0-9]{16}"
+  [[ "$CA_HASH" =~ ^sha256:[0-9a-f]{64}$ ]] ||
+    die "the CA hash on stdin line 2 is malformed (not shown): expected sha256:<64 hex digits> (42-ca-cert-hash)"
+}
+
+validate() {
+  [[ "$ENDPOINT" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]+$ ]] || die "CONTROL_PLANE_ENDPOINT must be ip:port (got '$ENDPOINT')"
+  [[ "$NODE_NAME" =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]] || die "NODE_NAME must be a DNS label (got '$NODE_NAME')"
+  [[ "$VERSION" =~ ^1\.[0-9]+\.[0-9]+$ ]] || die "KUBERNETES_VERSION must look like 1.34.2 (got '$VERSION')"
+  [[ "$IMAGE_REPOSITORY" =~ ^[a-z0-9][a-z0-9.:/_-]*$ ]] || die "IMAGE_REPOSITORY must be a registry path (got '$IMAGE_REPOSITORY')"
+}
+
+# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
+align_sandbox_image() {
+  local pause before
+  pause=$(kubeadm config images list --image-repository "$IMAGE_REPOSITORY" --kubernetes-version "v$VERSION" 2>/dev/null | grep pause | head -n 1) ||
+    die "kubeadm config images list found no pause image for v$VERSION in $IMAGE_REPOSITORY"
+  [[ -f "$CONTAINERD_CONFIG" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
+  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$CONTAINERD_CONFIG"; then
+    log "containerd already uses $pause, skipping"
+    return 0
+  fi
+  before=$(checksum "$CONTAINERD_CONFIG")
+  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$CONTAINERD_CONFIG"
+  grep -qF "\"$pause\"" "$CONTAINERD_CONFIG" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
+  if [[ "$(checksum "$CONTAINERD_CONFIG")" != "$before" ]]; then
+    log "containerd now uses $pause, restarting containerd"
+    systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
+  fi
+}
+
+write_join_config() { # 0600 from the start (umask), on tmpfs, removed by the EXIT trap
+  local api=kubeadm.k8s.io/v1beta3 minor="${VERSION#1.}"
+  if ((${minor%%.*} >= 31)); then api=kubeadm.k8s.io/v1beta4; fi
+  mkdir -p "$RUN_DIR"
+  JOIN_CONFIG=$(umask 077 && mktemp "$RUN_DIR/join.XXXXXX")
+  cat >"$JOIN_CONFIG" <<YAML
+apiVersion: $api
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "$ENDPOINT"
+    token: "$TOKEN"
+    caCertHashes:
+      - "$CA_HASH"
+nodeRegistration:
+  name: "$NODE_NAME"
+  criSocket: "$CRI_SOCKET"
+YAML
+}
+
+join_cluster() {
+  if [[ -f "$KUBELET_CONF" ]]; then
+    log "node already joined (/etc/kubernetes/kubelet.conf exists), skipping kubeadm join"
+    return 0
+  fi
+  write_join_config
+  log "kubeadm join $ENDPOINT as $NODE_NAME"
+  local out rc=0
+  out=$(kubeadm join --config "$JOIN_CONFIG" 2>&1) || rc=$?
+  out="${out//$TOKEN/<token>}"
+  printf '%s\n' "${out//${TOKEN#*.}/<secret>}" >&2
+  ((rc == 0)) || die "kubeadm join failed (exit $rc): see its output above; check that 43-join-token ran, that port 6443 of $ENDPOINT is reachable, and run 'kubeadm reset -f' on this node before retrying"
+}
+
+main() {
+  trap cleanup EXIT
+  validate
+  read_secrets
+  align_sandbox_image
+  join_cluster
+}
+
+main "$@"
