@@ -7,6 +7,7 @@ a label so the plan can print a legend. Invokes are strict: an unknown token fai
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             "-kubeconfig": self._kubeconfig,
             "-gpu-verify": self._gpu_verify,
             "-ca-hash": lambda inputs, env: CA_HASH,
+            "-gpu-allocatable": self._gpu_allocatable,
+            "-gpu-test-result": self._gpu_test_result,
         }
 
     # --- invokes ---------------------------------------------------------------------
@@ -140,3 +143,25 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         line = f"{name}, {driver}, 0 MiB"
         self.placeholders[line] = "nvidia-smi's answer at deploy time (the plan shows the catalog's expectation)"
         return line + "\n"
+
+    def _gpu_allocatable(self, inputs: dict, env: dict[str, str]) -> str:
+        """70-gpu-allocatable.sh: {node: nvidia.com/gpu allocatable}, here the expected minimum."""
+        nodes = env.get("GPU_NODES", "").replace(",", " ").split()
+        per_node = int(env.get("MIN_GPUS_PER_NODE") or 1)
+        answer = json.dumps({node: per_node for node in nodes})
+        self.placeholders[answer] = "nvidia.com/gpu allocatable per GPU node, read from the cluster at deploy time"
+        return answer + "\n"
+
+    def _gpu_test_result(self, inputs: dict, env: dict[str, str]) -> str:
+        """80-gpu-test-result.sh: every test pod Succeeded; logs are labelled placeholders."""
+        pattern = env.get("SUCCESS_PATTERN", "")
+        per_node = int(env.get("PODS_PER_NODE") or 1)
+        pods = []
+        for pod in env.get("TEST_PODS", "").replace(",", " ").split():  # namespace/name
+            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-")
+            if per_node > 1:
+                node = node.rsplit("-", 1)[0]
+            log = f"<placeholder: log of {pod} at deploy time, which passes if it contains {pattern!r}>"
+            self.placeholders[log] = f"what {pod} prints on the GPU node (read with kubectl logs at deploy time)"
+            pods.append({"pod": pod, "node": node, "phase": "Succeeded", "passed": True, "log": log, "diagnosis": ""})
+        return json.dumps({"passed": True, "pods": pods}) + "\n"

@@ -1,0 +1,289 @@
+"""CUDA compatibility: will this container image run on this node's NVIDIA driver? (pure)
+
+Sources: shared/reference/nvidia-gpu-on-kubernetes.md section 4 (driver minimums per
+CUDA GA, minor-version and forward compatibility) and aliyun-gpu-ecs.md section 1.3
+(Aliyun's GRID driver versions). The seed walk-through hit the failure this module
+refuses at plan time: ``tensorflow/tensorflow:latest-gpu`` on GRID 470 ->
+``unsatisfied condition: cuda>=12.3``.
+
+Rule: an image needing CUDA X.Y runs when the driver's own CUDA is >= X.Y. Otherwise,
+on a Tesla/datacenter driver, CUDA minor-version compatibility lets any X.* image run
+on a driver at or above that major's baseline. GRID (vGPU) drivers get neither forward
+compatibility nor guaranteed minor-version compatibility here, so they are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from components.catalog import GRID, TESLA, VGPU, GpuProfile
+
+# Highest CUDA each driver branch supports (reference section 4, nvidia-smi's "CUDA Version").
+BRANCH_MAX_CUDA: dict[int, str] = {
+    470: "11.4",
+    525: "12.0",
+    535: "12.2",
+    545: "12.3",
+    550: "12.4",
+    555: "12.5",
+    560: "12.6",
+    565: "12.7",
+    570: "12.8",
+    575: "12.9",
+    580: "13.0",
+}
+# Minor-version compatibility baseline per CUDA major (the major's first GA driver).
+MINOR_COMPAT_MIN_DRIVER: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+
+# Aliyun's Cloud Assistant GRID driver (reference aliyun-gpu-ecs.md section 1.3).
+GRID_DRIVER_DEFAULT = "470.256.03"
+GRID_DRIVER_BY_FAMILY = {"sgn8ia": "535.183.06"}
+
+VECTORADD_REPO = "nvcr.io/nvidia/k8s/cuda-sample"
+# vectoradd tags seen in NVIDIA's own docs/tests and public manifests, newest first.
+# Each prints "Test PASSED". There is no vectoradd tag between 11.7 and 12.5.
+VECTORADD_TAGS: tuple[tuple[str, str], ...] = (
+    ("vectoradd-cuda12.5.0", "12.5"),  # k8s-device-plugin README, gpu-operator tests
+    ("vectoradd-cuda11.7.1-ubuntu20.04", "11.7"),  # gpu-operator docs, dcgm-exporter e2e
+    ("vectoradd-cuda11.6.0", "11.6"),  # gpu-operator #343 ("for nvidia 525 drivers")
+    ("vectoradd-cuda11.2.1", "11.2"),  # NVIDIA cloud-native docs
+    ("vectoradd-cuda10.2", "10.2"),  # gpu-operator #343 ("for nvidia 510 drivers")
+)
+TENSORFLOW_IMAGE = "tensorflow/tensorflow:2.6.0-gpu"  # the seed's, CUDA 11.2 build
+
+# Images whose CUDA requirement is known (normalised names, see _normalise).
+KNOWN_IMAGES: dict[str, str] = {
+    **{f"{VECTORADD_REPO}:{tag}": cuda for tag, cuda in VECTORADD_TAGS},
+    TENSORFLOW_IMAGE: "11.2",  # TF 2.6 tested build: CUDA 11.2, cuDNN 8.1
+    "tensorflow/tensorflow:2.16.1-gpu": "12.3",  # TF tested builds (tensorflow/tensorflow#63362)
+    # A moving tag: its requirement as the seed met it in Nov 2023. Recorded so the check
+    # refuses it on GRID 470; it only grows, so newer pulls fail the same way or worse.
+    "tensorflow/tensorflow:latest-gpu": "12.3",
+}
+# Tags that spell out their CUDA version.
+_TAG_PATTERNS = (
+    re.compile(r"^nvcr\.io/nvidia/k8s/cuda-sample:vectoradd-cuda(?P<maj>\d+)\.(?P<min>\d+)(?:\.\d+)?(?:-[\w.]+)?$"),
+    re.compile(r"^(?:nvcr\.io/)?nvidia/cuda:(?P<maj>\d+)\.(?P<min>\d+)\.\d+(?:-[\w.-]+)?$"),
+)
+_DRIVER_RE = re.compile(r"^(?P<branch>\d{3})\.\d{2,3}(?:\.\d{2,3})?$")
+_CUDA_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
+
+
+class CudaIncompatible(ValueError):
+    """No image/driver combination works; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class CudaCheck:
+    ok: bool
+    reason: str
+    image_cuda: str
+    driver_version: str
+    driver_kind: str
+    driver_cuda: str
+    via: str | None  # "driver" | "minor-version compatibility" | None when refused
+
+
+def _cuda(version: str) -> tuple[int, int]:
+    if not _CUDA_RE.match(version):
+        raise ValueError(f"CUDA version {version!r} is not MAJOR.MINOR (e.g. 12.2)")
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def _driver(version: str) -> tuple[int, ...]:
+    if not _DRIVER_RE.match(version):
+        raise ValueError(f"driver version {version!r} is not an NVIDIA driver version such as 535.129.03")
+    return tuple(int(p) for p in version.split("."))
+
+
+def driver_cuda(driver_version: str) -> str:
+    """Highest CUDA the driver supports. Unlisted branches get the nearest lower branch's
+    value (a lower bound: never claims more than the driver has)."""
+    branch = _driver(driver_version)[0]
+    known = [b for b in BRANCH_MAX_CUDA if b <= branch]
+    if not known:
+        raise ValueError(f"driver {driver_version} predates branch {min(BRANCH_MAX_CUDA)}, the oldest this project knows")
+    return BRANCH_MAX_CUDA[max(known)]
+
+
+def grid_driver_for(profile: GpuProfile) -> str:
+    """The GRID driver Aliyun's Cloud Assistant installs on a vGPU family."""
+    if profile.kind != VGPU:
+        raise ValueError(f"{profile.instance_type} is a compute family: it takes the Tesla driver, not GRID")
+    return GRID_DRIVER_BY_FAMILY.get(profile.family, GRID_DRIVER_DEFAULT)
+
+
+def node_driver(profile: GpuProfile, tesla_driver_version: str) -> str:
+    """The driver version a node of this profile runs (gpu-k8s:driverVersion is Tesla-only)."""
+    return grid_driver_for(profile) if profile.driver == GRID else tesla_driver_version
+
+
+def check(image_cuda: str, driver_version: str, driver_kind: str) -> CudaCheck:
+    """Whether an image needing ``image_cuda`` runs on this driver (tesla|grid)."""
+    if driver_kind not in (TESLA, GRID):
+        raise ValueError(f"driver kind {driver_kind!r} is not {TESLA} or {GRID}")
+    need, have_str = _cuda(image_cuda), driver_cuda(driver_version)
+    have = _cuda(have_str)
+
+    def result(ok: bool, reason: str, via: str | None) -> CudaCheck:
+        return CudaCheck(ok, reason, image_cuda, driver_version, driver_kind, have_str, via)
+
+    if have >= need:
+        return result(True, f"driver {driver_version} supports CUDA {have_str} >= {image_cuda}", "driver")
+    if driver_kind == GRID:
+        return result(
+            False,
+            f"GRID (vGPU) driver {driver_version} supports CUDA {have_str} < {image_cuda}; vGPU gets no forward "
+            "compatibility and minor-version compatibility is not guaranteed on GRID",
+            None,
+        )
+    baseline = MINOR_COMPAT_MIN_DRIVER.get(need[0])
+    if baseline is not None and _driver(driver_version) >= _driver(baseline):
+        return result(
+            True,
+            f"driver {driver_version} supports CUDA {have_str}; CUDA {need[0]}.x minor-version compatibility "
+            f"(driver >= {baseline}) runs {image_cuda} images (no PTX JIT of newer code)",
+            "minor-version compatibility",
+        )
+    floor = f"needs driver >= {baseline}" if baseline else "has no minor-version compatibility baseline here"
+    return result(False, f"driver {driver_version} supports CUDA {have_str} < {image_cuda}, and CUDA {need[0]}.x {floor}", None)
+
+
+def _normalise(image: str) -> str:
+    """Docker Hub names in their short form: docker.io/library/x -> x."""
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if image.startswith(prefix):
+            image = image[len(prefix) :]
+            break
+    return image[len("library/") :] if image.startswith("library/") else image
+
+
+def known_image_cuda(image: str) -> str | None:
+    """The CUDA an image needs, if the table or its tag says so."""
+    name = _normalise(image.strip())
+    if name in KNOWN_IMAGES:
+        return KNOWN_IMAGES[name]
+    for pattern in _TAG_PATTERNS:
+        m = pattern.match(name)
+        if m:
+            return f"{int(m.group('maj'))}.{int(m.group('min'))}"
+    return None
+
+
+def image_cuda_requirement(image: str, declared: str | None) -> tuple[str | None, str | None]:
+    """(cuda, None) or (None, error). ``declared`` is gpu-k8s:smokeTestCudaVersion."""
+    if declared is not None and not _CUDA_RE.match(declared):
+        return None, f"gpu-k8s:smokeTestCudaVersion {declared!r} is not MAJOR.MINOR, e.g. 11.4 or 12.2"
+    known = known_image_cuda(image)
+    if known is not None and declared is not None and _cuda(declared) != _cuda(known):
+        return None, (
+            f"gpu-k8s:smokeTestCudaVersion {declared} contradicts {image}, which needs CUDA {known}; "
+            "unset smokeTestCudaVersion or use another image"
+        )
+    if known is not None:
+        return known, None
+    if declared is not None:
+        return declared, None
+    return None, (
+        f"the CUDA version {image} needs is unknown; set gpu-k8s:smokeTestCudaVersion to it (MAJOR.MINOR, "
+        "e.g. 12.2) so it can be checked against the node drivers"
+    )
+
+
+def _fitting_vectoradd(drivers: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+    drivers = list(drivers)
+    for tag, cuda in VECTORADD_TAGS:
+        if all(check(cuda, version, kind).ok for version, kind in drivers):
+            return f"{VECTORADD_REPO}:{tag}", cuda
+    return None
+
+
+def _why_not(image_cuda: str, driver_kind: str) -> str:
+    if driver_kind == GRID:
+        return "vGPU (GRID) drivers get no forward compatibility, and minor-version compatibility is not guaranteed on GRID"
+    major = _cuda(image_cuda)[0]
+    baseline = MINOR_COMPAT_MIN_DRIVER.get(major)
+    if baseline:
+        return f"CUDA {major}.x minor-version compatibility needs driver >= {baseline}"
+    return f"CUDA {major}.x has no minor-version compatibility baseline here"
+
+
+def _driver_fix(image_cuda: str, driver_kind: str) -> str:
+    need = _cuda(image_cuda)
+    if driver_kind == GRID:
+        return (
+            f"run it on a compute family (ecs.gn*) with a Tesla driver; Aliyun's GRID drivers are {GRID_DRIVER_DEFAULT} "
+            f"(CUDA 11.4) and, on sgn8ia, {GRID_DRIVER_BY_FAMILY['sgn8ia']} (CUDA 12.2)"
+        )
+    baseline = MINOR_COMPAT_MIN_DRIVER.get(need[0])
+    if baseline:
+        return f"set gpu-k8s:driverVersion to {baseline} or newer"
+    branches = [b for b, cuda in sorted(BRANCH_MAX_CUDA.items()) if _cuda(cuda) >= need]
+    if branches:
+        return f"set gpu-k8s:driverVersion to a {branches[0]}-branch driver or newer"
+    return "use an image built for an older CUDA"
+
+
+def compatibility_error(image: str, image_cuda: str, driver_version: str, driver_kind: str) -> str | None:
+    """None when the image runs on the driver, else a message with the numbers and a fix."""
+    result = check(image_cuda, driver_version, driver_kind)
+    if result.ok:
+        return None
+    fixes = []
+    alternative = _fitting_vectoradd([(driver_version, driver_kind)])
+    if alternative and _normalise(image) != alternative[0]:
+        fixes.append(f"use {alternative[0]} (CUDA {alternative[1]}) as the test image")
+    fixes.append(_driver_fix(image_cuda, driver_kind))
+    return (
+        f"{image} needs CUDA {image_cuda}, but the {driver_kind.upper()} driver {driver_version} supports only CUDA "
+        f"{result.driver_cuda} and {_why_not(image_cuda, driver_kind)}; the container would fail with "
+        f"'unsatisfied condition: cuda>={image_cuda}'. Fix: " + "; or ".join(fixes)
+    )
+
+
+def pick_vectoradd_image(drivers: Sequence[tuple[str, str]]) -> str:
+    """Newest vectoradd image that runs on every (driver_version, driver_kind) given."""
+    if not drivers:
+        raise ValueError("pick_vectoradd_image needs at least one (driver_version, driver_kind)")
+    found = _fitting_vectoradd(drivers)
+    if found is None:
+        listed = ", ".join(f"{kind.upper()} {version}" for version, kind in dict.fromkeys(drivers))
+        raise CudaIncompatible(f"no vectoradd image runs on every node driver ({listed}); split the pools or align the drivers")
+    return found[0]
+
+
+def select_test_image(
+    test: str, image: str | None, declared_cuda: str | None, drivers: Sequence[tuple[str, str]]
+) -> tuple[str, str]:
+    """(image, cuda) for the smoke test on these (driver_version, driver_kind) nodes.
+
+    ``test`` is vectoradd|tensorflow; ``image`` replaces the default. Raises
+    CudaIncompatible naming image, CUDA, driver and a fix when any node can't run it.
+    """
+    if test not in ("vectoradd", "tensorflow"):
+        raise ValueError(f"test {test!r} has no image (vectoradd or tensorflow)")
+    if image is None:
+        image = pick_vectoradd_image(drivers) if test == "vectoradd" else TENSORFLOW_IMAGE
+    cuda, error = image_cuda_requirement(image, declared_cuda)
+    if error:
+        raise CudaIncompatible(error)
+    assert cuda is not None
+    for version, kind in dict.fromkeys(drivers):
+        message = compatibility_error(image, cuda, version, kind)
+        if message:
+            raise CudaIncompatible(message)
+    return image, cuda
+
+
+def smoke_test_error(test: str, image: str | None, declared_cuda: str | None, drivers: Sequence[tuple[str, str]]) -> str | None:
+    """select_test_image's refusal as a message (for a plan-time ConfigError), or None."""
+    if test == "none":
+        return None
+    try:
+        select_test_image(test, image, declared_cuda, drivers)
+    except CudaIncompatible as err:
+        return str(err)
+    return None

@@ -1,0 +1,291 @@
+"""GPU smoke test: is nvidia.com/gpu allocatable on every GPU node, and does a GPU pod work?
+
+Three steps, in order (the seed walk-through's checks, automated):
+ 1. ``70-gpu-allocatable.sh`` on the control plane waits until every GPU node advertises
+    nvidia.com/gpu, and otherwise prints a diagnosis from the device plugin's pods.
+ 2. Test pods, pinned one per GPU node (N per node with time-slicing), each limited to
+    exactly 1 nvidia.com/gpu: the CUDA vectoradd sample ("Test PASSED"), or the seed's
+    TensorFlow script ("/device:GPU:0") mounted from a ConfigMap.
+ 3. ``80-gpu-test-result.sh`` waits for the pods to finish and reports, as JSON, the
+    phase, log and a diagnosis per pod; that becomes the ``result`` output. A failure is
+    logged as an error so ``pulumi up`` fails loudly, and the verdict is still recorded.
+
+The pods skip Pulumi's await: a failed pod would otherwise hold ``pulumi up`` for ten
+minutes and then print less than step 3 does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import pulumi
+import pulumi_command as command
+import pulumi_kubernetes as k8s
+
+from components import cuda, device_plugin, remote
+from components.catalog import GpuProfile
+
+TESTS = ("vectoradd", "tensorflow", "none")
+SUCCESS_PATTERNS = {"vectoradd": "Test PASSED", "tensorflow": "/device:GPU:0"}
+NAMESPACE = "default"
+POD_PREFIX = "gpu-test"
+SCRIPT_CONFIG_MAP = "gpu-test-script"
+# The seed's test: prints the GPU's device name, empty when TensorFlow sees no GPU.
+TENSORFLOW_SCRIPT = "import tensorflow as tf\nprint(tf.test.gpu_device_name())\n"
+ALLOCATABLE_TIMEOUT_SECONDS = 300
+RESULT_TIMEOUT_SECONDS = 900
+MAX_REPLICAS = device_plugin.MAX_REPLICAS
+MAX_LOG_CHARS = 4000  # per pod in the stack output; the tail is what explains a failure
+_NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_IMAGE_RE = re.compile(r"^[^\s:@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+class GpuNode(NamedTuple):
+    """A GPU node as Kubernetes names it, what it is, and the driver it runs."""
+
+    name: str
+    profile: GpuProfile
+    driver_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSmokeTestArgs:
+    connection: command.remote.ConnectionArgs  # SSH to the control plane (kubectl works there)
+    gpu_nodes: Sequence[GpuNode]  # or plain (node_name, GpuProfile, driver_version) tuples
+    test: str = "vectoradd"  # vectoradd | tensorflow | none
+    image: str | None = None  # replaces the test's default image
+    image_cuda_version: str | None = None  # CUDA the image needs, when it isn't a known image
+    time_slicing_replicas: int = 1  # N > 1: N test pods per node share its GPU(s)
+    device_plugin: Sequence[pulumi.Resource] = ()  # the plugin DaemonSet(s): checked after them
+    after: Sequence[pulumi.Resource] = ()  # e.g. the GPU node label patches
+
+    def __post_init__(self):
+        if self.test not in TESTS:
+            raise ValueError(f"GpuSmokeTestArgs.test {self.test!r}: expected one of {', '.join(TESTS)}")
+        nodes = [GpuNode(*n) for n in self.gpu_nodes]
+        if not nodes:
+            raise ValueError("GpuSmokeTestArgs.gpu_nodes must name at least one GPU node")
+        names = [n.name for n in nodes]
+        for node in nodes:
+            if not _NODE_RE.match(node.name):
+                raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: {node.name!r} is not a Kubernetes node name (DNS label)")
+            if not isinstance(node.profile, GpuProfile):
+                raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: {node.name!r} has no GpuProfile")
+            cuda.driver_cuda(node.driver_version)  # raises ValueError on a malformed version
+        if len(set(names)) != len(names):
+            raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: node names repeat: {', '.join(names)}")
+        if isinstance(self.time_slicing_replicas, bool) or not 1 <= self.time_slicing_replicas <= MAX_REPLICAS:
+            raise ValueError(
+                f"GpuSmokeTestArgs.time_slicing_replicas {self.time_slicing_replicas!r}: expected 1 to {MAX_REPLICAS}"
+            )
+        if self.image is not None and not _IMAGE_RE.match(self.image):
+            raise ValueError(f"GpuSmokeTestArgs.image {self.image!r} is not an image reference such as repo/name:tag")
+        if self.test != "none":
+            # CudaIncompatible (a ValueError) names image, CUDA, driver and a fix.
+            cuda.select_test_image(self.test, self.image, self.image_cuda_version, _drivers(nodes))
+        object.__setattr__(self, "gpu_nodes", tuple(nodes))
+
+
+def _drivers(nodes: Sequence[GpuNode]) -> list[tuple[str, str]]:
+    return [(n.driver_version, n.profile.driver) for n in nodes]
+
+
+def _test_pods(nodes: Sequence[GpuNode], replicas: int) -> list[tuple[str, str]]:
+    """(pod name, node name) pairs: one pod per node, or N per node when time-slicing."""
+    if replicas == 1:
+        return [(f"{POD_PREFIX}-{n.name}", n.name) for n in nodes]
+    return [(f"{POD_PREFIX}-{n.name}-{i}", n.name) for n in nodes for i in range(replicas)]
+
+
+def _pod_spec(test: str, image: str, node: str) -> dict:
+    container: dict = {
+        "name": POD_PREFIX,
+        "image": image,
+        # Exactly one GPU (or one time-slice of it): more would make the test unschedulable.
+        "resources": {"limits": {device_plugin.GPU_RESOURCE: "1"}},
+    }
+    spec: dict = {
+        "restartPolicy": "Never",
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [{"key": device_plugin.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+        "containers": [container],
+    }
+    if test == "tensorflow":
+        container["command"] = ["python3", "/app/test.py"]
+        container["volumeMounts"] = [{"name": SCRIPT_CONFIG_MAP, "mountPath": "/app/"}]
+        spec["volumes"] = [{"name": SCRIPT_CONFIG_MAP, "configMap": {"name": SCRIPT_CONFIG_MAP}}]
+    # vectoradd: the image's own entrypoint runs /cuda-samples/vectorAdd.
+    return spec
+
+
+def _parse_allocatable(stdout: str) -> dict:
+    try:
+        data = json.loads(stdout or "")
+    except json.JSONDecodeError:
+        return {"unreadable": (stdout or "")[-MAX_LOG_CHARS:]}
+    return data if isinstance(data, dict) else {"unreadable": stdout[-MAX_LOG_CHARS:]}
+
+
+def _verdict(stdout: str, pods: Sequence[tuple[str, str]], *, test: str, image: str, cuda_version: str, pattern: str) -> dict:
+    """The result output from 80-gpu-test-result.sh's JSON; PASSED only if every pod passed."""
+    try:
+        data = json.loads(stdout or "")
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("pods"), list):
+        reported: dict[str, dict] = {}
+        unreadable = f"the result check printed no result JSON: {(stdout or '<nothing>')[-MAX_LOG_CHARS:]}"
+    else:
+        # The script names pods namespace/name.
+        reported = {str(p.get("pod")).rsplit("/", 1)[-1]: p for p in data["pods"] if isinstance(p, dict)}
+        unreadable = ""
+    entries = []
+    for pod, node in pods:
+        got = reported.get(pod)
+        if got is None:
+            entries.append(
+                {
+                    "pod": pod,
+                    "node": node,
+                    "phase": "Unknown",
+                    "passed": False,
+                    "log": "",
+                    "diagnosis": unreadable or "the result check did not report this pod",
+                }
+            )
+            continue
+        entries.append(
+            {
+                "pod": pod,
+                "node": node,  # pinned by nodeSelector: authoritative
+                "phase": str(got.get("phase") or "Unknown"),
+                "passed": got.get("passed") is True,
+                "log": str(got.get("log") or "")[-MAX_LOG_CHARS:],
+                "diagnosis": str(got.get("diagnosis") or ""),
+            }
+        )
+    passed = isinstance(data, dict) and data.get("passed") is True and all(e["passed"] for e in entries)
+    return {
+        "verdict": "PASSED" if passed else "FAILED",
+        "test": test,
+        "image": image,
+        "cudaVersion": cuda_version,
+        "successPattern": pattern,
+        "pods": entries,
+    }
+
+
+def _failure_message(result: dict) -> str:
+    lines = [f"GPU smoke test FAILED ({result['image']}, expecting {result['successPattern']!r} in the log):"]
+    for e in result["pods"]:
+        if not e["passed"]:
+            why = e["diagnosis"] or (f"log tail: {e['log'][-300:]}" if e["log"] else "no diagnosis")
+            lines.append(f"  {e['pod']} on {e['node']}: {e['phase']}: {why}")
+    return "\n".join(lines)
+
+
+class GpuSmokeTest(pulumi.ComponentResource):
+    allocatable_check: command.remote.Command
+    allocatable: pulumi.Output[dict]  # {node: nvidia.com/gpu allocatable}
+    config_map: k8s.core.v1.ConfigMap | None  # the TensorFlow script
+    pods: list[k8s.core.v1.Pod]
+    result_check: command.remote.Command | None
+    result: pulumi.Output[dict]  # verdict PASSED|FAILED|SKIPPED, per-pod entries
+    image: str | None
+    success_pattern: str | None
+
+    def __init__(self, name: str, args: GpuSmokeTestArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-k8s:smoke_test:GpuSmokeTest", name, {}, opts)
+        nodes: Sequence[GpuNode] = args.gpu_nodes
+        replicas = args.time_slicing_replicas
+        self.allocatable_check = remote.run_script(
+            f"{name}-gpu-allocatable",
+            script="70-gpu-allocatable.sh",
+            conn=args.connection,
+            env={
+                "GPU_NODES": " ".join(n.name for n in nodes),
+                # Time-slicing advertises every GPU N times: at least N per node.
+                "MIN_GPUS_PER_NODE": str(replicas),
+                "TIMEOUT_SECONDS": str(ALLOCATABLE_TIMEOUT_SECONDS),
+                "PLUGIN_NAMESPACE": device_plugin.NAMESPACE,
+                "PLUGIN_SELECTOR": ",".join(f"{k}={v}" for k, v in device_plugin.SELECTOR.items()),
+            },
+            after=[*args.device_plugin, *args.after],
+            parent=self,
+            timeout="10m",
+        )
+        self.allocatable = self.allocatable_check.stdout.apply(_parse_allocatable)
+        self.config_map, self.pods, self.result_check = None, [], None
+        self.image = self.success_pattern = None
+        if args.test == "none":
+            self.result = pulumi.Output.from_input({"verdict": "SKIPPED", "test": "none", "pods": []})
+        else:
+            self.result = self._test_workload(name, args)
+        self.register_outputs({"allocatable": self.allocatable, "image": self.image, "result": self.result})
+
+    def _test_workload(self, name: str, args: GpuSmokeTestArgs) -> pulumi.Output[dict]:
+        """Steps 2 and 3: the test pods, then the result check; returns the result output."""
+        nodes: Sequence[GpuNode] = args.gpu_nodes
+        replicas = args.time_slicing_replicas
+        image, cuda_version = cuda.select_test_image(args.test, args.image, args.image_cuda_version, _drivers(nodes))
+        pattern = SUCCESS_PATTERNS[args.test]
+        self.image, self.success_pattern = image, pattern
+        pod_deps: list[pulumi.Resource] = [self.allocatable_check]
+        if args.test == "tensorflow":
+            self.config_map = k8s.core.v1.ConfigMap(
+                f"{name}-script",
+                metadata={"name": SCRIPT_CONFIG_MAP, "namespace": NAMESPACE},
+                data={"test.py": TENSORFLOW_SCRIPT},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            pod_deps.append(self.config_map)
+        pods = _test_pods(nodes, replicas)
+        for pod, node in pods:
+            self.pods.append(
+                k8s.core.v1.Pod(
+                    f"{name}-pod-{pod.removeprefix(POD_PREFIX + '-')}",
+                    metadata={
+                        "name": pod,
+                        "namespace": NAMESPACE,
+                        "labels": {"app.kubernetes.io/name": POD_PREFIX, "app.kubernetes.io/part-of": "gpu-k8s"},
+                        "annotations": {"pulumi.com/skipAwait": "true"},
+                    },
+                    spec=_pod_spec(args.test, image, node),
+                    opts=pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=pod_deps,
+                        # A finished pod never re-runs: any spec change means a new pod,
+                        # and the fixed name means the old one goes first.
+                        replace_on_changes=["spec"],
+                        delete_before_replace=True,
+                    ),
+                )
+            )
+        self.result_check = remote.run_script(
+            f"{name}-gpu-test-result",
+            script="80-gpu-test-result.sh",
+            conn=args.connection,
+            env={
+                "TEST_PODS": " ".join(f"{NAMESPACE}/{pod}" for pod, _ in pods),
+                "PODS_PER_NODE": str(replicas),
+                "TEST_IMAGE": image,  # a new image re-runs the check
+                "SUCCESS_PATTERN": pattern,
+                "TIMEOUT_SECONDS": str(RESULT_TIMEOUT_SECONDS),
+            },
+            after=self.pods,
+            parent=self,
+            timeout="20m",
+        )
+
+        def verdict(stdout: str) -> dict:
+            result = _verdict(stdout, pods, test=args.test, image=image, cuda_version=cuda_version, pattern=pattern)
+            if result["verdict"] != "PASSED":
+                # An error fails `pulumi up`; the output still records the verdict.
+                pulumi.log.error(_failure_message(result), resource=self)
+            return result
+
+        return self.result_check.stdout.apply(verdict)

@@ -1,0 +1,135 @@
+"""CUDA compatibility rules (pure): driver branch -> CUDA, minor-version compat, GRID refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import catalog, cuda
+
+GRID_470_SEED = "470.161.03"  # the seed's A10-2Q (sgn7i-vws), GRID driver, CUDA 11.4
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [("470.161.03", "11.4"), ("535.129.03", "12.2"), ("550.127.05", "12.4"), ("570.26", "12.8"), ("580.65.06", "13.0")],
+)
+def test_driver_branch_max_cuda(driver, expected):
+    assert cuda.driver_cuda(driver) == expected
+
+
+def test_unlisted_branches_get_a_lower_bound():
+    assert cuda.driver_cuda("510.47.03") == "11.4"  # really 11.6: never claim more
+    assert cuda.driver_cuda("595.91.07") == "13.0"
+    with pytest.raises(ValueError, match="predates"):
+        cuda.driver_cuda("450.80.02")
+    with pytest.raises(ValueError, match="not an NVIDIA driver version"):
+        cuda.driver_cuda("latest")
+
+
+def test_native_support_passes_on_both_driver_kinds():
+    for kind in ("tesla", "grid"):
+        result = cuda.check("11.2", GRID_470_SEED, kind)
+        assert result.ok and result.via == "driver" and result.driver_cuda == "11.4"
+
+
+def test_minor_version_compatibility_on_tesla_only():
+    tesla = cuda.check("12.5", "535.129.03", "tesla")
+    assert tesla.ok and tesla.via == "minor-version compatibility"
+    assert cuda.check("11.7", "470.256.03", "tesla").ok  # >= 450.80.02
+    grid = cuda.check("12.5", "535.183.06", "grid")
+    assert not grid.ok and grid.via is None and "GRID" in grid.reason
+    assert not cuda.check("11.7", "470.256.03", "grid").ok
+
+
+def test_minor_version_compatibility_needs_the_major_baseline():
+    assert not cuda.check("12.3", "470.256.03", "tesla").ok  # 12.x needs >= 525.60.13
+    assert cuda.check("12.9", "525.60.13", "tesla").ok
+    assert not cuda.check("12.9", "525.60.11", "tesla").ok
+    assert not cuda.check("13.0", "570.26", "tesla").ok  # 13.x needs >= 580.65.06
+
+
+def test_seed_tensorflow_2_6_runs_on_grid_470():
+    image = cuda.TENSORFLOW_IMAGE
+    need, error = cuda.image_cuda_requirement(image, None)
+    assert (need, error) == ("11.2", None)
+    assert cuda.compatibility_error(image, need, GRID_470_SEED, "grid") is None
+
+
+def test_seed_tensorflow_latest_is_refused_on_grid_470_with_a_fix():
+    image = "tensorflow/tensorflow:latest-gpu"
+    need, _ = cuda.image_cuda_requirement(image, None)
+    assert need == "12.3"
+    message = cuda.compatibility_error(image, need, GRID_470_SEED, "grid")
+    assert message is not None
+    for part in (image, "CUDA 12.3", GRID_470_SEED, "CUDA 11.4", "cuda>=12.3", "Fix:", "vectoradd-cuda11.2.1"):
+        assert part in message
+
+
+def test_tesla_refusal_suggests_a_driver():
+    message = cuda.compatibility_error("tensorflow/tensorflow:latest-gpu", "12.3", "470.256.03", "tesla")
+    assert message and "525.60.13" in message and "vectoradd-cuda11.7.1-ubuntu20.04" in message
+
+
+def test_image_requirements_from_table_tag_or_declaration():
+    assert cuda.image_cuda_requirement("docker.io/tensorflow/tensorflow:2.6.0-gpu", None) == ("11.2", None)
+    assert cuda.image_cuda_requirement("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04", None) == ("12.5", None)
+    assert cuda.image_cuda_requirement("nvidia/cuda:12.2.0-base-ubuntu22.04", None) == ("12.2", None)
+    assert cuda.image_cuda_requirement("example.com/my/app:1.0", "11.8") == ("11.8", None)
+
+
+def test_unknown_image_without_declared_cuda_is_an_error():
+    need, error = cuda.image_cuda_requirement("example.com/my/app:1.0", None)
+    assert need is None and "gpu-k8s:smokeTestCudaVersion" in error
+
+
+def test_declared_cuda_must_agree_and_be_well_formed():
+    _, error = cuda.image_cuda_requirement(cuda.TENSORFLOW_IMAGE, "12.0")
+    assert error and "contradicts" in error
+    _, error = cuda.image_cuda_requirement("example.com/my/app:1.0", "12")
+    assert error and "MAJOR.MINOR" in error
+
+
+def test_vectoradd_table_agrees_with_its_tags():
+    for tag, need in cuda.VECTORADD_TAGS:
+        assert cuda.known_image_cuda(f"{cuda.VECTORADD_REPO}:{tag}") == need
+
+
+@pytest.mark.parametrize(
+    ("drivers", "tag"),
+    [
+        ([("470.256.03", "grid")], "vectoradd-cuda11.2.1"),  # GRID 470 / CUDA 11.4: an 11.x tag
+        ([("535.129.03", "tesla")], "vectoradd-cuda12.5.0"),  # minor-version compat
+        ([("470.256.03", "tesla")], "vectoradd-cuda11.7.1-ubuntu20.04"),
+        ([("535.183.06", "grid")], "vectoradd-cuda11.7.1-ubuntu20.04"),  # sgn8ia: 12.2, no compat
+        ([("535.129.03", "tesla"), ("470.256.03", "grid")], "vectoradd-cuda11.2.1"),  # mixed pools
+    ],
+)
+def test_default_vectoradd_tag_fits_every_driver(drivers, tag):
+    image = cuda.pick_vectoradd_image(drivers)
+    assert image == f"{cuda.VECTORADD_REPO}:{tag}"
+    need = cuda.known_image_cuda(image)
+    assert all(cuda.check(need, version, kind).ok for version, kind in drivers)
+
+
+def test_no_fitting_vectoradd_is_an_error(monkeypatch):
+    monkeypatch.setattr(cuda, "VECTORADD_TAGS", (("vectoradd-cuda12.5.0", "12.5"),))
+    with pytest.raises(cuda.CudaIncompatible, match="GRID 470.256.03"):
+        cuda.pick_vectoradd_image([("535.129.03", "tesla"), ("470.256.03", "grid")])
+
+
+def test_grid_driver_per_family():
+    assert cuda.grid_driver_for(catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")) == "470.256.03"
+    assert cuda.grid_driver_for(catalog.profile_for("ecs.sgn8ia-m2.xlarge")) == "535.183.06"
+    with pytest.raises(ValueError, match="Tesla"):
+        cuda.grid_driver_for(catalog.profile_for("ecs.gn5i-c2g1.large"))
+    assert cuda.node_driver(catalog.profile_for("ecs.gn5i-c2g1.large"), "535.129.03") == "535.129.03"
+
+
+def test_select_test_image():
+    grid = [("470.256.03", "grid")]
+    assert cuda.select_test_image("tensorflow", None, None, grid) == (cuda.TENSORFLOW_IMAGE, "11.2")
+    assert cuda.select_test_image("vectoradd", None, None, grid)[1] == "11.2"
+    with pytest.raises(cuda.CudaIncompatible, match="latest-gpu needs CUDA 12.3"):
+        cuda.select_test_image("tensorflow", "tensorflow/tensorflow:latest-gpu", None, grid)
+    assert cuda.smoke_test_error("none", "tensorflow/tensorflow:latest-gpu", None, grid) is None
+    assert "smokeTestCudaVersion" in cuda.smoke_test_error("vectoradd", "example.com/x:1", None, grid)

@@ -1,0 +1,119 @@
+"""NVIDIA device plugin: NVIDIA's static DaemonSet field by field, plus the config file."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from gpu_layer import kinds, run_layer
+
+from components.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
+
+# deployments/static/nvidia-device-plugin.yml at v0.20.0 (reference section 1.2).
+UPSTREAM_POD_SPEC = {
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "priorityClassName": "system-node-critical",
+}
+UPSTREAM_CONTAINER = {
+    "name": "nvidia-device-plugin-ctr",
+    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+}
+DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return run_layer("dev")
+
+
+def _daemonset(run):
+    (ds,) = [r for r in kinds(run, "DaemonSet") if r.inputs["metadata"]["name"] == "nvidia-device-plugin-daemonset"]
+    return ds
+
+
+def _config(run) -> dict:
+    (cm,) = [r for r in kinds(run, "ConfigMap") if r.inputs["metadata"]["name"] == "nvidia-device-plugin-config"]
+    return yaml.safe_load(cm.inputs["data"]["config.yaml"])
+
+
+def test_daemonset_mirrors_nvidia_static_manifest(dev):
+    ds = _daemonset(dev).inputs
+    assert ds["apiVersion"] == "apps/v1" and ds["metadata"]["namespace"] == "kube-system"
+    spec = ds["spec"]
+    assert spec["selector"] == {"matchLabels": {"name": "nvidia-device-plugin-ds"}}
+    assert spec["template"]["metadata"]["labels"] == {"name": "nvidia-device-plugin-ds"}
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    pod = spec["template"]["spec"]
+    for key, value in UPSTREAM_POD_SPEC.items():
+        assert pod[key] == value
+    (container,) = pod["containers"]
+    for key, value in UPSTREAM_CONTAINER.items():
+        assert container[key] == value
+    assert container["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["kubelet-device-plugins-dir"]["hostPath"] == {"path": DEVICE_PLUGINS, "type": "Directory"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["kubelet-device-plugins-dir"] == DEVICE_PLUGINS
+
+
+def test_daemonset_additions(dev):
+    ds = _daemonset(dev).inputs
+    assert ds["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    pod = ds["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "gpu-k8s/gpu-kind", "operator": "Exists"}]}]
+    assert "nodeSelector" not in pod
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {"CONFIG_FILE": "/etc/nvidia-device-plugin/config.yaml"}  # no FAIL_ON_INIT_ERROR
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["plugin-config"]["mountPath"] + "/config.yaml" == env["CONFIG_FILE"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["plugin-config"]["configMap"]["name"] == "nvidia-device-plugin-config"
+    assert _config(dev) == {"version": "v1", "flags": {"migStrategy": "none", "failOnInitError": True}}
+
+
+def test_daemonset_waits_for_its_config_map(dev):
+    (cm,) = [r for r in kinds(dev, "ConfigMap") if r.name.endswith("device-plugin-config")]
+    assert cm.urn in _daemonset(dev).dependencies
+
+
+def test_seed_version_and_time_slicing_config():
+    run = run_layer("p4", devicePluginVersion="v0.14.3", timeSlicingReplicas=4, migStrategy="single")
+    (container,) = _daemonset(run).inputs["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.14.3"
+    config = _config(run)
+    assert config["flags"]["migStrategy"] == "single"
+    assert config["sharing"] == {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}
+
+
+def test_config_change_rolls_the_pods(dev):
+    sliced = run_layer("dev", timeSlicingReplicas=2)
+
+    def config_hash(run):
+        return _daemonset(run).inputs["spec"]["template"]["metadata"]["annotations"]["gpu-k8s/config-sha256"]
+
+    assert config_hash(dev) != config_hash(sliced)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4, 48])
+def test_time_slicing_config_round_trips_through_yaml(replicas):
+    config = _plugin_config("none", replicas)
+    assert yaml.safe_load(_config_yaml(config)) == config
+    sharing = config.get("sharing", {}).get("timeSlicing", {}).get("resources")
+    assert sharing == (None if replicas == 1 else [{"name": "nvidia.com/gpu", "replicas": replicas}])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"version": "latest"}, "v0.12.0 or newer"),
+        ({"version": "v0.11.0"}, "v0.12.0 or newer"),
+        ({"version": "v0.20.0", "mig_strategy": "all"}, "mig_strategy"),
+        ({"version": "v0.20.0", "time_slicing_replicas": 0}, "time_slicing_replicas"),
+        ({"version": "v0.20.0", "time_slicing_replicas": True}, "time_slicing_replicas"),
+        ({"version": "v0.20.0", "mig_strategy": "mixed", "time_slicing_replicas": 2}, "mixed"),
+    ],
+)
+def test_args_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NvidiaDevicePluginArgs(**kwargs)

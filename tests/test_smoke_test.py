@@ -1,0 +1,219 @@
+"""GPU smoke test: allocatable check -> pinned test pods (1 GPU each) -> result verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from gpu_layer import env_of, kinds, run_layer
+
+from components import catalog, cuda, remote
+from components.smoke_test import GpuNode, GpuSmokeTest, GpuSmokeTestArgs, _test_pods, _verdict
+from tools.mocks import PlaceholderMocks
+
+P4 = catalog.profile_for("ecs.gn5i-c2g1.large")
+A10_2Q = catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")
+FAILED_STDOUT = json.dumps(
+    {
+        "passed": False,
+        "pods": [
+            {
+                "pod": "default/gpu-test-gpu-0",
+                "node": "gpu-0",
+                "phase": "Pending",
+                "passed": False,
+                "log": "",
+                "diagnosis": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu",
+            }
+        ],
+    }
+)
+
+
+def _pods(run):
+    return sorted(kinds(run, "Pod"), key=lambda r: r.inputs["metadata"]["name"])
+
+
+def _gpu_limit(pod) -> dict:
+    (container,) = pod.inputs["spec"]["containers"]
+    return container["resources"]["limits"]
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return run_layer("mixed")
+
+
+def test_one_pod_per_gpu_node_each_asking_exactly_one_gpu(mixed):
+    pods = _pods(mixed)
+    nodes = [f"train-{i}" for i in range(2)] + [f"infer-{i}" for i in range(4)]
+    assert sorted(p.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"] for p in pods) == sorted(nodes)
+    for pod in pods:
+        node = pod.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+        assert pod.inputs["metadata"]["name"] == f"gpu-test-{node}"
+        assert _gpu_limit(pod) == {"nvidia.com/gpu": "1"}
+        spec = pod.inputs["spec"]
+        assert spec["restartPolicy"] == "Never"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert pod.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+
+
+def test_mixed_pools_get_the_vectoradd_tag_that_fits_all_drivers(mixed):
+    images = {p.inputs["spec"]["containers"][0]["image"] for p in _pods(mixed)}
+    assert images == {"nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda11.2.1"}  # GRID 470 + Tesla 535
+
+
+def test_dependency_order(mixed):
+    plugin = mixed.named("gpu-k8s-device-plugin-daemonset")
+    allocatable = mixed.named("gpu-k8s-smoke-gpu-allocatable")
+    result = mixed.named("gpu-k8s-smoke-gpu-test-result")
+    assert plugin.urn in allocatable.dependencies
+    pods = _pods(mixed)
+    for pod in pods:
+        assert allocatable.urn in pod.dependencies
+    assert {p.urn for p in pods} <= set(result.dependencies)
+
+
+def test_remote_checks_get_their_environment(mixed):
+    allocatable = env_of(mixed.named("gpu-k8s-smoke-gpu-allocatable"))
+    assert allocatable["GPU_NODES"].split() == ["train-0", "train-1", "infer-0", "infer-1", "infer-2", "infer-3"]
+    assert allocatable["TIMEOUT_SECONDS"] == "300"
+    assert (allocatable["PLUGIN_NAMESPACE"], allocatable["PLUGIN_SELECTOR"]) == ("kube-system", "name=nvidia-device-plugin-ds")
+    result = env_of(mixed.named("gpu-k8s-smoke-gpu-test-result"))
+    assert sorted(result["TEST_PODS"].split()) == sorted(f"default/{p.inputs['metadata']['name']}" for p in _pods(mixed))
+    assert (result["SUCCESS_PATTERN"], result["TIMEOUT_SECONDS"]) == ("Test PASSED", "900")
+
+
+def test_passed_verdict_is_an_output(mixed):
+    result = mixed.outputs["gpuTest"]
+    assert result["verdict"] == "PASSED" and result["successPattern"] == "Test PASSED"
+    assert {p["node"] for p in result["pods"]} == {f"train-{i}" for i in range(2)} | {f"infer-{i}" for i in range(4)}
+    assert all(p["passed"] and p["log"] in mixed.placeholders for p in result["pods"])
+    assert mixed.outputs["gpuAllocatable"] == {p["node"]: 1 for p in result["pods"]}
+    assert not [w for w in mixed.warnings if "FAILED" in w]
+
+
+def test_failed_verdict_is_recorded_and_logged_as_an_error():
+    mocks = PlaceholderMocks()
+    mocks.command_stdout["-gpu-test-result"] = lambda inputs, env: FAILED_STDOUT
+    run = run_layer("dev", mocks=mocks)
+    result = run.outputs["gpuTest"]
+    assert result["verdict"] == "FAILED"
+    (pod,) = result["pods"]
+    assert (pod["phase"], pod["passed"]) == ("Pending", False)
+    assert "Insufficient nvidia.com/gpu" in pod["diagnosis"]
+    errors = [w for w in run.warnings if "GPU smoke test FAILED" in w]
+    assert errors and "gpu-test-gpu-0 on gpu-0: Pending: 0/1 nodes are available" in errors[0]
+
+
+def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
+    run = run_layer("mixed", timeSlicingReplicas=3)
+    pods = _pods(run)
+    assert len(pods) == 6 * 3
+    per_node: dict[str, list[str]] = {}
+    for pod in pods:
+        assert _gpu_limit(pod) == {"nvidia.com/gpu": "1"}
+        per_node.setdefault(pod.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"], []).append(
+            pod.inputs["metadata"]["name"]
+        )
+    assert per_node["infer-2"] == ["gpu-test-infer-2-0", "gpu-test-infer-2-1", "gpu-test-infer-2-2"]
+    assert all(len(names) == 3 for names in per_node.values())
+    assert set(run.outputs["gpuAllocatable"].values()) == {3}
+    assert run.outputs["gpuTest"]["verdict"] == "PASSED"
+
+
+def test_tensorflow_runs_the_seed_script_from_a_config_map():
+    run = run_layer("dev", smokeTest="tensorflow")
+    (cm,) = [r for r in kinds(run, "ConfigMap") if r.inputs["metadata"]["name"] == "gpu-test-script"]
+    assert cm.inputs["data"]["test.py"] == "import tensorflow as tf\nprint(tf.test.gpu_device_name())\n"
+    (pod,) = _pods(run)
+    (container,) = pod.inputs["spec"]["containers"]
+    assert container["image"] == "tensorflow/tensorflow:2.6.0-gpu"
+    assert container["command"] == ["python3", "/app/test.py"]
+    assert pod.inputs["spec"]["volumes"] == [{"name": "gpu-test-script", "configMap": {"name": "gpu-test-script"}}]
+    assert cm.urn in pod.dependencies
+    assert env_of(run.named("gpu-k8s-smoke-gpu-test-result"))["SUCCESS_PATTERN"] == "/device:GPU:0"
+
+
+def test_image_override_replaces_the_default():
+    image = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"
+    run = run_layer("p4", smokeTestImage=image)  # Tesla 535: CUDA 12 minor-version compat
+    assert {p.inputs["spec"]["containers"][0]["image"] for p in _pods(run)} == {image}
+    assert run.outputs["gpuTest"]["cudaVersion"] == "12.5"
+
+
+def test_none_runs_only_the_allocatable_check():
+    run = run_layer("dev", smokeTest="none")
+    assert not _pods(run)
+    names = {r.name for r in run.resources}
+    assert "gpu-k8s-smoke-gpu-allocatable" in names and "gpu-k8s-smoke-gpu-test-result" not in names
+    assert run.outputs["gpuTest"]["verdict"] == "SKIPPED"
+
+
+@pulumi.runtime.test
+def test_component_attributes(pulumi_mocks_set):
+    smoke = GpuSmokeTest(
+        "t",
+        GpuSmokeTestArgs(
+            connection=remote.connection("203.0.113.9", "PLACEHOLDER"),
+            gpu_nodes=[("gpu-0", P4, "535.129.03"), ("gpu-1", P4, "535.129.03")],
+            time_slicing_replicas=2,
+        ),
+    )
+    assert smoke.image == "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"
+    assert len(smoke.pods) == 4 and smoke.result_check is not None and smoke.config_map is None
+
+    def check(values):
+        allocatable, result = values
+        assert allocatable == {"gpu-0": 2, "gpu-1": 2}
+        assert result["verdict"] == "PASSED" and len(result["pods"]) == 4
+
+    return pulumi.Output.all(smoke.allocatable, smoke.result).apply(check)
+
+
+def test_test_pod_names_are_deterministic():
+    nodes = [GpuNode("gpu-0", P4, "535.129.03"), GpuNode("gpu-1", P4, "535.129.03")]
+    assert _test_pods(nodes, 1) == [("gpu-test-gpu-0", "gpu-0"), ("gpu-test-gpu-1", "gpu-1")]
+    assert _test_pods(nodes[:1], 2) == [("gpu-test-gpu-0-0", "gpu-0"), ("gpu-test-gpu-0-1", "gpu-0")]
+
+
+def test_verdict_needs_every_pod_to_pass():
+    pods = [("gpu-test-a", "a"), ("gpu-test-b", "b")]
+    common = {"test": "vectoradd", "image": "i", "cuda_version": "11.2", "pattern": "Test PASSED"}
+    one = {"pod": "default/gpu-test-a", "phase": "Succeeded", "passed": True, "log": "Test PASSED"}
+    only_a = _verdict(json.dumps({"passed": True, "pods": [one]}), pods, **common)
+    assert only_a["verdict"] == "FAILED" and only_a["pods"][1]["diagnosis"] == "the result check did not report this pod"
+    both = _verdict(json.dumps({"passed": True, "pods": [one, {**one, "pod": "default/gpu-test-b"}]}), pods, **common)
+    assert both["verdict"] == "PASSED"
+    garbled = _verdict("kubectl: connection refused", pods, **common)
+    assert garbled["verdict"] == "FAILED" and "connection refused" in garbled["pods"][0]["diagnosis"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"test": "mnist"}, "test"),
+        ({"gpu_nodes": []}, "at least one"),
+        ({"gpu_nodes": [("gpu-0", P4, "535.129.03")] * 2}, "repeat"),
+        ({"gpu_nodes": [("GPU_0", P4, "535.129.03")]}, "node name"),
+        ({"gpu_nodes": [("gpu-0", P4, "535")]}, "driver version"),
+        ({"time_slicing_replicas": 0}, "time_slicing_replicas"),
+        ({"image": "bad image"}, "image reference"),
+        ({"test": "tensorflow", "image": "tensorflow/tensorflow:latest-gpu"}, "needs CUDA 12.3"),
+        ({"image": "example.com/gpu/app:1.0"}, "smokeTestCudaVersion"),
+    ],
+)
+def test_args_are_validated(kwargs, error):
+    base = {"connection": remote.connection("203.0.113.9", "k"), "gpu_nodes": [("gpu-0", A10_2Q, "470.256.03")]}
+    with pytest.raises(ValueError, match=error):
+        GpuSmokeTestArgs(**{**base, **kwargs})
+
+
+def test_incompatible_image_is_a_cuda_error():
+    with pytest.raises(cuda.CudaIncompatible):
+        GpuSmokeTestArgs(
+            connection=remote.connection("203.0.113.9", "k"),
+            gpu_nodes=[("gpu-0", A10_2Q, "470.161.03")],
+            image="tensorflow/tensorflow:latest-gpu",
+        )
