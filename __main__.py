@@ -2,11 +2,16 @@
 
 import pulumi
 
-from components import access, cost
+from components import access, cost, report
 from components.auto_release import AutoRelease, AutoReleaseArgs
+from components.bootstrap import NodeSetup
+from components.cluster import KubeCluster, KubeClusterArgs
+from components.cni import Flannel, FlannelArgs
 from components.config import load_config
+from components.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.fleet import Fleet, FleetArgs
 from components.network import Network, NetworkArgs
+from components.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
 from components.ssh_key import SshKey, SshKeyArgs
 
 # 1. Config: every key read and validated before anything is created.
@@ -44,12 +49,63 @@ fleet = Fleet(
     ),
 )
 
+# 4. Bootstrap over SSH: driver by GPU family, containerd + NVIDIA runtime, kubeadm, kubeconfig.
+cluster = KubeCluster(
+    "gpu-k8s",
+    KubeClusterArgs(
+        fleet=fleet,
+        private_key=ssh_key.private_key,
+        setup=NodeSetup(
+            driver_version=cfg.driver_version,
+            install_cuda_toolkit=cfg.install_cuda_toolkit,
+            cuda_toolkit_version=cfg.cuda_toolkit_version,
+            grid_driver_url=cfg.grid_driver_url,
+            container_toolkit_version=cfg.container_toolkit_version,
+            package_mirror=cfg.kubernetes_mirror,
+            registry_mirrors=cfg.registry_mirrors,
+            install_docker=cfg.install_docker,
+            kubernetes_version=cfg.kubernetes_version,
+        ),
+        pod_cidr=cfg.pod_cidr,
+    ),
+)
+
+# 5. GPU stack on Kubernetes: pod network, then the NVIDIA device plugin on GPU nodes.
+on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+cni = Flannel("gpu-k8s-cni", FlannelArgs(pod_cidr=cfg.pod_cidr, flannel_version=cfg.flannel_version), on_cluster)
+device_plugin = NvidiaDevicePlugin(
+    "gpu-k8s-device-plugin",
+    NvidiaDevicePluginArgs(
+        version=cfg.device_plugin_version, mig_strategy=cfg.mig_strategy, time_slicing_replicas=cfg.time_slicing_replicas
+    ),
+    pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[cni]),
+)
+
+# 6. Test: wait for allocatable nvidia.com/gpu on every GPU node, run the GPU test there, read the verdict.
+gpu_test = GpuSmokeTest(
+    "gpu-k8s",
+    GpuSmokeTestArgs(
+        connection=cluster.control_plane_connection,
+        gpu_nodes=cluster.gpu_nodes(),
+        test=cfg.smoke_test,
+        image=cfg.smoke_test_image,
+        image_cuda_version=cfg.smoke_test_cuda_version,
+        time_slicing_replicas=cfg.time_slicing_replicas,
+        device_plugin=[device_plugin.daemonset],
+        after=list(cluster.node_labels.values()),
+    ),
+    on_cluster,
+)
+
 # 7. Exports: how to reach the cluster, what it costs, when it goes away.
 pulumi.export("region", cfg.region)
 pulumi.export("zone", network.zone_id)
 pulumi.export("allowedCidrs", list(allowed_cidrs))
 pulumi.export("controlPlaneIp", fleet.control_plane.public_ip)
 pulumi.export("nodes", fleet.describe())
+pulumi.export("gpuTest", gpu_test.result)
+pulumi.export("gpuNodes", report.gpu_node_table(fleet, cluster, gpu_test))
+pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("autoReleaseTime", release.release_time or "off: the instances bill until `make down`")
 pulumi.export("cost", cost.stack_cost(cfg, fleet))

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 
 import pulumi
 
-from components import catalog
+from components import catalog, cuda
 
 PROJECT = "gpu-k8s"
 
@@ -45,10 +45,11 @@ K8S_MIN_MINOR, K8S_MAX_MINOR = 28, 35
 class ConfigError(pulumi.RunError):
     """A user mistake in stack config: reported as one line, no traceback."""
 
-    def __init__(self, key: str, value: object, accepted: str):
+    def __init__(self, key: str, value: object, accepted: str, *, reason: str | None = None):
         self.key, self.value, self.accepted = key, value, accepted
         shown = value if isinstance(value, str) else json.dumps(value)
-        super().__init__(f"{_qualified(key)}: {shown!r} is not accepted; expected {accepted}")
+        why = f": {reason} Expected {accepted}" if reason else f"; expected {accepted}"
+        super().__init__(f"{_qualified(key)}: {shown!r} is not accepted{why}")
 
 
 def _qualified(key: str) -> str:
@@ -322,6 +323,17 @@ def load_config() -> StackConfig:
         re.compile(image_regex)
     except re.error:
         raise ConfigError("imageNameRegex", image_regex, "a valid regular expression over image names") from None
+    mig_strategy = _choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES)
+    time_slicing = parse_count("timeSlicingReplicas", cfg.get("timeSlicingReplicas") or "", maximum=48)
+    if mig_strategy == "mixed" and time_slicing > 1:
+        raise ConfigError(
+            "timeSlicingReplicas", str(time_slicing), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"
+        )
+    driver_version = _match(
+        "driverVersion", cfg.get("driverVersion") or "", _DRIVER_RE, "an NVIDIA driver version such as 535.129.03 or 550.127.05"
+    )
+    smoke_image = cfg.get("smokeTestImage") or None
+    _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version)
     grid_url = cfg.get_secret("gridDriverUrl")
     return StackConfig(
         stack=pulumi.get_stack(),
@@ -359,12 +371,22 @@ def load_config() -> StackConfig:
         device_plugin_version=_match(
             "devicePluginVersion", cfg.get("devicePluginVersion") or "", _IMAGE_TAG_RE, "an image tag such as v0.20.0 or v0.14.3"
         ),
-        mig_strategy=_choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES),
-        time_slicing_replicas=parse_count("timeSlicingReplicas", cfg.get("timeSlicingReplicas") or "", maximum=48),
+        mig_strategy=mig_strategy,
+        time_slicing_replicas=time_slicing,
         smoke_test=smoke_test,
-        smoke_test_image=cfg.get("smokeTestImage") or None,
+        smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
     )
+
+
+def _check_smoke_test(test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str) -> None:
+    """Refuse, at plan time, a test image the nodes' drivers cannot run (the seed's cuda>=12.3)."""
+    drivers = [(cuda.node_driver(p.profile, driver), p.profile.driver) for p in pools if p.count]
+    problem = cuda.smoke_test_error(test, image, declared, drivers)
+    if problem:
+        key, value = ("smokeTestImage", image) if image else ("smokeTest", test)
+        accepted = "an image whose CUDA version the node drivers support (see the fix above)"
+        raise ConfigError(key, value, accepted, reason=problem)
 
 
 def _bool(cfg: pulumi.Config, key: str) -> bool:

@@ -94,7 +94,7 @@ def run_script(
     create = pulumi.Output.all(**env).apply(lambda values: render_command(script, values)) if env else render_command(script, {})
     triggers: list[pulumi.Input[str]] = [
         script_hash(script),
-        *[step.id for step in after if isinstance(step, command.remote.Command)],
+        *[step.id for step in after if isinstance(step, command.remote.Command | command.local.Command)],
     ]
     return command.remote.Command(
         name,

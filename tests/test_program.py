@@ -99,8 +99,11 @@ def test_secrets_are_secret(program):
 def anchor_and_release(clock: float, **overrides):
     cfg = {f"gpu-k8s:{k}": v for k, v in overrides.items()}
     run = run_program("dev", cfg, mocks=PlaceholderMocks(clock=lambda: clock))
-    anchors = run.of_type("command:local:Command")
-    return run, anchors
+    return run, anchors_of(run)
+
+
+def anchors_of(run):
+    return [r for r in run.of_type("command:local:Command") if r.name.endswith("-ttl-anchor")]
 
 
 def test_ttl_inputs_do_not_depend_on_wall_clock():
@@ -128,7 +131,7 @@ def test_changing_ttl_replaces_the_anchor():
 
 def test_ttl_zero_omits_auto_release_and_warns(program):
     run = program("dev", ttlHours="0")
-    assert not run.of_type("command:local:Command")
+    assert not anchors_of(run)
     assert "autoReleaseTime" not in run.of_type(INSTANCE)[0].inputs
     assert any("auto-release is OFF" in w for w in run.warnings)
     assert run.outputs["cost"]["maxBeforeAutoRelease"].startswith("unbounded")

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import runpy
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,20 @@ from pulumi.runtime.sync_await import _sync_await
 from tools.mocks import PlaceholderMocks
 
 ROOT = Path(__file__).resolve().parent.parent
+
+_default_unraisable_hook = sys.unraisablehook
+
+
+def _quiet_loop_finalizer(unraisable) -> None:
+    """Drop one known piece of noise: the mock monitor runs in executor threads, each with
+    an event loop Pulumi creates and never closes; when the garbage collector finalizes one
+    after its socket, asyncio prints "Invalid file descriptor: -1". Everything else passes."""
+    if isinstance(unraisable.exc_value, ValueError) and "Invalid file descriptor" in str(unraisable.exc_value):
+        return
+    _default_unraisable_hook(unraisable)
+
+
+sys.unraisablehook = _quiet_loop_finalizer
 PROJECT = "gpu-k8s"
 SECRET_SIG = rpc._special_sig_key  # noqa: SLF001 - the wire marker of a secret value
 SECRET_VALUE = rpc._special_secret_sig  # noqa: SLF001

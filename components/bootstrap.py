@@ -1,0 +1,163 @@
+"""NodeBootstrap: prepare one node over SSH, each step its own resource.
+
+    wait-boot ─> driver-prepare ─> settle ─┬─> nvidia-driver ─> gpu-verify
+                                            ├─> container-runtime
+                                            └─> kube-packages
+(a non-GPU control plane skips the driver steps: wait-boot ─> runtime, packages)
+
+The driver, the container runtime and the Kubernetes packages are independent, so
+they run in parallel (their apt calls wait for the dpkg lock). ``driver-prepare``
+may reboot the node to unload nouveau; ``settle`` then waits on this machine long
+enough for the reboot to start, and the next steps' SSH dials retry until it is back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_command as command
+
+from components import catalog, remote
+from components.catalog import GpuProfile
+from components.nvidia_smi import parse_query
+
+# GRID drivers Aliyun's Cloud Assistant plugins install (reference section 1.3).
+GRID_DRIVER_BY_PLUGIN = {"grid_driver_install": "470.256.03", "gpu_grid_driver_install": "535.183.06"}
+DOCKER_TEST_IMAGE = "ubuntu:22.04"
+# A reboot to unload nouveau takes the node away for about a minute; wait this long
+# before dialling again so the next step does not connect to the dying system.
+REBOOT_SETTLE_SECONDS = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSetup:
+    """What every node gets (from the stack config)."""
+
+    driver_version: str
+    install_cuda_toolkit: bool
+    cuda_toolkit_version: str
+    grid_driver_url: pulumi.Input[str] | None
+    container_toolkit_version: str
+    package_mirror: str  # aliyun | upstream
+    registry_mirrors: dict[str, str] = field(default_factory=dict)
+    install_docker: bool = False
+    kubernetes_version: str
+
+    def __post_init__(self):
+        if self.package_mirror not in ("aliyun", "upstream"):
+            raise ValueError("NodeSetup.package_mirror must be aliyun or upstream")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeBootstrapArgs:
+    hostname: str
+    public_ip: pulumi.Input[str]
+    private_key: pulumi.Input[str]
+    profile: GpuProfile | None  # None: no GPU steps (dedicated control plane)
+    setup: NodeSetup
+
+    def __post_init__(self):
+        if not self.hostname:
+            raise ValueError("NodeBootstrapArgs.hostname is required")
+
+
+def expected_driver(profile: GpuProfile, setup: NodeSetup) -> str:
+    """The driver version the node should end up with ("" when the catalog cannot tell)."""
+    if profile.driver == catalog.TESLA:
+        return setup.driver_version
+    return GRID_DRIVER_BY_PLUGIN.get(profile.grid_plugin or "", "")
+
+
+def _mirrors_env(mirrors: dict[str, str]) -> str:
+    return ";".join(f"{registry}={url}" for registry, url in sorted(mirrors.items()))
+
+
+def _settle_command(prepare_stdout: str) -> str:
+    return f"sleep {REBOOT_SETTLE_SECONDS}" if "reboot" in prepare_stdout.split() else "true"
+
+
+def _driver_env(profile: GpuProfile, setup: NodeSetup) -> dict[str, str]:
+    return {
+        "GPU_DRIVER": profile.driver,
+        "DRIVER_VERSION": setup.driver_version if profile.driver == catalog.TESLA else "",
+        "GRID_PLUGIN": profile.grid_plugin or "",
+        "INSTALL_CUDA_TOOLKIT": str(setup.install_cuda_toolkit).lower(),
+        "CUDA_TOOLKIT_VERSION": setup.cuda_toolkit_version,
+    }
+
+
+class NodeBootstrap(pulumi.ComponentResource):
+    kubernetes_ready: list[pulumi.Resource]  # what kubeadm init/join must follow
+    gpu_verify: command.remote.Command | None
+    gpu_name: pulumi.Output[str] | None
+    driver_version: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: NodeBootstrapArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-k8s:bootstrap:NodeBootstrap", name, {}, opts)
+        setup, profile = args.setup, args.profile
+        # Generous dials: the instance boots (or reboots) while we wait.
+        conn = remote.connection(args.public_ip, args.private_key, dial_error_limit=80)
+
+        def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
+            return remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+
+        wait = step("wait-boot", "00-wait-boot.sh", [], timeout="20m")
+        base: list[pulumi.Resource] = [wait]
+        self.gpu_verify = self.gpu_name = self.driver_version = None
+        driver = None
+        if profile is not None:
+            prepare = step("driver-prepare", "10-driver-prepare.sh", [wait], env={"GPU_DRIVER": profile.driver}, timeout="20m")
+            settle = command.local.Command(
+                f"{name}-settle",
+                create=prepare.stdout.apply(_settle_command),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[prepare]),
+            )
+            base = [prepare, settle]
+            grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""
+            driver = step(
+                "nvidia-driver",
+                "11-nvidia-driver.sh",
+                base,
+                env=_driver_env(profile, setup),
+                stdin=pulumi.Output.concat(grid_url, "\n"),
+                timeout="40m",
+            )
+            self.gpu_verify = step(
+                "gpu-verify",
+                "12-gpu-verify.sh",
+                [driver],
+                env={"EXPECTED_GPU_NAME": profile.expected_gpu_name or "", "DRIVER_VERSION": expected_driver(profile, setup)},
+                timeout="5m",
+            )
+            gpus = self.gpu_verify.stdout.apply(parse_query)
+            self.gpu_name = gpus.apply(lambda g: g[0].name if g else "unknown")
+            self.driver_version = gpus.apply(lambda g: g[0].driver_version if g else "unknown")
+        runtime = step(
+            "container-runtime",
+            "20-container-runtime.sh",
+            base,
+            env={
+                "CONTAINER_TOOLKIT_VERSION": setup.container_toolkit_version,
+                "PACKAGE_MIRROR": setup.package_mirror,
+                "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
+                "INSTALL_DOCKER": str(setup.install_docker).lower(),
+            },
+            timeout="30m",
+        )
+        if setup.install_docker and driver is not None:
+            step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env={"DOCKER_TEST_IMAGE": DOCKER_TEST_IMAGE})
+        packages = step(
+            "kube-packages",
+            "30-kube-packages.sh",
+            base,
+            env={"KUBERNETES_VERSION": setup.kubernetes_version, "PACKAGE_MIRROR": setup.package_mirror},
+            timeout="30m",
+        )
+        self.kubernetes_ready = [runtime, packages]
+        self.register_outputs(
+            {
+                "gpuName": self.gpu_name or "none",
+                "driverVersion": self.driver_version or "none",
+            }
+        )

@@ -1,0 +1,217 @@
+"""KubeCluster: kubeadm on the fleet, workers joined in parallel, kubeconfig and provider.
+
+    every node: NodeBootstrap (parallel across nodes)
+    control plane: kubeadm-init ─┬─> kubeconfig (secret) ─> Kubernetes provider
+                                 ├─> ca-hash (secret) ─┐
+                                 ├─> join-token ───────┼─> <worker>-join   (one per worker, parallel)
+                                 └─> prune-nodes       │
+    every node: node labels (after its init/join and its gpu-verify)
+
+Workers depend on the control plane, never on each other, so the bootstrap critical
+path does not grow with the node count. A worker removed from the config is drained
+and deleted from Kubernetes by prune-nodes during `pulumi up`, before Pulumi releases
+its instance; `pulumi destroy` runs no remote command at all, so it never hangs on a
+node that is already gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import catalog, cuda, remote
+from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
+from components.fleet import Fleet
+from components.smoke_test import GpuNode
+
+IMAGE_REPOSITORIES = {"aliyun": "registry.aliyuncs.com/google_containers", "upstream": "registry.k8s.io"}
+API_PORT = 6443
+DRAIN_TIMEOUT_SECONDS = 120
+POOL_LABEL = "gpu-k8s/pool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeClusterArgs:
+    fleet: Fleet
+    private_key: pulumi.Input[str]
+    setup: NodeSetup
+    pod_cidr: str
+
+    def __post_init__(self):
+        if not self.fleet.nodes:
+            raise ValueError("KubeClusterArgs.fleet has no nodes")
+
+    @property
+    def image_repository(self) -> str:
+        return IMAGE_REPOSITORIES[self.setup.package_mirror]
+
+
+def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | None) -> dict[str, str]:
+    """Scheduling labels; a non-GPU control plane gets only its pool."""
+    labels = {POOL_LABEL: pool}
+    if profile is not None:
+        labels["gpu-k8s/driver"] = profile.driver
+        labels["gpu-k8s/gpu-kind"] = profile.kind
+        product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
+        if product:
+            labels["nvidia.com/gpu.product"] = product
+    return labels
+
+
+def _bootstrap_token(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """kubeadm bootstrap token [a-z0-9]{6}.[a-z0-9]{16}, generated once, kept secret."""
+    parts = [
+        random.RandomString(
+            f"{name}-token-{role}",
+            length=length,
+            upper=False,
+            special=False,
+            numeric=True,
+            lower=True,
+            opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["result"]),
+        ).result
+        for role, length in (("id", 6), ("secret", 16))
+    ]
+    return pulumi.Output.secret(pulumi.Output.concat(parts[0], ".", parts[1]))
+
+
+class KubeCluster(pulumi.ComponentResource):
+    bootstraps: dict[str, NodeBootstrap]
+    init: pulumi.Resource
+    joins: dict[str, pulumi.Resource]
+    kubeconfig: pulumi.Output[str]  # secret
+    provider: k8s.Provider
+    node_labels: dict[str, k8s.core.v1.NodePatch]
+
+    def __init__(self, name: str, args: KubeClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-k8s:cluster:KubeCluster", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        fleet, setup = args.fleet, args.setup
+        self.bootstraps = {
+            node.hostname: NodeBootstrap(
+                f"{node.hostname}-bootstrap",
+                NodeBootstrapArgs(
+                    hostname=node.hostname,
+                    public_ip=node.public_ip,
+                    private_key=args.private_key,
+                    profile=node.profile,
+                    setup=setup,
+                ),
+                child,
+            )
+            for node in fleet.nodes
+        }
+        cp = fleet.control_plane
+        cp_conn = remote.connection(cp.public_ip, args.private_key)
+        self.control_plane_connection = cp_conn
+        self._fleet, self._setup = fleet, setup
+
+        def on_control_plane(role: str, script: str, after: list[pulumi.Resource], **kw):
+            return remote.run_script(f"{name}-{role}", script=script, conn=cp_conn, after=after, parent=self, **kw)
+
+        self.init = on_control_plane(
+            "kubeadm-init",
+            "40-kubeadm-init.sh",
+            self.bootstraps[cp.hostname].kubernetes_ready,
+            env={
+                "KUBERNETES_VERSION": setup.kubernetes_version,
+                "IMAGE_REPOSITORY": args.image_repository,
+                "API_SERVER_IP": cp.public_ip,
+                "ADVERTISE_ADDRESS": cp.private_ip,
+                "POD_CIDR": args.pod_cidr,
+                "NODE_NAME": cp.hostname,
+                # A GPU node that is also the control plane must take workloads: untaint it.
+                "CONTROL_PLANE_TAINT": "true" if cp.profile is None else "false",
+            },
+            timeout="30m",
+        )
+        kubeconfig_cmd = on_control_plane(
+            "kubeconfig", "41-kubeconfig.sh", [self.init], env={"API_SERVER_IP": cp.public_ip}, secret_stdout=True, timeout="5m"
+        )
+        self.kubeconfig = pulumi.Output.secret(kubeconfig_cmd.stdout)
+
+        self.joins = {cp.hostname: self.init}
+        if fleet.workers:
+            ca_hash = on_control_plane("ca-hash", "42-ca-cert-hash.sh", [self.init], secret_stdout=True, timeout="5m")
+            token = _bootstrap_token(name, self)
+            # Re-runs whenever the set of workers changes, so a worker added days later
+            # still finds a live token (tokens expire after 2 h).
+            token_cmd = on_control_plane(
+                "join-token",
+                "43-join-token.sh",
+                [self.init],
+                env={"FOR_NODES": " ".join(w.hostname for w in fleet.workers)},
+                stdin=token,
+                timeout="5m",
+            )
+            for worker in fleet.workers:
+                self.joins[worker.hostname] = remote.run_script(
+                    f"{worker.hostname}-kubeadm-join",
+                    script="50-kubeadm-join.sh",
+                    conn=remote.connection(worker.public_ip, args.private_key),
+                    env={
+                        "CONTROL_PLANE_ENDPOINT": pulumi.Output.concat(cp.private_ip, f":{API_PORT}"),
+                        "NODE_NAME": worker.hostname,
+                        "KUBERNETES_VERSION": setup.kubernetes_version,
+                        "IMAGE_REPOSITORY": args.image_repository,
+                    },
+                    stdin=pulumi.Output.concat(token, "\n", ca_hash.stdout.apply(str.strip), "\n"),
+                    after=[*self.bootstraps[worker.hostname].kubernetes_ready, token_cmd, ca_hash],
+                    parent=self,
+                    timeout="20m",
+                )
+        # Drain and delete nodes no longer in the config (runs during `up` only).
+        on_control_plane(
+            "prune-nodes",
+            "60-prune-nodes.sh",
+            [self.init],
+            env={
+                "DESIRED_NODES": " ".join(n.hostname for n in fleet.nodes),
+                "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS),
+            },
+            timeout="10m",
+        )
+
+        # delete_unreachable: `pulumi destroy` of a cluster that is already gone (auto-released,
+        # or its instance deleted first) drops the objects from state instead of hanging.
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            delete_unreachable=True,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.joins.values())),
+        )
+        self.node_labels = {}
+        for node in fleet.nodes:
+            boot = self.bootstraps[node.hostname]
+            gpu_name = boot.gpu_name if boot.gpu_name is not None else pulumi.Output.from_input("")
+            labels = gpu_name.apply(lambda g, n=node: node_labels(n.args.pool, n.profile, g))
+            self.node_labels[node.hostname] = k8s.core.v1.NodePatch(
+                f"{node.hostname}-labels",
+                metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=node.hostname, labels=labels),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    provider=self.provider,
+                    depends_on=[self.joins[node.hostname]] + ([boot.gpu_verify] if boot.gpu_verify is not None else []),
+                ),
+            )
+        self.register_outputs({"kubeconfig": self.kubeconfig, "controlPlane": cp.hostname})
+
+    def gpu_nodes(self) -> list[GpuNode]:
+        """(node, profile, expected driver) for every GPU node, for the GPU test."""
+        return [
+            GpuNode(n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version))
+            for n in self._fleet.nodes
+            if n.profile is not None
+        ]
+
+    def detected_gpus(self) -> dict[str, dict[str, pulumi.Output[str]]]:
+        """What nvidia-smi reported on each GPU node (the `gpus` stack output)."""
+        return {
+            host: {"gpu": boot.gpu_name, "driverVersion": boot.driver_version}
+            for host, boot in self.bootstraps.items()
+            if boot.gpu_name is not None
+        }
