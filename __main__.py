@@ -83,7 +83,7 @@ device_plugin = NvidiaDevicePlugin(
 
 # 6. Test: wait for allocatable nvidia.com/gpu on every GPU node, run the GPU test there, read the verdict.
 gpu_test = GpuSmokeTest(
-    "gpu-k8s",
+    "gpu-k8s-smoke",
     GpuSmokeTestArgs(
         connection=cluster.control_plane_connection,
         gpu_nodes=cluster.gpu_nodes(),

@@ -159,7 +159,8 @@ class KubeCluster(pulumi.ComponentResource):
                         "IMAGE_REPOSITORY": args.image_repository,
                     },
                     stdin=pulumi.Output.concat(token, "\n", ca_hash.stdout.apply(str.strip), "\n"),
-                    after=[*self.bootstraps[worker.hostname].kubernetes_ready, token_cmd, ca_hash],
+                    after=self.bootstraps[worker.hostname].kubernetes_ready,
+                    order_after=[token_cmd, ca_hash],
                     parent=self,
                     timeout="20m",
                 )

@@ -334,6 +334,8 @@ def load_config() -> StackConfig:
     )
     smoke_image = cfg.get("smokeTestImage") or None
     _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version)
+    registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
+    _warn_unreachable_registries(region, registry_mirrors)
     grid_url = cfg.get_secret("gridDriverUrl")
     return StackConfig(
         stack=pulumi.get_stack(),
@@ -363,7 +365,7 @@ def load_config() -> StackConfig:
             "containerToolkitVersion", cfg.get("containerToolkitVersion") or "", _TOOLKIT_VERSION_RE, "a version such as 1.17.8"
         ),
         install_docker=_bool(cfg, "installDocker"),
-        registry_mirrors=parse_registry_mirrors(_object(cfg, "registryMirrors", {})),
+        registry_mirrors=registry_mirrors,
         kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
         kubernetes_mirror=resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
         pod_cidr=parse_pod_cidr(cfg.get("podCidr") or ""),
@@ -377,6 +379,19 @@ def load_config() -> StackConfig:
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
     )
+
+
+# Registries the cluster pulls from that are often unreachable from mainland China.
+_FOREIGN_REGISTRIES = ("docker.io", "nvcr.io")
+
+
+def _warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:
+    missing = [r for r in _FOREIGN_REGISTRIES if r not in mirrors]
+    if region.startswith("cn-") and missing:
+        pulumi.log.warn(
+            f"{region} is in mainland China, where {' and '.join(missing)} are often unreachable; the flannel, "
+            "device plugin and GPU test images come from them. If pulls fail, set gpu-k8s:registryMirrors (README)."
+        )
 
 
 def _check_smoke_test(test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str) -> None:

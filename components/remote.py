@@ -73,11 +73,16 @@ def run_script(
     env: Mapping[str, pulumi.Input[str]] | None = None,
     stdin: pulumi.Input[str] | None = None,
     after: Sequence[pulumi.Resource] = (),
+    order_after: Sequence[pulumi.Resource] = (),
     parent: pulumi.Resource,
     secret_stdout: bool = False,
     timeout: str = "20m",
 ) -> command.remote.Command:
     """Copy ``script`` to the node and run it after ``after``; returns the Command.
+
+    A re-run (replacement) of a step in ``after`` re-runs this one too; steps in
+    ``order_after`` only order it (e.g. a worker's join must not re-run because the
+    cluster-wide join token was refreshed for another node).
 
     ``stdin`` is always stored as a secret. With ``secret_stdout`` the output is a
     secret and nothing the script prints is logged.
@@ -106,7 +111,7 @@ def run_script(
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[copy, *after],
+            depends_on=[copy, *after, *order_after],
             additional_secret_outputs=["stdout", "stderr"] if secret_stdout else None,
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
         ),

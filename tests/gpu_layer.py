@@ -1,18 +1,14 @@
-"""Helpers for the GPU-layer tests: run tests/gpu_layer_program.py under the mocks."""
+"""Helpers for the GPU-layer tests: the real program under the mocks, plus small accessors."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from tools.harness import ProgramRun, Resource, run_program
 from tools.mocks import PlaceholderMocks, command_env
 
-PROGRAM = Path(__file__).with_name("gpu_layer_program.py")
-
 
 def run_layer(stack: str = "dev", mocks: PlaceholderMocks | None = None, **overrides: object) -> ProgramRun:
     """The GPU layer for a stack's real config, with gpu-k8s:<key> overrides."""
-    return run_program(stack, {f"gpu-k8s:{k}": v for k, v in overrides.items()}, mocks=mocks, program=PROGRAM)
+    return run_program(stack, {f"gpu-k8s:{k}": v for k, v in overrides.items()}, mocks=mocks)
 
 
 def env_of(command: Resource) -> dict[str, str]:

@@ -77,7 +77,7 @@ def test_security_group_opens_only_22_and_6443_to_allowed_cidrs(program):
     }
     assert all(r.inputs["type"] == "ingress" and r.inputs["ipProtocol"] == "tcp" for r in run.of_type(RULE))
     assert run.named("gpu-k8s-sg").inputs["innerAccessPolicy"] == "Accept"
-    assert not run.warnings
+    assert not [w for w in run.warnings if "0.0.0.0/0" in w]
 
 
 def test_world_open_only_when_listed_and_then_warned(program):
@@ -176,3 +176,10 @@ def test_unknown_prices_are_said_to_be_unknown(program):
 
 def test_reveal_helper_unwraps_secrets():
     assert reveal({"a": {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": 1}}) == {"a": 1}
+
+
+def test_mainland_china_without_mirrors_is_warned(program):
+    assert any("registryMirrors" in w for w in program("dev").warnings)
+    mirrors = {"docker.io": "https://x.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.cn"}
+    assert not any("registryMirrors" in w for w in program("dev", registryMirrors=mirrors).warnings)
+    assert not any("registryMirrors" in w for w in program("dev", **{"alicloud:region": "ap-southeast-1"}).warnings)

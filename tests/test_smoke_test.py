@@ -90,7 +90,7 @@ def test_passed_verdict_is_an_output(mixed):
     assert result["verdict"] == "PASSED" and result["successPattern"] == "Test PASSED"
     assert {p["node"] for p in result["pods"]} == {f"train-{i}" for i in range(2)} | {f"infer-{i}" for i in range(4)}
     assert all(p["passed"] and p["log"] in mixed.placeholders for p in result["pods"])
-    assert mixed.outputs["gpuAllocatable"] == {p["node"]: 1 for p in result["pods"]}
+    assert {row["node"]: row["allocatableGpus"] for row in mixed.outputs["gpuNodes"]} == {p["node"]: 1 for p in result["pods"]}
     assert not [w for w in mixed.warnings if "FAILED" in w]
 
 
@@ -119,7 +119,7 @@ def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
         )
     assert per_node["infer-2"] == ["gpu-test-infer-2-0", "gpu-test-infer-2-1", "gpu-test-infer-2-2"]
     assert all(len(names) == 3 for names in per_node.values())
-    assert set(run.outputs["gpuAllocatable"].values()) == {3}
+    assert {row["allocatableGpus"] for row in run.outputs["gpuNodes"]} == {3}
     assert run.outputs["gpuTest"]["verdict"] == "PASSED"
 
 

@@ -7,9 +7,11 @@ a label so the plan can print a legend. Invokes are strict: an unknown token fai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import time
+import zlib
 from collections.abc import Callable
 
 from pulumi.runtime import mocks as pulumi_mocks
@@ -52,6 +54,10 @@ def command_env(create: str) -> dict[str, str]:
     return env
 
 
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+
+
 class PlaceholderMocks(pulumi_mocks.Mocks):
     """Strict mocks with labelled placeholders. ``clock`` is injectable for TTL tests."""
 
@@ -62,7 +68,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             IMAGE_ID: "system image id (get_images at deploy time)",
         }
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
-        self._next_host = 10
+        self._hosts: dict[int, str] = {}
         # Extra stdout producers for remote commands, by resource-name suffix.
         self.command_stdout: dict[str, Callable[[dict, dict[str, str]], str]] = {
             "-kubeconfig": self._kubeconfig,
@@ -98,8 +104,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         rid = f"<{name} id>"
         out = dict(inputs)
         if typ == "alicloud:ecs/instance:Instance":
-            n = self._next_host
-            self._next_host += 1
+            n = self._host_number(name)
             public, private = f"{PUBLIC_IP_BASE}{n}", f"{PRIVATE_IP_BASE}{n}"
             self.placeholders[public] = f"public IP of {name} (assigned by Aliyun)"
             self.placeholders[private] = f"private IP of {name} (assigned by Aliyun)"
@@ -116,6 +121,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             out["result"] = ("x" * length)[:length]
             self.placeholders.setdefault("x" * 6, "random bootstrap-token characters (generated at deploy time)")
         elif typ == "command:remote:Command":
+            # A command whose inputs change is replaced and gets a new id; model that, so
+            # steps that chain on ids (triggers) show the cascade in tests.
+            rid = f"<{name} id {_digest(inputs)}>"
             out.setdefault("stdout", self._remote_stdout(name, inputs))
             out.setdefault("stderr", "")
         elif typ == "command:local:Command":
@@ -125,6 +133,14 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             meta = dict(out.get("metadata") or {})
             rid = "/".join(x for x in (meta.get("namespace"), meta.get("name")) if x) or rid
         return rid, out
+
+    def _host_number(self, name: str) -> int:
+        """A last octet that depends on the instance's name only (stable when nodes are added)."""
+        n = 10 + zlib.crc32(name.encode()) % 240
+        while self._hosts.get(n, name) != name:
+            n = 10 + (n - 9) % 240
+        self._hosts[n] = name
+        return n
 
     def _remote_stdout(self, name: str, inputs: dict) -> str:
         create = inputs.get("create") or ""

@@ -45,6 +45,14 @@ KEY_INPUTS = {
 }
 
 
+# Outputs that only a deployed stack can really answer: the plan shows the mock's value.
+DEPLOY_TIME_OUTPUTS = {
+    "gpuTest": "placeholder: the verdict comes from the GPU test pod at deploy time",
+    "gpuNodes": "placeholder: GPU, driver, allocatable and test come from the nodes at deploy time",
+    "autoReleaseTime": "now + ttlHours, fixed when first deployed",
+}
+
+
 class PlanError(Exception):
     """A user mistake: printed as one line, exit 2."""
 
@@ -128,7 +136,8 @@ def render_text(run: ProgramRun) -> str:
     walk("", 0)
     lines += ["", f"{len(run.resources)} resources to create.", "", "Outputs:"]
     for key, value in redact(run.outputs).items():
-        lines.append(f"    {key}: {_short(value, 200)}")
+        note = f"   <- {DEPLOY_TIME_OUTPUTS[key]}" if key in DEPLOY_TIME_OUTPUTS else ""
+        lines.append(f"    {key}: {_short(value, 200)}{note}")
     if run.warnings:
         lines += ["", "Warnings:"] + [f"    ! {w}" for w in run.warnings]
     lines += ["", "Placeholders (values the cloud decides at deploy time):"]
