@@ -109,3 +109,26 @@ def test_real_process_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_out_dir_has_every_nodes_scripts_and_valid_manifests(capsys, tmp_path):
+    from tools.manifests import validate_manifests
+
+    code, _, _ = run_cli(capsys, "--stack", "mixed", "--out", str(tmp_path))
+    assert code == 0
+    scripts = {p.name for p in (tmp_path / "scripts").iterdir()}
+    for node in ("train-0", "train-1", "infer-0", "infer-3"):
+        for step in ("wait-boot", "driver-prepare", "nvidia-driver", "gpu-verify", "container-runtime", "kube-packages"):
+            assert f"{node}-bootstrap-{step}.sh" in scripts
+    assert "infer-0-kubeadm-join.sh" in scripts and "train-0-kubeadm-join.sh" not in scripts
+    join = (tmp_path / "scripts" / "infer-0-kubeadm-join.sh").read_text()
+    assert join.startswith("#!/usr/bin/env bash\n# resource: infer-0-kubeadm-join\n# runs on the node as: ")
+    assert "NODE_NAME=infer-0" in join and "# stdin: [secret]" in join
+    assert "xxxxxx." not in join  # the join token is never written out
+    grid = (tmp_path / "scripts" / "infer-0-bootstrap-nvidia-driver.sh").read_text()
+    assert "GPU_DRIVER=grid" in grid.splitlines()[2]
+    manifests = {str(p.relative_to(tmp_path)): p.read_text() for p in (tmp_path / "manifests").iterdir()}
+    kinds = " ".join(manifests)
+    for kind in ("daemonset", "configmap", "pod", "namespace", "clusterrole"):
+        assert kind in kinds
+    assert validate_manifests(manifests, "1.34.2") == []

@@ -160,7 +160,8 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
         stdin_note = "# stdin: [secret]\n" if "stdin" in r.inputs and r.inputs["stdin"] is not None else ""
         path = out / "scripts" / f"{r.name}.sh"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}\n{body}")
+        shebang, _, rest = body.partition("\n")
+        path.write_text(f"{shebang}\n# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}{rest}")
         written.append(path)
     try:
         from tools.manifests import render_manifests
