@@ -22,6 +22,7 @@ from functools import cache
 from tools.harness import ROOT, Resource, run_program
 
 REMOTE = "command:remote:Command"
+JOIN_STEP = 2  # join-token (control plane) + kubeadm-join (worker)
 
 
 def critical_path(resources: list[Resource]) -> tuple[int, list[str]]:
@@ -94,11 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]
     print(f"\ncritical chain at {rows[-1]['nodes']} nodes: {' -> '.join(rows[-1]['critical_chain'])}")
     ratio = rows[-1]["seconds"] / base["seconds"] if base["seconds"] else float("inf")
-    path_ok = all(r["critical_path"] <= base["critical_path"] + 1 for r in rows)
+    # With workers the chain gains exactly the join step: refresh the join token on the
+    # control plane, then kubeadm join on the worker. It must not grow beyond that.
+    multi = [r for r in rows if r["nodes"] > 1]
+    path_ok = all(r["critical_path"] <= base["critical_path"] + JOIN_STEP for r in multi) and (
+        len({r["critical_path"] for r in multi}) <= 1
+    )
     print(
         f"plan time {rows[-1]['nodes']} vs {base['nodes']} nodes: {ratio:.1f}x (target < 10x): {'ok' if ratio < 10 else 'MISSED'}"
     )
-    print(f"critical path constant (<= 1-node + the join step): {'ok' if path_ok else 'MISSED'}")
+    print(
+        f"critical path constant for 2+ nodes and <= 1-node + join step ({JOIN_STEP} commands): {'ok' if path_ok else 'MISSED'}"
+    )
     return 0
 
 

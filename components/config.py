@@ -312,8 +312,8 @@ def load_config() -> StackConfig:
         spot=spot,
     )
     control_plane_type = cfg.get("controlPlaneInstanceType") or None
-    if control_plane_type is not None and not re.match(r"^ecs\.[a-z0-9-]+\.[a-z0-9]+$", control_plane_type):
-        raise ConfigError("controlPlaneInstanceType", control_plane_type, "an ECS instance type such as ecs.g7.large")
+    if control_plane_type is not None:
+        _check_control_plane_type(control_plane_type)
     smoke_test = _choice("smokeTest", cfg.get("smokeTest") or "", SMOKE_TESTS)
     smoke_cuda = cfg.get("smokeTestCudaVersion") or None
     if smoke_cuda is not None:
@@ -392,6 +392,17 @@ def _warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:
             f"{region} is in mainland China, where {' and '.join(missing)} are often unreachable; the flannel, "
             "device plugin and GPU test images come from them. If pulls fail, set gpu-k8s:registryMirrors (README)."
         )
+
+
+def _check_control_plane_type(instance_type: str) -> None:
+    accepted = "a non-GPU ECS instance type such as ecs.g7.large (GPU nodes go in gpu-k8s:nodePools)"
+    if not re.match(r"^ecs\.[a-z0-9-]+\.[a-z0-9]+$", instance_type):
+        raise ConfigError("controlPlaneInstanceType", instance_type, accepted)
+    try:
+        catalog.profile_for(instance_type)
+    except catalog.UnknownInstanceType:
+        return
+    raise ConfigError("controlPlaneInstanceType", instance_type, accepted)
 
 
 def _check_smoke_test(test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str) -> None:

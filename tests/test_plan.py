@@ -76,6 +76,11 @@ BAD_INPUTS = [
     (["kubernetesVersion=1.34"], "gpu-k8s:kubernetesVersion: '1.34'"),
     (["smokeTest=pytorch"], "gpu-k8s:smokeTest: 'pytorch'"),
     (['nodePools=[{"name": "a", "instanceType": "ecs.gn5i-c2g1.large", "count": 1}]'], "gpu-k8s:nodePools"),
+    (["controlPlaneInstanceType=ecs.gn6i-c4g1.xlarge"], "gpu-k8s:controlPlaneInstanceType: 'ecs.gn6i-c4g1.xlarge'"),
+    (["migStrategy=mixed", "timeSlicingReplicas=2"], "gpu-k8s:timeSlicingReplicas: '2'"),
+    # The seed's failure, caught before anything is paid for: CUDA 12.3 image on GRID 470.
+    (["smokeTestImage=tensorflow/tensorflow:latest-gpu"], "gpu-k8s:smokeTestImage: 'tensorflow/tensorflow:latest-gpu'"),
+    (["smokeTestImage=example.com/my/cuda-app:1.0"], "gpu-k8s:smokeTestImage: 'example.com/my/cuda-app:1.0'"),
 ]
 
 
@@ -90,7 +95,20 @@ def test_bad_input_exits_2_with_one_line(capsys, overrides, start):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("gpu-k8s plan: config error: " + start), lines[0]
-    assert "expected" in lines[0]
+    assert "expected" in lines[0].lower()
+
+
+def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
+    _, _, err = run_cli(capsys, "--stack", "dev", "--config", "smokeTestImage=tensorflow/tensorflow:latest-gpu")
+    for fact in ("CUDA 12.3", "470.256.03", "11.4", "Fix:"):
+        assert fact in err, fact
+    _, _, err = run_cli(capsys, "--stack", "dev", "--config", "smokeTestImage=example.com/my/cuda-app:1.0")
+    assert "gpu-k8s:smokeTestCudaVersion" in err
+    # The same image with a declared, fitting CUDA version is accepted.
+    code, _, _ = run_cli(
+        capsys, "--stack", "p4", "--config", "smokeTestImage=example.com/my/cuda-app:1.0", "--config", "smokeTestCudaVersion=12.2"
+    )
+    assert code == 0
 
 
 def test_unknown_stack_exits_2(capsys):

@@ -51,7 +51,7 @@ apt_update() {
     warn "apt-get update failed (try $try of 5)"
     sleep "$POLL_SECONDS"
   done
-  die "apt-get update failed 5 times: check the node's outbound network and gpu-k8s:packageMirror"
+  die "apt-get update failed 5 times: check the node's outbound network and gpu-k8s:kubernetesMirror"
 }
 apt_install() { # keep our /etc/containerd/config.toml when containerd.io brings its own
   apt_get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" ||
@@ -63,7 +63,7 @@ checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 # --- a signed apt source: the dearmored key plus one deb line ---
 add_apt_repo() { # key_url keyring list_file deb_line
   if [[ ! -s "$ROOT$2" ]]; then
-    "${CURL[@]}" -o "$TMP/key" "$1" || die "download of $1 failed: check the node's network or gpu-k8s:packageMirror"
+    "${CURL[@]}" -o "$TMP/key" "$1" || die "download of $1 failed: check the node's network or gpu-k8s:kubernetesMirror"
     mkdir -p "$(dirname "$ROOT$2")"
     gpg --batch --yes --dearmor -o "$ROOT$2" "$TMP/key" || die "gpg --dearmor of $1 failed"
   fi
