@@ -29,7 +29,7 @@ plan: install
 	$(PY) -m tools.plan --stack $(STACK)
 
 plan-out: install
-	$(PY) -m tools.plan --stack $(STACK) --out plan-out/$(STACK) > plan-out-$(STACK).txt && cat plan-out-$(STACK).txt && rm plan-out-$(STACK).txt
+	$(PY) -m tools.plan --stack $(STACK) --out plan-out/$(STACK)
 
 lint: install
 	$(VENV)/bin/ruff check .
