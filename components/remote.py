@@ -1,15 +1,20 @@
 """Run the shell scripts in components/scripts/ on a node over SSH (pure helpers + one factory).
 
-Each step is one CopyToRemote (the script file) and one remote.Command that runs it as
+Each step is one CopyToRemote (the rendered script) and one remote.Command that runs it as
 ``VAR='value' ... bash /opt/gpu-k8s/<script>``. Inputs are quoted with shlex.quote
 (sshd may not accept ``environment``); secrets go on stdin, never on the command line.
-A step's triggers hold the hash of its script, its inputs and the ids of the steps it
-follows, so a changed script re-runs only that step and the steps after it.
+Scripts source the shared helpers in scripts/lib/ when run in place (the tests); on the
+node each step is one self-contained file, ``render_script(script)``, with the marked
+``source ... # gpu-k8s:inline`` line replaced by the library's text.
+A step's triggers hold the hash of its rendered script, its inputs and the ids of the
+steps it follows, so a changed script (or library) re-runs only the steps that use it
+and the steps after them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -20,6 +25,16 @@ import pulumi_command as command
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 REMOTE_DIR = "/opt/gpu-k8s"
+INLINE_MARKER = "# gpu-k8s:inline"
+# The line render_script replaces: source "$(dirname "${BASH_SOURCE[0]}")/lib/<name>.sh" # gpu-k8s:inline
+# (and the "# shellcheck source=lib/<name>.sh" directive right above it, if present).
+_INLINE_SOURCE = re.compile(
+    r'^(?:# shellcheck source=(?P<directive>lib/[\w.-]+\.sh)\n)?'
+    r'source "\$\(dirname "\$\{BASH_SOURCE\[0\]\}"\)/(?P<lib>lib/[\w.-]+\.sh)" '
+    + re.escape(INLINE_MARKER)
+    + r"$",
+    re.M,
+)
 _ENV_NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -30,9 +45,46 @@ def script_path(script: str) -> Path:
     return path
 
 
+def _library_text(lib: str) -> str:
+    """lib/<name>.sh without its shebang, wrapped in begin/end comments."""
+    path = SCRIPTS_DIR / lib
+    if not path.is_file():
+        raise FileNotFoundError(f"no library {lib} in {SCRIPTS_DIR}")
+    text = path.read_text()
+    if text.startswith("#!"):
+        text = text.partition("\n")[2]
+    if not text.endswith("\n"):
+        text += "\n"
+    return f"# --- begin {lib} (inlined) ---\n{text}# --- end {lib} ---"
+
+
+@cache
+def render_script(script: str) -> str:
+    """The script as it runs on the node: each marked ``source lib/...`` line inlined.
+
+    Pure (reads only components/scripts/; cached like script_hash). A marked line that
+    is not the expected ``source`` form, a ``# shellcheck source=`` directive naming
+    another file, or a missing library raises instead of copying a script that would
+    fail on the node.
+    """
+
+    def inline(match: re.Match[str]) -> str:
+        lib = match["lib"]
+        if match["directive"] not in (None, lib):
+            raise ValueError(f"{script}: '# shellcheck source={match['directive']}' does not match the sourced {lib}")
+        return _library_text(lib)
+
+    raw = script_path(script).read_text()
+    rendered, inlined = _INLINE_SOURCE.subn(inline, raw)
+    if inlined != raw.count(INLINE_MARKER):
+        raise ValueError(f"{script}: a line marked {INLINE_MARKER!r} is not the expected source line of a lib/*.sh")
+    return rendered
+
+
 @cache
 def script_hash(script: str) -> str:
-    return hashlib.sha256(script_path(script).read_bytes()).hexdigest()
+    """SHA-256 of the rendered script: a change to the script or a library it inlines."""
+    return hashlib.sha256(render_script(script).encode()).hexdigest()
 
 
 def render_env(env: Mapping[str, str]) -> str:
@@ -91,7 +143,7 @@ def run_script(
     copy = command.remote.CopyToRemote(
         f"{name}-copy",
         connection=conn,
-        source=pulumi.FileAsset(str(script_path(script))),
+        source=pulumi.StringAsset(render_script(script)),
         remote_path=f"{REMOTE_DIR}/{script}",
         triggers=[script_hash(script)],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),

@@ -1,5 +1,6 @@
 """Bootstrap and cluster under mocks: the command DAG, triggers, secrets, joins, scale-out."""
 
+import hashlib
 import json
 
 import pytest
@@ -60,6 +61,9 @@ def test_every_step_copies_its_script_and_runs_it_with_quoted_inputs(program):
         assert copy.inputs["remotePath"] == f"/opt/gpu-k8s/{script}"
         assert f"{name}-copy" in deps(run, name)
         assert reveal(inputs["triggers"])[0] == remote.script_hash(script)
+        # The node gets the rendered script (lib/common.sh inlined), and the hash is of that text.
+        assert copy.inputs["source"].text == remote.render_script(script)
+        assert reveal(copy.inputs["triggers"]) == [hashlib.sha256(copy.inputs["source"].text.encode()).hexdigest()]
     assert env(run, "gpu-0-bootstrap-gpu-verify")["EXPECTED_GPU_NAME"] == "NVIDIA A10-2Q"
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stubs import StubBin
+from components.remote import render_script
+from tests.stubs import SCRIPTS_DIR, StubBin
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 FAST = {"POLL_SECONDS": "0"}
@@ -1656,14 +1657,89 @@ def test_gpu_test_unusable_kubectl_exits_non_zero(gtest: StubBin):
     assert result.stdout == ""
 
 
+# ================================================================ lib/common.sh, in place and rendered
+
+
+def rendered(sb: StubBin, script: str) -> str:
+    """render_script(script) written where no lib/ lies next to it, as on the node (/opt/gpu-k8s)."""
+    node = sb.state.parent / "opt-gpu-k8s"
+    node.mkdir(exist_ok=True)
+    path = node / script
+    path.write_text(render_script(script))
+    assert not (node / "lib").exists()
+    return str(path)  # StubBin.run(SCRIPTS_DIR / <absolute path>) runs this file
+
+
+@pytest.mark.parametrize(
+    ("fixture", "script", "env", "hint"),
+    [
+        ("prep", "10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "tesla"}, "its apt mirror"),
+        ("rt", "20-container-runtime.sh", RUNTIME, "gpu-k8s:kubernetesMirror"),
+        ("kube", "30-kube-packages.sh", KUBE, "gpu-k8s:kubernetesMirror"),
+    ],
+)
+def test_apt_update_gives_up_after_5_tries_naming_what_to_check(request, fixture, script, env, hint):
+    sb: StubBin = request.getfixturevalue(fixture)
+    (sb.state / "apt-fail-update").touch()
+    step = script.removesuffix(".sh")
+    result = failed(sb.run(script, env), step, f"apt-get update failed 5 times: check the node's outbound network and {hint}")
+    assert len([c for c in sb.calls("apt-get") if "update" in c]) == 5
+    assert f"[gpu-k8s {step}] WARNING: apt-get update failed (try 5 of 5)" in result.stderr
+    assert all(c[1:4] == ["-o", "DPkg::Lock::Timeout=600", "update"] for c in sb.calls("apt-get"))
+
+
+# One early failure per node script: the rendered file, alone, fails exactly like the script in place.
+EARLY_FAILURES = [
+    ("00-wait-boot.sh", {}, "", "cloud-init failed (exit 1)"),
+    ("10-driver-prepare.sh", {"GPU_DRIVER": "cuda"}, "", "GPU_DRIVER must be tesla or grid"),
+    ("11-nvidia-driver.sh", {"GPU_DRIVER": "cuda"}, "", "GPU_DRIVER must be tesla or grid"),
+    ("12-gpu-verify.sh", {}, "", "nvidia-smi not found"),
+    ("20-container-runtime.sh", {"CONTAINER_TOOLKIT_VERSION": "latest"}, "", "CONTAINER_TOOLKIT_VERSION must look like"),
+    ("21-docker-gpu-check.sh", {}, "", "DOCKER_TEST_IMAGE must name an image"),
+    ("30-kube-packages.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
+    ("40-kubeadm-init.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
+    ("41-kubeconfig.sh", {"API_SERVER_IP": "x"}, "", "API_SERVER_IP must be an IPv4 address"),
+    ("42-ca-cert-hash.sh", {}, "", "/etc/kubernetes/pki/ca.crt not found"),
+    ("43-join-token.sh", {}, "not-a-token\n", "the bootstrap token on stdin is malformed"),
+    ("50-kubeadm-join.sh", {}, "", "CONTROL_PLANE_ENDPOINT must be ip:port"),
+    ("60-prune-nodes.sh", {"DRAIN_TIMEOUT": "soon"}, "", "DRAIN_TIMEOUT must be a number"),
+    ("70-gpu-allocatable.sh", {}, "", "GPU_NODES is empty"),
+    ("80-gpu-test-result.sh", {}, "", "TEST_PODS must be space-separated"),
+]
+
+
+def test_early_failures_cover_every_node_script():
+    assert {s for s, *_ in EARLY_FAILURES} == {p.name for p in SCRIPTS_DIR.glob("*.sh")}
+
+
+@pytest.mark.parametrize(("script", "env", "stdin", "message"), EARLY_FAILURES, ids=[s for s, *_ in EARLY_FAILURES])
+def test_rendered_script_runs_alone_and_fails_like_the_script_in_place(sb: StubBin, script, env, stdin, message):
+    sb.add("cloud-init", exit_code=1)
+    step = script.removesuffix(".sh")
+    in_place = failed(sb.run(script, {**FAST, **env}, stdin=stdin), step, message)
+    alone = failed(sb.run(rendered(sb, script), {**FAST, **env}, stdin=stdin), step, message)
+    assert (alone.returncode, alone.stdout, alone.stderr) == (in_place.returncode, in_place.stdout, in_place.stderr)
+    assert "lib/common.sh" not in alone.stderr  # nothing tried to source it
+
+
+def test_rendered_join_aligns_the_sandbox_image_with_the_inlined_helper(join: StubBin):
+    result = ok(join.run(rendered(join, "50-kubeadm-join.sh"), JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+    assert (
+        'sandbox_image = "registry.aliyuncs.com/google_containers/pause:3.10.1"'
+        in (join.root / "etc/containerd/config.toml").read_text()
+    )
+    assert join.called("systemctl", "restart", "containerd")
+    assert "[gpu-k8s 50-kubeadm-join] containerd now uses registry.aliyuncs.com/google_containers/pause:3.10.1" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+
+
 # ================================================================ secrets
 
 
 def test_no_script_reads_secrets_from_the_environment():
     """Secret inputs come on stdin: the scripts that take them never read a token/URL variable."""
-    scripts = Path(__file__).resolve().parent.parent / "components" / "scripts"
     for name in ("11-nvidia-driver.sh", "43-join-token.sh", "50-kubeadm-join.sh"):
-        text = (scripts / name).read_text()
+        text = render_script(name)  # as it runs on the node: lib/common.sh included
         for var in ("${TOKEN:-", "${JOIN_TOKEN", "${GRID_URL:-", "${GRID_DRIVER_URL", "${CA_HASH:-"):
             assert var not in text, f"{name} reads {var} from the environment"
         assert "read -r" in text

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.harness import ROOT, ProgramRun, redact, run_program
+from tools.harness import ProgramRun, redact, run_program
 
 # Inputs worth a glance in the text tree, per resource type (others: none shown).
 KEY_INPUTS = {
@@ -150,13 +150,14 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "plan.json"]
     written[0].write_text(json.dumps(as_json(run), indent=2, default=str) + "\n")
-    scripts_dir = ROOT / "components" / "scripts"
+    from components.remote import render_script
+
     for r in run.of_type("command:remote:Command"):
         create = redact(r.inputs.get("create", ""))
         if not isinstance(create, str) or "/opt/gpu-k8s/" not in create:
             continue
         script = shlex.split(create)[-1].rsplit("/", 1)[-1]
-        body = (scripts_dir / script).read_text()
+        body = render_script(script)  # what is copied to the node: lib/ helpers inlined
         stdin_note = "# stdin: [secret]\n" if "stdin" in r.inputs and r.inputs["stdin"] is not None else ""
         path = out / "scripts" / f"{r.name}.sh"
         path.parent.mkdir(parents=True, exist_ok=True)

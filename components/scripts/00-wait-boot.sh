@@ -25,12 +25,8 @@ readonly LOCK_FILES=(
   "$ROOT/var/cache/apt/archives/lock"
 )
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 # --- cloud-init: exit 0 = done, 2 = done with recoverable errors, anything else = failed ---
 wait_cloud_init() {

@@ -28,24 +28,8 @@ readonly REBOOT_MARKER="$ROOT/run/gpu-k8s/reboot-pending"
 INITRAMFS_DONE=false
 REBOOTING=false
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
-
-apt_update() {
-  local try
-  for try in 1 2 3 4 5; do
-    apt_get update && return 0
-    warn "apt-get update failed (try $try of 5)"
-    sleep "$POLL_SECONDS"
-  done
-  die "apt-get update failed 5 times: check the node's outbound network and its apt mirror"
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 # --- the seed's first check: lspci | grep -i nvidia ---
 check_gpu() {

@@ -35,24 +35,8 @@ readonly CURL=(curl --retry 5 --retry-delay 5 --retry-all-errors -fsSL)
 readonly NVIDIA_KO="Unable to load the kernel module 'nvidia.ko'"
 GRID_URL=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
-
-apt_update() {
-  local try
-  for try in 1 2 3 4 5; do
-    apt_get update && return 0
-    warn "apt-get update failed (try $try of 5)"
-    sleep "$POLL_SECONDS"
-  done
-  die "apt-get update failed 5 times: check the node's outbound network and its apt mirror"
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 validate() {
   [[ -e "$REBOOT_MARKER" ]] && die "10-driver-prepare scheduled a reboot (to unload nouveau) that has not happened yet: wait until the node is back, then run pulumi up again"

@@ -21,12 +21,8 @@ readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly QUERY=("--query-gpu=name,driver_version,memory.total" "--format=csv,noheader")
 GPUS=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 # --- nvidia-smi can fail for a few seconds right after an install: retry ---
 query_gpus() {

@@ -21,6 +21,7 @@ readonly PACKAGE_MIRROR="${PACKAGE_MIRROR:-}"
 readonly REGISTRY_MIRRORS="${REGISTRY_MIRRORS:-}"
 readonly INSTALL_DOCKER="${INSTALL_DOCKER:-false}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
+readonly APT_MIRROR_HINT="gpu-k8s:kubernetesMirror"
 readonly CONFIG="$ROOT/etc/containerd/config.toml"
 readonly CERTS_DIR="$ROOT/etc/containerd/certs.d"
 readonly DOCKER_CONFIG="$ROOT/etc/docker/daemon.json"
@@ -36,29 +37,13 @@ else
 fi
 TMP=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
-apt_update() {
-  local try
-  for try in 1 2 3 4 5; do
-    apt_get update && return 0
-    warn "apt-get update failed (try $try of 5)"
-    sleep "$POLL_SECONDS"
-  done
-  die "apt-get update failed 5 times: check the node's outbound network and gpu-k8s:kubernetesMirror"
-}
 apt_install() { # keep our /etc/containerd/config.toml when containerd.io brings its own
   apt_get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" ||
     die "apt-get install $* failed: see the apt output above; pulumi up retries the step"
 }
-same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
-checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 
 # --- a signed apt source: the dearmored key plus one deb line ---
 add_apt_repo() { # key_url keyring list_file deb_line

@@ -16,12 +16,8 @@ readonly IMAGE="${DOCKER_TEST_IMAGE:-}"
 readonly PULL_TRIES="${PULL_TRIES:-3}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 # --- pull first (with retries) so a registry hiccup is not mistaken for a GPU problem ---
 pull_image() {

@@ -15,6 +15,7 @@ readonly ROOT="${GPU_K8S_ROOT:-}"
 readonly VERSION="${KUBERNETES_VERSION:-}"
 readonly PACKAGE_MIRROR="${PACKAGE_MIRROR:-}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
+readonly APT_MIRROR_HINT="gpu-k8s:kubernetesMirror"
 readonly MODULES_CONF="$ROOT/etc/modules-load.d/k8s.conf"
 readonly SYSCTL_CONF="$ROOT/etc/sysctl.d/k8s.conf"
 readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
@@ -22,24 +23,8 @@ readonly LIST=/etc/apt/sources.list.d/kubernetes.list
 readonly CURL=(curl --retry 5 --retry-delay 5 --retry-all-errors -fsSL)
 readonly PACKAGES=(kubelet kubeadm kubectl)
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
-apt_update() {
-  local try
-  for try in 1 2 3 4 5; do
-    apt_get update && return 0
-    warn "apt-get update failed (try $try of 5)"
-    sleep "$POLL_SECONDS"
-  done
-  die "apt-get update failed 5 times: check the node's outbound network and gpu-k8s:kubernetesMirror"
-}
-same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 # --- overlay + br_netfilter now and at every boot ---
 load_modules() {

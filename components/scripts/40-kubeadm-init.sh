@@ -35,13 +35,9 @@ readonly KUBEADM_CONFIG="$ROOT/etc/kubernetes/gpu-k8s-kubeadm.yaml"
 readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
 readonly IPV4_RE='^([0-9]{1,3}\.){3}[0-9]{1,3}$'
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
+
 redact() { sed -E 's/(--token|--discovery-token-ca-cert-hash|--certificate-key|Using token:)[[:space:]]+[^[:space:]]+/\1 <redacted>/g'; }
 
 validate() {
@@ -52,25 +48,6 @@ validate() {
   [[ "$POD_CIDR" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]] || die "POD_CIDR must be an IPv4 CIDR such as 10.244.0.0/16 (got '$POD_CIDR')"
   [[ "$NODE_NAME" =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]] || die "NODE_NAME must be a DNS label (got '$NODE_NAME')"
   [[ "$CONTROL_PLANE_TAINT" == true || "$CONTROL_PLANE_TAINT" == false ]] || die "CONTROL_PLANE_TAINT must be true or false (got '$CONTROL_PLANE_TAINT')"
-}
-
-# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
-align_sandbox_image() {
-  local pause before
-  pause=$(kubeadm config images list --image-repository "$IMAGE_REPOSITORY" --kubernetes-version "v$VERSION" 2>/dev/null | grep pause | head -n 1) ||
-    die "kubeadm config images list found no pause image for v$VERSION in $IMAGE_REPOSITORY"
-  [[ -f "$CONTAINERD_CONFIG" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
-  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$CONTAINERD_CONFIG"; then
-    log "containerd already uses $pause, skipping"
-    return 0
-  fi
-  before=$(checksum "$CONTAINERD_CONFIG")
-  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$CONTAINERD_CONFIG"
-  grep -qF "\"$pause\"" "$CONTAINERD_CONFIG" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
-  if [[ "$(checksum "$CONTAINERD_CONFIG")" != "$before" ]]; then
-    log "containerd now uses $pause, restarting containerd"
-    systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
-  fi
 }
 
 pull_images() {
@@ -142,7 +119,7 @@ wait_ready() {
 
 main() {
   validate
-  align_sandbox_image
+  align_sandbox_image "$IMAGE_REPOSITORY" "$VERSION" "$CONTAINERD_CONFIG"
   init_cluster
   wait_ready
 }

@@ -15,11 +15,8 @@ readonly ROOT="${GPU_K8S_ROOT:-}"
 readonly API_SERVER_IP="${API_SERVER_IP:-}"
 readonly ADMIN_CONF="$ROOT/etc/kubernetes/admin.conf"
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 print_kubeconfig() {
   [[ -r "$ADMIN_CONF" ]] || die "/etc/kubernetes/admin.conf not found: 40-kubeadm-init has not initialised the cluster"

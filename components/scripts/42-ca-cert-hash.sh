@@ -16,11 +16,8 @@ readonly STEP="42-ca-cert-hash"
 readonly ROOT="${GPU_K8S_ROOT:-}"
 readonly CA_CERT="$ROOT/etc/kubernetes/pki/ca.crt"
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 ca_hash() {
   [[ -r "$CA_CERT" ]] || die "/etc/kubernetes/pki/ca.crt not found: 40-kubeadm-init has not initialised the cluster"

@@ -16,11 +16,8 @@ readonly ADMIN_CONF="$ROOT/etc/kubernetes/admin.conf"
 readonly TTL=2h
 TOKEN=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 read_token() {
   if [[ ! -t 0 ]]; then

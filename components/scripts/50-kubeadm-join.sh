@@ -27,12 +27,9 @@ readonly RUN_DIR="$ROOT/run/gpu-k8s"
 readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
 TOKEN="" CA_HASH="" JOIN_CONFIG=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
+
 cleanup() { if [[ -n "$JOIN_CONFIG" ]]; then rm -f "$JOIN_CONFIG"; fi; }
 
 read_secrets() {
@@ -52,25 +49,6 @@ validate() {
   [[ "$NODE_NAME" =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]] || die "NODE_NAME must be a DNS label (got '$NODE_NAME')"
   [[ "$VERSION" =~ ^1\.[0-9]+\.[0-9]+$ ]] || die "KUBERNETES_VERSION must look like 1.34.2 (got '$VERSION')"
   [[ "$IMAGE_REPOSITORY" =~ ^[a-z0-9][a-z0-9.:/_-]*$ ]] || die "IMAGE_REPOSITORY must be a registry path (got '$IMAGE_REPOSITORY')"
-}
-
-# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
-align_sandbox_image() {
-  local pause before
-  pause=$(kubeadm config images list --image-repository "$IMAGE_REPOSITORY" --kubernetes-version "v$VERSION" 2>/dev/null | grep pause | head -n 1) ||
-    die "kubeadm config images list found no pause image for v$VERSION in $IMAGE_REPOSITORY"
-  [[ -f "$CONTAINERD_CONFIG" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
-  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$CONTAINERD_CONFIG"; then
-    log "containerd already uses $pause, skipping"
-    return 0
-  fi
-  before=$(checksum "$CONTAINERD_CONFIG")
-  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$CONTAINERD_CONFIG"
-  grep -qF "\"$pause\"" "$CONTAINERD_CONFIG" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
-  if [[ "$(checksum "$CONTAINERD_CONFIG")" != "$before" ]]; then
-    log "containerd now uses $pause, restarting containerd"
-    systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
-  fi
 }
 
 write_join_config() { # 0600 from the start (umask), on tmpfs, removed by the EXIT trap
@@ -111,7 +89,7 @@ main() {
   trap cleanup EXIT
   validate
   read_secrets
-  align_sandbox_image
+  align_sandbox_image "$IMAGE_REPOSITORY" "$VERSION" "$CONTAINERD_CONFIG"
   join_cluster
 }
 

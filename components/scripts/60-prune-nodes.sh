@@ -18,12 +18,8 @@ readonly DESIRED_NODES="${DESIRED_NODES:-}"
 readonly DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-120}"
 readonly SELECTOR='gpu-k8s/pool,!node-role.kubernetes.io/control-plane'
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-warn() { log "WARNING: $*"; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 is_desired() {
   local name

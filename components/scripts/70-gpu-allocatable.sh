@@ -27,11 +27,8 @@ readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly POD_FIELDS='{range .items[*]}{.metadata.name}{"\t"}{range .status.containerStatuses[*]}{.state.waiting.reason}{" "}{end}{"\n"}{end}'
 declare -A COUNTS=() LAST=()
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 allocatable() { timeout 20 kubectl get node "$1" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}' 2>/dev/null || true; }
 

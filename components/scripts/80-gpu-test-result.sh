@@ -25,11 +25,9 @@ readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly MESSAGES='{range .status.containerStatuses[*]}{.state.waiting.reason} {.state.waiting.message}{.state.terminated.reason} {.state.terminated.message}{"\n"}{end}'
 RECORDS=""
 
-log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
+
 kc() { timeout 20 kubectl "$@" 2>/dev/null || true; }
 
 phase_of() { kc get pod -n "${1%%/*}" "${1#*/}" -o jsonpath='{.status.phase}'; }

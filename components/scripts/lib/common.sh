@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# lib/common.sh: the helpers every node script shares. Sourced, never run.
+#
+# A script sources it right after its readonly constants with
+#   # shellcheck source=lib/common.sh
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
+# That works when the script runs in place (the tests). On the node each step is one
+# self-contained file: components/remote.py render_script() replaces the marked line with
+# this file's text (minus the shebang), and the plan writes out that rendered text.
+#
+# It sets no shell options (the caller has `set -euo pipefail`) and runs nothing at load
+# time: it only defines functions. What each one needs from the caller:
+#   log, warn, die         STEP (the log prefix, e.g. "20-container-runtime")
+#   apt_get                nothing
+#   apt_update             POLL_SECONDS (pause between tries; 5 when unset);
+#                          APT_MIRROR_HINT (optional: what to check besides the network
+#                          when every try fails; default "its apt mirror")
+#   checksum, same_content nothing
+#   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
+#                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
+#                          /etc/containerd/config.toml (40-kubeadm-init, 50-kubeadm-join)
+# Every message goes to stderr; nothing here prints on stdout except checksum.
+
+# --- progress and failures: "[gpu-k8s <step>] ..." on stderr; die exits 1 ---
+log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
+warn() { log "WARNING: $*"; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# --- apt: never prompts, waits up to 600 s for the dpkg lock (steps run in parallel and
+# unattended-upgrades holds it on first boot), and keeps stdout clean ---
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
+
+apt_update() {
+  local try
+  for try in 1 2 3 4 5; do
+    apt_get update && return 0
+    warn "apt-get update failed (try $try of 5)"
+    sleep "${POLL_SECONDS:-5}"
+  done
+  die "apt-get update failed 5 times: check the node's outbound network and ${APT_MIRROR_HINT:-its apt mirror}"
+}
+
+# --- files: the SHA-256 of a file (empty when it is missing); whether it holds exactly $2 ---
+checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
+same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
+
+# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
+align_sandbox_image() { # image_repository kubernetes_version containerd_config
+  local repo="$1" version="$2" config="$3" pause before
+  pause=$(kubeadm config images list --image-repository "$repo" --kubernetes-version "v$version" 2>/dev/null | grep pause | head -n 1) ||
+    die "kubeadm config images list found no pause image for v$version in $repo"
+  [[ -f "$config" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
+  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$config"; then
+    log "containerd already uses $pause, skipping"
+    return 0
+  fi
+  before=$(checksum "$config")
+  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$config"
+  grep -qF "\"$pause\"" "$config" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
+  if [[ "$(checksum "$config")" != "$before" ]]; then
+    log "containerd now uses $pause, restarting containerd"
+    systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
+  fi
+}
