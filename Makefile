@@ -15,7 +15,7 @@ help:
 	@echo "make test                 lint + all tests"
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
-	@echo "make extend HOURS=6       push the auto-release time to now + HOURS"
+	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
 	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -61,10 +61,12 @@ refresh-down:
 	pulumi refresh -s $(STACK) --yes
 	pulumi destroy -s $(STACK) --yes --continue-on-error
 
+# Restart the auto-release countdown from now (optionally with a new TTL): the release
+# time is anchored to a timestamp resource; replacing it re-reads the clock.
+ANCHOR_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:auto_release:AutoRelease$$command:local:Command::gpu-k8s-ttl-anchor
 extend:
-	@test -n "$(HOURS)" || { echo "usage: make extend HOURS=6" >&2; exit 2; }
-	pulumi config set -s $(STACK) gpu-k8s:ttlHours $(HOURS)
-	pulumi up -s $(STACK) --yes
+	@if [ -n "$(HOURS)" ]; then pulumi config set -s $(STACK) gpu-k8s:ttlHours "$(HOURS)"; fi
+	pulumi up -s $(STACK) --yes --replace '$(ANCHOR_URN)'
 
 kubeconfig:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig

@@ -143,6 +143,8 @@ def test_out_dir_has_every_nodes_scripts_and_valid_manifests(capsys, tmp_path):
     assert join.startswith("#!/usr/bin/env bash\n# resource: infer-0-kubeadm-join\n# runs on the node as: ")
     assert "NODE_NAME=infer-0" in join and "# stdin: [secret]" in join
     assert "xxxxxx." not in join  # the join token is never written out
+    assert "# --- begin lib/common.sh (inlined) ---" in join
+    assert not [line for line in join.splitlines() if line.startswith("source ")]
     grid = (tmp_path / "scripts" / "infer-0-bootstrap-nvidia-driver.sh").read_text()
     assert "GPU_DRIVER=grid" in grid.splitlines()[2]
     manifests = {str(p.relative_to(tmp_path)): p.read_text() for p in (tmp_path / "manifests").iterdir()}

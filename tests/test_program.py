@@ -1,5 +1,6 @@
 """The whole program under mocks: network, nodes, access, TTL, cost, secrets, for each stack."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -183,3 +184,29 @@ def test_mainland_china_without_mirrors_is_warned(program):
     mirrors = {"docker.io": "https://x.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.cn"}
     assert not any("registryMirrors" in w for w in program("dev", registryMirrors=mirrors).warnings)
     assert not any("registryMirrors" in w for w in program("dev", **{"alicloud:region": "ap-southeast-1"}).warnings)
+
+
+def test_make_extend_replaces_the_real_anchor():
+    # `make extend` restarts the countdown by replacing the anchor: its URN must exist.
+    import re
+    import subprocess
+
+    from tools.harness import ROOT
+
+    urn = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "extend", "STACK=dev"], capture_output=True, text=True, check=True
+    ).stdout
+    replaced = re.search(r"--replace '([^']+)'", urn).group(1)
+    run = run_program("dev")
+    assert replaced in {r.urn for r in anchors_of(run)}
+
+
+def test_grid_driver_url_is_secret_on_stdin_only(program):
+    from tools.harness import reveal as plain
+
+    run = program("dev", gridDriverUrl="https://example.com/grid.run?token=abc")
+    driver = run.named("gpu-0-bootstrap-nvidia-driver")
+    assert is_secret(driver.inputs["stdin"])
+    assert plain(driver.inputs["stdin"]) == "https://example.com/grid.run?token=abc\n"
+    assert "token=abc" not in json.dumps(plain(driver.inputs["create"]))
+    assert driver.inputs["logging"] == "stdoutAndStderr"  # the script never prints the URL
