@@ -29,10 +29,8 @@ INLINE_MARKER = "# gpu-k8s:inline"
 # The line render_script replaces: source "$(dirname "${BASH_SOURCE[0]}")/lib/<name>.sh" # gpu-k8s:inline
 # (and the "# shellcheck source=lib/<name>.sh" directive right above it, if present).
 _INLINE_SOURCE = re.compile(
-    r'^(?:# shellcheck source=(?P<directive>lib/[\w.-]+\.sh)\n)?'
-    r'source "\$\(dirname "\$\{BASH_SOURCE\[0\]\}"\)/(?P<lib>lib/[\w.-]+\.sh)" '
-    + re.escape(INLINE_MARKER)
-    + r"$",
+    r"^(?:# shellcheck source=(?P<directive>lib/[\w.-]+\.sh)\n)?"
+    r'source "\$\(dirname "\$\{BASH_SOURCE\[0\]\}"\)/(?P<lib>lib/[\w.-]+\.sh)" ' + re.escape(INLINE_MARKER) + r"$",
     re.M,
 )
 _ENV_NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")

@@ -190,7 +190,7 @@ def test_render_script_is_the_file_when_nothing_is_marked(tmp_path: Path, monkey
     ("line", "error"),
     [
         ("source lib/common.sh # gpu-k8s:inline", ValueError),  # marked, but not the expected form
-        ('# shellcheck source=lib/other.sh\n' + SOURCE_LINE, ValueError),  # directive names another file
+        ("# shellcheck source=lib/other.sh\n" + SOURCE_LINE, ValueError),  # directive names another file
         (SOURCE_LINE.replace("common.sh", "missing.sh"), FileNotFoundError),
     ],
 )
