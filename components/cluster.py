@@ -22,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import catalog, cuda, remote
+from components import catalog, cuda, device_plugin, remote
 from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 from components.fleet import Fleet
 from components.smoke_test import GpuNode
@@ -54,7 +54,7 @@ def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | N
     labels = {POOL_LABEL: pool}
     if profile is not None:
         labels["gpu-k8s/driver"] = profile.driver
-        labels["gpu-k8s/gpu-kind"] = profile.kind
+        labels[device_plugin.GPU_NODE_LABEL] = profile.kind
         product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
         if product:
             labels["nvidia.com/gpu.product"] = product

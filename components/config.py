@@ -27,6 +27,8 @@ MAX_TTL_HOURS = Decimal(3 * 365 * 24)
 
 SMOKE_TESTS = ("vectoradd", "tensorflow", "none")
 MIG_STRATEGIES = ("none", "single", "mixed")
+# More than this many time-slices per GPU only starves each pod (and is a typo).
+MAX_TIME_SLICING_REPLICAS = 48
 KUBERNETES_MIRRORS = ("auto", "aliyun", "upstream")
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
@@ -324,7 +326,7 @@ def load_config() -> StackConfig:
     except re.error:
         raise ConfigError("imageNameRegex", image_regex, "a valid regular expression over image names") from None
     mig_strategy = _choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES)
-    time_slicing = parse_count("timeSlicingReplicas", cfg.get("timeSlicingReplicas") or "", maximum=48)
+    time_slicing = parse_count("timeSlicingReplicas", cfg.get("timeSlicingReplicas") or "", maximum=MAX_TIME_SLICING_REPLICAS)
     if mig_strategy == "mixed" and time_slicing > 1:
         raise ConfigError(
             "timeSlicingReplicas", str(time_slicing), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"

@@ -17,6 +17,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES
+
 IMAGE_REPO = "nvcr.io/nvidia/k8s-device-plugin"
 NAMESPACE = "kube-system"
 DAEMONSET_NAME = "nvidia-device-plugin-daemonset"
@@ -27,8 +29,7 @@ GPU_NODE_LABEL = "gpu-k8s/gpu-kind"  # set by the program on every GPU node: com
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 CONFIG_DIR = "/etc/nvidia-device-plugin"
 CONFIG_FILE = "config.yaml"
-MIG_STRATEGIES = ("none", "single", "mixed")
-MAX_REPLICAS = 48
+MAX_REPLICAS = MAX_TIME_SLICING_REPLICAS
 _VERSION_RE = re.compile(r"^v(?P<major>\d+)\.(?P<minor>\d+)\.\d+$")
 # CONFIG_FILE (the --config-file flag) exists since v0.12.0.
 _MIN_VERSION = (0, 12)
