@@ -33,7 +33,7 @@ pull_image() {
       sleep "$POLL_SECONDS"
     fi
   done
-  die "cannot pull $IMAGE: Docker Hub may be unreachable from this region; use an image from a reachable registry (gpu-k8s:dockerTestImage)"
+  die "cannot pull $IMAGE: Docker Hub may be unreachable from this region; add a registry-mirrors entry to /etc/docker/daemon.json on the node, or set gpu-k8s:installDocker false (Kubernetes does not need Docker)"
 }
 
 run_check() {

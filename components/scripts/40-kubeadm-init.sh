@@ -58,7 +58,7 @@ pull_images() {
     warn "pulling the control-plane images failed (try $try of 3)"
     sleep "$POLL_SECONDS"
   done
-  die "cannot pull the control-plane images from $IMAGE_REPOSITORY: check the node's network or gpu-k8s:imageRepository"
+  die "cannot pull the control-plane images from $IMAGE_REPOSITORY: check the node's network or gpu-k8s:kubernetesMirror"
 }
 
 write_config() {
@@ -103,8 +103,11 @@ init_cluster() {
   pull_images
   write_config
   log "kubeadm init (a few minutes)"
-  kubeadm init --config "$KUBEADM_CONFIG" 2>&1 | redact >&2 ||
-    die "kubeadm init failed: see its output above; run 'kubeadm reset -f' on the node before retrying"
+  if ! kubeadm init --config "$KUBEADM_CONFIG" 2>&1 | redact >&2; then
+    # Undo the half-done init so that the next `pulumi up` starts from a clean node.
+    kubeadm reset -f >&2 || warn "kubeadm reset -f failed too: run it on the node by hand"
+    die "kubeadm init failed: see its output above; the node was reset, so run pulumi up again once the cause is fixed"
+  fi
 }
 
 wait_ready() {
