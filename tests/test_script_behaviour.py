@@ -1320,6 +1320,7 @@ def test_kubeadm_join_failure_is_redacted_and_cleans_up(join: StubBin):
     assert TOKEN not in result.stderr and "0123456789abcdef" not in result.stderr
     assert "token <token> rejected" in result.stderr
     assert not list((join.root / "run/gpu-k8s").iterdir())
+    assert join.called("kubeadm", "reset", "-f") and "the node was reset" in result.stderr
 
 
 # ================================================================ 60-prune-nodes.sh

@@ -82,7 +82,11 @@ join_cluster() {
   out=$(kubeadm join --config "$JOIN_CONFIG" 2>&1) || rc=$?
   out="${out//$TOKEN/<token>}"
   printf '%s\n' "${out//${TOKEN#*.}/<secret>}" >&2
-  ((rc == 0)) || die "kubeadm join failed (exit $rc): see its output above; check that 43-join-token ran, that port 6443 of $ENDPOINT is reachable, and run 'kubeadm reset -f' on this node before retrying"
+  if ((rc != 0)); then
+    # Undo the half-done join so that the next `pulumi up` starts from a clean node.
+    kubeadm reset -f >&2 || warn "kubeadm reset -f failed too: run it on the node by hand"
+    die "kubeadm join failed (exit $rc): see its output above; check that 43-join-token ran and that port 6443 of $ENDPOINT is reachable; the node was reset, so run pulumi up again"
+  fi
 }
 
 main() {
