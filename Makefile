@@ -45,7 +45,7 @@ bench: install
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install
 	@mkdir -p .state
-	pulumi stack select $(STACK) --create --non-interactive
+	pulumi stack select $(STACK) --create
 
 up: stack
 	pulumi up -s $(STACK)
