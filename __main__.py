@@ -23,7 +23,7 @@ network = Network(
     "gpu-k8s",
     NetworkArgs(
         region=cfg.region,
-        instance_types=tuple(dict.fromkeys(p.instance_type for p in cfg.pools if p.count)),
+        instance_types=cfg.instance_types,
         allowed_cidrs=allowed_cidrs,
         spot=cfg.spot,
     ),

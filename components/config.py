@@ -108,6 +108,14 @@ class StackConfig:
     smoke_test_cuda_version: str | None
 
     @property
+    def instance_types(self) -> tuple[str, ...]:
+        """Every instance type the stack creates (the zone must sell all of them)."""
+        types = [p.instance_type for p in self.pools if p.count]
+        if self.control_plane_instance_type:
+            types.append(self.control_plane_instance_type)
+        return tuple(dict.fromkeys(types))
+
+    @property
     def node_count(self) -> int:
         return sum(p.count for p in self.pools)
 

@@ -195,6 +195,13 @@ def test_dedicated_control_plane_runs_no_gpu_steps_and_stays_tainted(program):
     assert cp.inputs["instanceType"] == "ecs.g7.large"
 
 
+def test_zone_must_sell_every_instance_type_including_the_control_plane():
+    mocks = PlaceholderMocks()
+    run_program("mixed", {"gpu-k8s:controlPlaneInstanceType": "ecs.g7.large"}, mocks=mocks)
+    asked = [c.args["availableInstanceType"] for c in mocks.invokes if c.token == "alicloud:index/getZones:getZones"]
+    assert asked == ["ecs.gn6i-c4g1.xlarge", "ecs.sgn7i-vws-m2s.xlarge", "ecs.g7.large"]
+
+
 def _pool_override(train: int, infer: int) -> dict:
     return {
         "gpu-k8s:nodePools": [

@@ -210,3 +210,35 @@ def test_grid_driver_url_is_secret_on_stdin_only(program):
     assert plain(driver.inputs["stdin"]) == "https://example.com/grid.run?token=abc\n"
     assert "token=abc" not in json.dumps(plain(driver.inputs["create"]))
     assert driver.inputs["logging"] == "stdoutAndStderr"  # the script never prints the URL
+
+
+class PerTypeZoneMocks(PlaceholderMocks):
+    """train types sell in zones h and i, infer types in i and j: only i sells both."""
+
+    def __init__(self, zones: dict[str, list[str]]):
+        super().__init__()
+        self.zones = zones
+
+    def call(self, args):
+        if args.token == "alicloud:index/getZones:getZones":
+            ids = self.zones[args.args["availableInstanceType"]]
+            return {"ids": ids, "zones": [{"id": z} for z in ids]}
+        return super().call(args)
+
+
+def test_zone_is_one_that_sells_every_type():
+    zones = {
+        "ecs.gn6i-c4g1.xlarge": ["cn-hangzhou-h", "cn-hangzhou-i"],
+        "ecs.sgn7i-vws-m2s.xlarge": ["cn-hangzhou-i", "cn-hangzhou-j"],
+    }
+    run = run_program("mixed", mocks=PerTypeZoneMocks(zones))
+    assert run.named("gpu-k8s-vswitch").inputs["zoneId"] == "cn-hangzhou-i"
+
+
+def test_no_common_zone_is_a_config_error():
+    from components.config import ConfigError
+
+    zones = {"ecs.gn6i-c4g1.xlarge": ["cn-hangzhou-h"], "ecs.sgn7i-vws-m2s.xlarge": ["cn-hangzhou-j"]}
+    with pytest.raises(ConfigError) as err:
+        run_program("mixed", mocks=PerTypeZoneMocks(zones))
+    assert "ecs.gn6i-c4g1.xlarge, ecs.sgn7i-vws-m2s.xlarge" in str(err.value)
