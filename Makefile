@@ -7,7 +7,7 @@ STACK ?= dev
 PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
-.PHONY: help install plan plan-out lint test bench up down refresh-down extend kubeconfig ssh-key stack outputs
+.PHONY: help install plan plan-out lint test bench up down refresh-down extend retest kubeconfig ssh-key stack outputs
 
 help:
 	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
+	@echo "make retest               run the GPU test pods again (after fixing a failure)"
 	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -68,6 +69,12 @@ ANCHOR_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:auto_release:AutoRelease$$com
 extend:
 	@if [ -n "$(HOURS)" ]; then pulumi config set -s $(STACK) gpu-k8s:ttlHours "$(HOURS)"; fi
 	pulumi up -s $(STACK) --yes --replace '$(ANCHOR_URN)'
+
+# Run the GPU test again (after fixing its cause): new test pods and a new result check.
+# Their URNs come from the offline plan, which runs the same program with the same config.
+RETEST_RESOURCES = -smoke-pod-|-smoke-gpu-test-result$$
+retest: install
+	pulumi up -s $(STACK) --yes $$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)' | sed 's/^/--replace=/')
 
 kubeconfig:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig

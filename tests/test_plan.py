@@ -152,3 +152,23 @@ def test_out_dir_has_every_nodes_scripts_and_valid_manifests(capsys, tmp_path):
     for kind in ("daemonset", "configmap", "pod", "namespace", "clusterrole"):
         assert kind in kinds
     assert validate_manifests(manifests, "1.34.2") == []
+
+
+def test_urns_lists_what_make_retest_replaces(capsys):
+    import subprocess
+
+    recipe = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "retest", "STACK=mixed"], capture_output=True, text=True, check=True
+    )
+    pattern = re.search(r"--urns='([^']+)'", recipe.stdout).group(1)
+    code, out, _ = run_cli(capsys, "--stack", "mixed", f"--urns={pattern}")
+    assert code == 0
+    urns = out.split()
+    run = plan.plan("mixed", [])
+    expected = [r.urn for r in run.of_type("kubernetes:core/v1:Pod")] + [run.named("gpu-k8s-smoke-gpu-test-result").urn]
+    assert sorted(urns) == sorted(expected) and len(urns) == 7
+
+
+def test_urns_with_a_bad_regex_exits_2(capsys):
+    code, out, err = run_cli(capsys, "--stack", "dev", "--urns=(")
+    assert code == 2 and out == "" and "not a regular expression" in err

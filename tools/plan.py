@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -183,12 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     parser.add_argument("--out", type=Path, help="write plan.json, rendered scripts and manifests to DIR")
+    parser.add_argument(
+        "--urns",
+        metavar="REGEX",
+        help="print only the URNs of resources whose name matches REGEX (for pulumi up --replace)",
+    )
     args = parser.parse_args(argv)
     try:
         run = plan(args.stack, args.config)
     except PlanError as err:
         print(f"gpu-k8s plan: {err}", file=sys.stderr)
         return 2
+    if args.urns is not None:
+        try:
+            pattern = re.compile(args.urns)
+        except re.error as err:
+            print(f"gpu-k8s plan: --urns {args.urns!r} is not a regular expression: {err}", file=sys.stderr)
+            return 2
+        for r in run.resources:
+            if pattern.search(r.name):
+                print(r.urn)
+        return 0
     if args.json:
         json.dump(as_json(run), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
