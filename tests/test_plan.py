@@ -172,3 +172,15 @@ def test_urns_lists_what_make_retest_replaces(capsys):
 def test_urns_with_a_bad_regex_exits_2(capsys):
     code, out, err = run_cli(capsys, "--stack", "dev", "--urns=(")
     assert code == 2 and out == "" and "not a regular expression" in err
+
+
+def test_broken_stack_file_exits_2_without_traceback(capsys, tmp_path, monkeypatch):
+    from tools import harness
+
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "stacks" / "Pulumi.broken.yaml").write_text("config:\n  gpu-k8s:instanceType: [unclosed\n")
+    monkeypatch.setattr(harness, "ROOT", tmp_path)
+    code, out, err = run_cli(capsys, "--stack", "broken")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "not valid YAML" in err

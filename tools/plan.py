@@ -83,6 +83,8 @@ def plan(stack: str, overrides: list[str]) -> ProgramRun:
         return run_program(stack, values)
     except FileNotFoundError as err:
         raise PlanError(str(err)) from None
+    except yaml.YAMLError as err:
+        raise PlanError(f"stacks/Pulumi.{stack}.yaml or Pulumi.yaml is not valid YAML: {' '.join(str(err).split())}") from None
     except ConfigError as err:
         raise PlanError(f"config error: {err}") from None
 
