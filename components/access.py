@@ -33,7 +33,7 @@ def resolve_allowed_cidrs(cidrs: tuple[str, ...]) -> tuple[str, ...]:
                 "auto",
                 f"an explicit CIDR such as 203.0.113.7/32 (your public IP could not be detected: {err})",
             ) from None
-    if any(c in ("0.0.0.0/0",) for c in resolved):
+    if "0.0.0.0/0" in resolved:
         pulumi.log.warn(
             "gpu-k8s:allowedCidrs includes 0.0.0.0/0: SSH (22) and the Kubernetes API (6443) are open to the whole internet."
         )

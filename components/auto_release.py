@@ -8,7 +8,6 @@ ttlHours re-anchors it to "now + new TTL".
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,11 +28,6 @@ def release_time(anchor_epoch: int, ttl_hours: Decimal) -> str:
     when = anchor + max(ttl, _MIN_LEAD)
     when = when.replace(second=0, microsecond=0) + timedelta(minutes=1 if when.second or when.microsecond else 0)
     return when.strftime("%Y-%m-%dT%H:%M:00Z")
-
-
-def hours_left(release: str, now: datetime) -> float:
-    end = datetime.strptime(release, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return max(0.0, math.floor((end - now).total_seconds() / 36) / 100)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_command as command
 
-from components import catalog, remote
+from components import catalog, cuda, remote
 from components.catalog import GpuProfile
 from components.nvidia_smi import parse_query
 
-# GRID drivers Aliyun's Cloud Assistant plugins install (reference section 1.3).
-GRID_DRIVER_BY_PLUGIN = {"grid_driver_install": "470.256.03", "gpu_grid_driver_install": "535.183.06"}
 DOCKER_TEST_IMAGE = "ubuntu:22.04"
 # A reboot to unload nouveau takes the node away for about a minute; wait this long
 # before dialling again so the next step does not connect to the dying system.
@@ -60,13 +58,6 @@ class NodeBootstrapArgs:
     def __post_init__(self):
         if not self.hostname:
             raise ValueError("NodeBootstrapArgs.hostname is required")
-
-
-def expected_driver(profile: GpuProfile, setup: NodeSetup) -> str:
-    """The driver version the node should end up with ("" when the catalog cannot tell)."""
-    if profile.driver == catalog.TESLA:
-        return setup.driver_version
-    return GRID_DRIVER_BY_PLUGIN.get(profile.grid_plugin or "", "")
 
 
 def _mirrors_env(mirrors: dict[str, str]) -> str:
@@ -127,7 +118,10 @@ class NodeBootstrap(pulumi.ComponentResource):
                 "gpu-verify",
                 "12-gpu-verify.sh",
                 [driver],
-                env={"EXPECTED_GPU_NAME": profile.expected_gpu_name or "", "DRIVER_VERSION": expected_driver(profile, setup)},
+                env={
+                    "EXPECTED_GPU_NAME": profile.expected_gpu_name or "",
+                    "DRIVER_VERSION": cuda.node_driver(profile, setup.driver_version),
+                },
                 timeout="5m",
             )
             gpus = self.gpu_verify.stdout.apply(parse_query)

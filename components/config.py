@@ -32,12 +32,17 @@ MAX_TIME_SLICING_REPLICAS = 48
 KUBERNETES_MIRRORS = ("auto", "aliyun", "upstream")
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
+# A DNS label: what hostnames and Kubernetes node names must be.
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _POOL_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$")
-_DRIVER_RE = re.compile(r"^\d{3}\.\d{2,3}(\.\d{2,3})?$")
 _K8S_VERSION_RE = re.compile(r"^1\.(\d{2})\.\d{1,2}$")
 _TOOLKIT_VERSION_RE = re.compile(r"^1\.\d{1,2}\.\d{1,2}$")
 _CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
+# An image reference: repository[:tag][@sha256:digest], lower-case, no spaces.
+IMAGE_REF_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:\d+/[a-z0-9._/-]+)?(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# The device plugin reads its config file (CONFIG_FILE) since v0.12.0.
+MIN_DEVICE_PLUGIN_VERSION = (0, 12)
 _REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$")
 _MIRROR_URL_RE = re.compile(r"^https?://[^\s\"'\\]+$")
 # Oldest and newest Kubernetes minors this program's kubeadm config and manifests target.
@@ -114,22 +119,6 @@ class StackConfig:
         if self.control_plane_instance_type:
             types.append(self.control_plane_instance_type)
         return tuple(dict.fromkeys(types))
-
-    @property
-    def node_count(self) -> int:
-        return sum(p.count for p in self.pools)
-
-    @property
-    def kubernetes_minor(self) -> str:
-        return ".".join(self.kubernetes_version.split(".")[:2])
-
-    @property
-    def auto_detect_cidr(self) -> bool:
-        return "auto" in self.allowed_cidrs
-
-    @property
-    def open_to_world(self) -> bool:
-        return any(c in ("0.0.0.0/0", "::/0") for c in self.allowed_cidrs)
 
 
 # --- parsing helpers (pure) -------------------------------------------------------
@@ -294,6 +283,27 @@ def resolve_kubernetes_mirror(value: str, region: str) -> str:
     return value
 
 
+def parse_driver_version(value: str) -> str:
+    """A Tesla driver version whose branch the CUDA table knows (it decides the test image)."""
+    accepted = f"an NVIDIA driver version of branch {min(cuda.BRANCH_MAX_CUDA)} or newer, e.g. 535.129.03"
+    try:
+        cuda.driver_cuda(value)
+    except ValueError:
+        raise ConfigError("driverVersion", value, accepted) from None
+    return value
+
+
+def device_plugin_version_ok(tag: str) -> bool:
+    m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_DEVICE_PLUGIN_VERSION
+
+
+def parse_device_plugin_version(value: str) -> str:
+    if not device_plugin_version_ok(value):
+        raise ConfigError("devicePluginVersion", value, "an image tag v0.12.0 or newer, e.g. v0.20.0 or the seed's v0.14.3")
+    return value
+
+
 def parse_pod_cidr(value: str) -> str:
     try:
         net = ipaddress.ip_network(value, strict=True)
@@ -339,10 +349,10 @@ def load_config() -> StackConfig:
         raise ConfigError(
             "timeSlicingReplicas", str(time_slicing), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"
         )
-    driver_version = _match(
-        "driverVersion", cfg.get("driverVersion") or "", _DRIVER_RE, "an NVIDIA driver version such as 535.129.03 or 550.127.05"
-    )
+    driver_version = parse_driver_version(cfg.get("driverVersion") or "")
     smoke_image = cfg.get("smokeTestImage") or None
+    if smoke_image is not None and not IMAGE_REF_RE.match(smoke_image):
+        raise ConfigError("smokeTestImage", smoke_image, "an image reference such as registry/repo/name:tag")
     _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version)
     registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
     _warn_unreachable_registries(region, registry_mirrors)
@@ -360,12 +370,7 @@ def load_config() -> StackConfig:
         spot=spot,
         spot_price_limit=spot_price_limit,
         hourly_price_cny=parse_price("hourlyPriceCny", cfg.get("hourlyPriceCny") or ""),
-        driver_version=_match(
-            "driverVersion",
-            cfg.get("driverVersion") or "",
-            _DRIVER_RE,
-            "an NVIDIA driver version such as 535.129.03 or 550.127.05",
-        ),
+        driver_version=driver_version,
         grid_driver_url=grid_url.apply(lambda u: u or "") if grid_url is not None else None,
         install_cuda_toolkit=_bool(cfg, "installCudaToolkit"),
         cuda_toolkit_version=_match(
@@ -380,9 +385,7 @@ def load_config() -> StackConfig:
         kubernetes_mirror=resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
         pod_cidr=parse_pod_cidr(cfg.get("podCidr") or ""),
         flannel_version=_match("flannelVersion", cfg.get("flannelVersion") or "", _IMAGE_TAG_RE, "an image tag such as v0.26.7"),
-        device_plugin_version=_match(
-            "devicePluginVersion", cfg.get("devicePluginVersion") or "", _IMAGE_TAG_RE, "an image tag such as v0.20.0 or v0.14.3"
-        ),
+        device_plugin_version=parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
         mig_strategy=mig_strategy,
         time_slicing_replicas=time_slicing,
         smoke_test=smoke_test,

@@ -10,14 +10,13 @@ plane never runs a plugin pod.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES
+from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES, device_plugin_version_ok
 
 IMAGE_REPO = "nvcr.io/nvidia/k8s-device-plugin"
 NAMESPACE = "kube-system"
@@ -30,9 +29,6 @@ DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 CONFIG_DIR = "/etc/nvidia-device-plugin"
 CONFIG_FILE = "config.yaml"
 MAX_REPLICAS = MAX_TIME_SLICING_REPLICAS
-_VERSION_RE = re.compile(r"^v(?P<major>\d+)\.(?P<minor>\d+)\.\d+$")
-# CONFIG_FILE (the --config-file flag) exists since v0.12.0.
-_MIN_VERSION = (0, 12)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,8 +38,7 @@ class NvidiaDevicePluginArgs:
     time_slicing_replicas: int = 1  # N > 1: each GPU is advertised as N nvidia.com/gpu
 
     def __post_init__(self):
-        m = _VERSION_RE.match(self.version)
-        if not m or (int(m.group("major")), int(m.group("minor"))) < _MIN_VERSION:
+        if not device_plugin_version_ok(self.version):
             raise ValueError(
                 f"NvidiaDevicePluginArgs.version {self.version!r}: expected a tag v0.12.0 or newer "
                 "(e.g. v0.20.0 or v0.14.3); older plugins read no config file"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -10,9 +9,9 @@ import pulumi
 import pulumi_alicloud as alicloud
 
 from components.catalog import GpuProfile
+from components.config import DNS_LABEL_RE
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +33,7 @@ class NodeArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not _HOSTNAME_RE.match(self.hostname):
+        if not DNS_LABEL_RE.match(self.hostname):
             raise ValueError(f"NodeArgs.hostname {self.hostname!r} is not a DNS label")
         if self.role not in (CONTROL_PLANE, WORKER):
             raise ValueError(f"NodeArgs.role must be {CONTROL_PLANE} or {WORKER}")

@@ -15,7 +15,7 @@ def node_rows(nodes: list[dict], detected: dict[str, dict], allocatable: dict, r
         name = node["name"]
         pods = by_node.get(name, [])
         if not pods:
-            test = result.get("verdict", "SKIPPED") if result.get("verdict") == "SKIPPED" else "NOT RUN"
+            test = "SKIPPED" if result.get("verdict") == "SKIPPED" else "NOT RUN"
         else:
             test = "PASSED" if all(p.get("passed") for p in pods) else "FAILED"
         rows.append(

@@ -17,7 +17,6 @@ minutes and then print less than step 3 does.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,8 +27,9 @@ import pulumi_kubernetes as k8s
 
 from components import cuda, device_plugin, remote
 from components.catalog import GpuProfile
+from components.config import DNS_LABEL_RE, IMAGE_REF_RE, SMOKE_TESTS
 
-TESTS = ("vectoradd", "tensorflow", "none")
+TESTS = SMOKE_TESTS
 SUCCESS_PATTERNS = {"vectoradd": "Test PASSED", "tensorflow": "/device:GPU:0"}
 NAMESPACE = "default"
 POD_PREFIX = "gpu-test"
@@ -40,8 +40,6 @@ ALLOCATABLE_TIMEOUT_SECONDS = 300
 RESULT_TIMEOUT_SECONDS = 900
 MAX_REPLICAS = device_plugin.MAX_REPLICAS
 MAX_LOG_CHARS = 4000  # per pod in the stack output; the tail is what explains a failure
-_NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_IMAGE_RE = re.compile(r"^[^\s:@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 
 
 class GpuNode(NamedTuple):
@@ -71,7 +69,7 @@ class GpuSmokeTestArgs:
             raise ValueError("GpuSmokeTestArgs.gpu_nodes must name at least one GPU node")
         names = [n.name for n in nodes]
         for node in nodes:
-            if not _NODE_RE.match(node.name):
+            if not DNS_LABEL_RE.match(node.name):
                 raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: {node.name!r} is not a Kubernetes node name (DNS label)")
             if not isinstance(node.profile, GpuProfile):
                 raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: {node.name!r} has no GpuProfile")
@@ -82,7 +80,7 @@ class GpuSmokeTestArgs:
             raise ValueError(
                 f"GpuSmokeTestArgs.time_slicing_replicas {self.time_slicing_replicas!r}: expected 1 to {MAX_REPLICAS}"
             )
-        if self.image is not None and not _IMAGE_RE.match(self.image):
+        if self.image is not None and not IMAGE_REF_RE.match(self.image):
             raise ValueError(f"GpuSmokeTestArgs.image {self.image!r} is not an image reference such as repo/name:tag")
         if self.test != "none":
             # CudaIncompatible (a ValueError) names image, CUDA, driver and a fix.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_stack
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 
-from tools.harness import ProgramRun, run_program
 from tools.mocks import PlaceholderMocks
 
 
@@ -29,7 +29,4 @@ def pulumi_mocks_set():
 def program():
     """Run the real __main__.py for a stack (with optional config overrides)."""
 
-    def _run(stack: str = "dev", **overrides: object) -> ProgramRun:
-        return run_program(stack, {(k if ":" in k else f"gpu-k8s:{k}"): v for k, v in overrides.items()})
-
-    return _run
+    return run_stack

@@ -4,10 +4,11 @@ import hashlib
 import json
 
 import pytest
+from helpers import env_of
 
 from components import remote
 from tools.harness import ProgramRun, is_secret, redact, reveal, run_program
-from tools.mocks import PlaceholderMocks, command_env
+from tools.mocks import PlaceholderMocks
 
 REMOTE = "command:remote:Command"
 
@@ -27,7 +28,7 @@ def commands(run: ProgramRun) -> dict[str, dict]:
 
 
 def env(run: ProgramRun, name: str) -> dict[str, str]:
-    return command_env(reveal(run.named(name).inputs["create"]))
+    return env_of(run.named(name))
 
 
 # --- one node (issue 3) ----------------------------------------------------------------
@@ -247,3 +248,9 @@ def test_gpu_test_runs_on_every_gpu_node(program):
     assert [row["node"] for row in table] == ["train-0", "train-1", "infer-0", "infer-1", "infer-2", "infer-3"]
     assert {row["driver"].split()[0] for row in table} == {"tesla", "grid"}
     assert set(table[0]) == {"node", "pool", "gpu", "driver", "allocatableGpus", "test"}
+
+
+def test_gpu_node_table_says_skipped_when_no_test_runs(program):
+    rows = program("mixed", smokeTest="none").outputs["gpuNodes"]
+    assert len(rows) == 6 and {row["test"] for row in rows} == {"SKIPPED"}
+    assert {row["allocatableGpus"] for row in rows} == {1}  # the allocatable check still runs

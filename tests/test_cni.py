@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from gpu_layer import kinds, run_layer
+from helpers import kinds, run_stack
 
 from components.cni import FlannelArgs
 
 
 @pytest.fixture(scope="module")
 def run():
-    return run_layer("dev", podCidr="10.100.0.0/16")
+    return run_stack("dev", podCidr="10.100.0.0/16")
 
 
 def _one(run, kind):
@@ -70,7 +70,7 @@ def test_namespaced_objects_wait_for_the_namespace(run):
 
 
 def test_versions_are_arguments():
-    run = run_layer("dev", flannelVersion="v0.25.6")
+    run = run_stack("dev", flannelVersion="v0.25.6")
     images = {c["image"] for c in [*_one(run, "DaemonSet").inputs["spec"]["template"]["spec"]["initContainers"]]}
     assert "docker.io/flannel/flannel:v0.25.6" in images
     assert FlannelArgs(pod_cidr="10.244.0.0/16", flannel_version="v0.26.7", cni_plugin_version="v1.6.2-flannel1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from gpu_layer import kinds, run_layer
+from helpers import kinds, run_stack
 
 from components.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
 
@@ -22,7 +22,7 @@ DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"
 
 @pytest.fixture(scope="module")
 def dev():
-    return run_layer("dev")
+    return run_stack("dev")
 
 
 def _daemonset(run):
@@ -78,7 +78,7 @@ def test_daemonset_waits_for_its_config_map(dev):
 
 
 def test_seed_version_and_time_slicing_config():
-    run = run_layer("p4", devicePluginVersion="v0.14.3", timeSlicingReplicas=4, migStrategy="single")
+    run = run_stack("p4", devicePluginVersion="v0.14.3", timeSlicingReplicas=4, migStrategy="single")
     (container,) = _daemonset(run).inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.14.3"
     config = _config(run)
@@ -87,7 +87,7 @@ def test_seed_version_and_time_slicing_config():
 
 
 def test_config_change_rolls_the_pods(dev):
-    sliced = run_layer("dev", timeSlicingReplicas=2)
+    sliced = run_stack("dev", timeSlicingReplicas=2)
 
     def config_hash(run):
         return _daemonset(run).inputs["spec"]["template"]["metadata"]["annotations"]["gpu-k8s/config-sha256"]

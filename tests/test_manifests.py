@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from gpu_layer import run_layer
+from helpers import run_stack
 
 from tools import manifests
 from tools.harness import SECRET_SIG, SECRET_VALUE, Resource
@@ -21,7 +21,7 @@ CASES = [
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
 def rendered(request):
     stack, overrides = request.param
-    run = run_layer(stack, **overrides)
+    run = run_stack(stack, **overrides)
     return run, render_manifests(run)
 
 
@@ -55,7 +55,7 @@ def test_files_apply_in_order(rendered):
 
 
 def test_output_is_deterministic():
-    first, second = (render_manifests(run_layer("mixed")) for _ in range(2))
+    first, second = (render_manifests(run_stack("mixed")) for _ in range(2))
     assert first == second
 
 

@@ -81,12 +81,25 @@ BAD_INPUTS = [
     # The seed's failure, caught before anything is paid for: CUDA 12.3 image on GRID 470.
     (["smokeTestImage=tensorflow/tensorflow:latest-gpu"], "gpu-k8s:smokeTestImage: 'tensorflow/tensorflow:latest-gpu'"),
     (["smokeTestImage=example.com/my/cuda-app:1.0"], "gpu-k8s:smokeTestImage: 'example.com/my/cuda-app:1.0'"),
+    # A typo would otherwise be ignored silently (Pulumi does not check project keys).
+    (["instanceTyp=ecs.gn5i-c2g1.large"], "gpu-k8s:instanceTyp is not a gpu-k8s config key"),
 ]
 
 
-@pytest.mark.parametrize("overrides,start", BAD_INPUTS)
-def test_bad_input_exits_2_with_one_line(capsys, overrides, start):
-    argv = ["--stack", "dev"]
+# Values that used to slip past config into a component and end in a traceback.
+P4_BAD_INPUTS = [
+    (["driverVersion=390.87.01"], "gpu-k8s:driverVersion: '390.87.01'"),
+    (["smokeTest=none", "driverVersion=390.87.01"], "gpu-k8s:driverVersion: '390.87.01'"),
+    (["devicePluginVersion=v0.10.0"], "gpu-k8s:devicePluginVersion: 'v0.10.0'"),
+    (["smokeTestImage=UPPER CASE", "smokeTestCudaVersion=11.0"], "gpu-k8s:smokeTestImage: 'UPPER CASE'"),
+]
+
+
+@pytest.mark.parametrize(
+    "stack,overrides,start", [("dev", *case) for case in BAD_INPUTS] + [("p4", *case) for case in P4_BAD_INPUTS]
+)
+def test_bad_input_exits_2_with_one_line(capsys, stack, overrides, start):
+    argv = ["--stack", stack]
     for o in overrides:
         argv += ["--config", o]
     code, out, err = run_cli(capsys, *argv)

@@ -1005,7 +1005,7 @@ INIT = {
     **FAST,
     "KUBERNETES_VERSION": "1.34.2",
     "IMAGE_REPOSITORY": "registry.aliyuncs.com/google_containers",
-    "API_SERVER_IP": "47.96.1.2",
+    "API_SERVER_IP": "203.0.113.20",
     "ADVERTISE_ADDRESS": "172.16.0.10",
     "POD_CIDR": "10.244.0.0/16",
     "NODE_NAME": "gpu-0",
@@ -1040,7 +1040,7 @@ def test_kubeadm_init_writes_the_config_and_inits(init: StubBin):
     assert cluster["imageRepository"] == "registry.aliyuncs.com/google_containers"
     assert cluster["controlPlaneEndpoint"] == "172.16.0.10:6443"
     assert cluster["networking"]["podSubnet"] == "10.244.0.0/16"
-    assert cluster["apiServer"]["certSANs"] == ["47.96.1.2", "172.16.0.10"]
+    assert cluster["apiServer"]["certSANs"] == ["203.0.113.20", "172.16.0.10"]
     assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
     assert init.called("kubectl", "--kubeconfig", f"{init.root}/etc/kubernetes/admin.conf", "get", "--raw=/readyz")
     assert result.stdout == ""
@@ -1109,20 +1109,20 @@ def test_kubeadm_init_rejects_bad_inputs(init: StubBin, key: str):
 
 def test_kubeconfig_points_at_the_public_ip(sb: StubBin):
     write(sb.root / "etc/kubernetes/admin.conf", ADMIN_CONF)
-    result = ok(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "47.96.1.2"}))
-    assert result.stdout == ADMIN_CONF.replace("https://172.16.0.10:6443", "https://47.96.1.2:6443")
+    result = ok(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "203.0.113.20"}))
+    assert result.stdout == ADMIN_CONF.replace("https://172.16.0.10:6443", "https://203.0.113.20:6443")
     assert result.stderr == ""
-    assert yaml.safe_load(result.stdout)["clusters"][0]["cluster"]["server"] == "https://47.96.1.2:6443"
+    assert yaml.safe_load(result.stdout)["clusters"][0]["cluster"]["server"] == "https://203.0.113.20:6443"
 
 
 def test_kubeconfig_without_cluster_fails(sb: StubBin):
-    result = failed(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "47.96.1.2"}), "41-kubeconfig", "admin.conf not found")
+    result = failed(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "203.0.113.20"}), "41-kubeconfig", "admin.conf not found")
     assert result.stdout == ""
 
 
 def test_kubeconfig_rejects_a_bad_ip(sb: StubBin):
     write(sb.root / "etc/kubernetes/admin.conf", ADMIN_CONF)
-    failed(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "47.96.1.2#"}), "41-kubeconfig", "API_SERVER_IP")
+    failed(sb.run("41-kubeconfig.sh", {"API_SERVER_IP": "203.0.113.20#"}), "41-kubeconfig", "API_SERVER_IP")
 
 
 # ================================================================ 42-ca-cert-hash.sh

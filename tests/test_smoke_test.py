@@ -6,7 +6,7 @@ import json
 
 import pulumi
 import pytest
-from gpu_layer import env_of, kinds, run_layer
+from helpers import env_of, kinds, run_stack
 
 from components import catalog, cuda, remote
 from components.smoke_test import GpuNode, GpuSmokeTest, GpuSmokeTestArgs, _test_pods, _verdict
@@ -42,7 +42,7 @@ def _gpu_limit(pod) -> dict:
 
 @pytest.fixture(scope="module")
 def mixed():
-    return run_layer("mixed")
+    return run_stack("mixed")
 
 
 def test_one_pod_per_gpu_node_each_asking_exactly_one_gpu(mixed):
@@ -97,7 +97,7 @@ def test_passed_verdict_is_an_output(mixed):
 def test_failed_verdict_is_recorded_and_logged_as_an_error():
     mocks = PlaceholderMocks()
     mocks.command_stdout["-gpu-test-result"] = lambda inputs, env: FAILED_STDOUT
-    run = run_layer("dev", mocks=mocks)
+    run = run_stack("dev", mocks=mocks)
     result = run.outputs["gpuTest"]
     assert result["verdict"] == "FAILED"
     (pod,) = result["pods"]
@@ -108,7 +108,7 @@ def test_failed_verdict_is_recorded_and_logged_as_an_error():
 
 
 def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
-    run = run_layer("mixed", timeSlicingReplicas=3)
+    run = run_stack("mixed", timeSlicingReplicas=3)
     pods = _pods(run)
     assert len(pods) == 6 * 3
     per_node: dict[str, list[str]] = {}
@@ -124,7 +124,7 @@ def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
 
 
 def test_tensorflow_runs_the_seed_script_from_a_config_map():
-    run = run_layer("dev", smokeTest="tensorflow")
+    run = run_stack("dev", smokeTest="tensorflow")
     (cm,) = [r for r in kinds(run, "ConfigMap") if r.inputs["metadata"]["name"] == "gpu-test-script"]
     assert cm.inputs["data"]["test.py"] == "import tensorflow as tf\nprint(tf.test.gpu_device_name())\n"
     (pod,) = _pods(run)
@@ -138,13 +138,13 @@ def test_tensorflow_runs_the_seed_script_from_a_config_map():
 
 def test_image_override_replaces_the_default():
     image = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"
-    run = run_layer("p4", smokeTestImage=image)  # Tesla 535: CUDA 12 minor-version compat
+    run = run_stack("p4", smokeTestImage=image)  # Tesla 535: CUDA 12 minor-version compat
     assert {p.inputs["spec"]["containers"][0]["image"] for p in _pods(run)} == {image}
     assert run.outputs["gpuTest"]["cudaVersion"] == "12.5"
 
 
 def test_none_runs_only_the_allocatable_check():
-    run = run_layer("dev", smokeTest="none")
+    run = run_stack("dev", smokeTest="none")
     assert not _pods(run)
     names = {r.name for r in run.resources}
     assert "gpu-k8s-smoke-gpu-allocatable" in names and "gpu-k8s-smoke-gpu-test-result" not in names

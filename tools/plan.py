@@ -10,6 +10,7 @@ cloud knows are placeholders, listed in a legend. A config error exits 2 with on
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import shlex
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tools import harness
 from tools.harness import ProgramRun, redact, run_program
 
 # Inputs worth a glance in the text tree, per resource type (others: none shown).
@@ -80,6 +82,7 @@ def plan(stack: str, overrides: list[str]) -> ProgramRun:
 
     values = dict(parse_override(o) for o in overrides)
     try:
+        _check_known_keys([*harness.stack_config(stack), *values])
         return run_program(stack, values)
     except FileNotFoundError as err:
         raise PlanError(str(err)) from None
@@ -87,6 +90,16 @@ def plan(stack: str, overrides: list[str]) -> ProgramRun:
         raise PlanError(f"stacks/Pulumi.{stack}.yaml or Pulumi.yaml is not valid YAML: {' '.join(str(err).split())}") from None
     except ConfigError as err:
         raise PlanError(f"config error: {err}") from None
+
+
+def _check_known_keys(keys: list[str]) -> None:
+    """A misspelt gpu-k8s key would be silently ignored (Pulumi does not check): refuse it."""
+    known = set(harness.project_defaults())
+    for key in keys:
+        if key.startswith("gpu-k8s:") and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise PlanError(f"config error: {key} is not a gpu-k8s config key; expected one declared in Pulumi.yaml{hint}")
 
 
 def as_json(run: ProgramRun) -> dict:
