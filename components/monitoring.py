@@ -399,7 +399,8 @@ class GpuMonitoring(pulumi.ComponentResource):
         self.exporters = {}
         self.prometheus = None
         self.service_monitor = None
-        self.summary = {"mode": args.mode, "exporter": self.image, "nodes": {p: VARIANT_NOTES[v] for p, v in self.plan.items()}}
+        # "nodes" first: the plan's one-line view of this output is cut at 200 characters.
+        self.summary = {"mode": args.mode, "nodes": {p: VARIANT_NOTES[v] for p, v in self.plan.items()}, "exporter": self.image}
         if all(v == SKIP for v in self.plan.values()):
             # Nothing DCGM supports: no namespace, no Prometheus scraping nothing.
             pulumi.log.warn(

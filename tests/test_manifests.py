@@ -99,24 +99,18 @@ def test_schema_version_follows_the_cluster_minor():
         schema_version("1.10.0")
 
 
-def test_service_monitor_passes_its_crd_schema_strictly():
-    run = run_stack("mixed", monitoring="servicemonitor")
-    files = render_manifests(run)
-    (path,) = [p for p in files if "-servicemonitor-" in p]
-    assert validate_manifests(files, run.config["gpu-k8s:kubernetesVersion"]) == []
-    obj = yaml.safe_load(files[path])
+def test_service_monitor_is_checked_strictly_against_its_crd():
+    from components import monitoring
+
+    obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "m", "namespace": "gpu-metrics"},
+        "spec": monitoring.service_monitor_spec(),
+    }
+    assert validate_manifests({"sm.yaml": yaml.safe_dump(obj)}, "1.34.2") == []
     obj["spec"]["endpoints"][0]["intervall"] = "15s"  # a typo the CRD's schema must catch
     obj["spec"]["endpoints"][0]["interval"] = "15 seconds"
-    errors = validate_manifests({path: yaml.safe_dump(obj)}, "1.34.2")
-    assert len(errors) == 2 and all(e.startswith(f"{path}: spec/endpoints/0") for e in errors)
+    errors = validate_manifests({"sm.yaml": yaml.safe_dump(obj)}, "1.34.2")
+    assert len(errors) == 2 and all(e.startswith("sm.yaml: spec/endpoints/0") for e in errors)
     assert "intervall" in " ".join(errors)
-
-
-def test_monitoring_objects_are_rendered_in_apply_order():
-    files = render_manifests(run_stack("mixed"))
-    names = [p.split("/", 1)[1] for p in sorted(files)]
-    first = {
-        kind: next(i for i, n in enumerate(names) if f"-{kind}-gpu-k8s-metrics" in n)
-        for kind in ("namespace", "daemonset", "deployment")
-    }
-    assert first["namespace"] < first["daemonset"] < first["deployment"]

@@ -10,6 +10,7 @@ from components import catalog, monitoring
 from components.config import ConfigError, parse_monitoring
 from components.monitoring import GpuMonitoringArgs
 from tools import plan
+from tools.manifests import render_manifests, validate_manifests
 
 # NVIDIA/dcgm-exporter deployment/ (Helm chart) at tag 4.5.3-4.8.2, values.yaml defaults.
 UPSTREAM_POD_SPEC = {"priorityClassName": "system-node-critical", "hostPID": False, "automountServiceAccountToken": False}
@@ -100,13 +101,13 @@ def test_exporter_runs_only_on_compute_pools(mixed):
     }
 
 
-@pytest.mark.parametrize("overrides", [{}, {"timeSlicingReplicas": 4}, {"migStrategy": "single"}])
-def test_exporter_requests_no_gpu(overrides):
-    run = run_stack("mixed", **overrides)
-    for ds in kinds(run, "DaemonSet"):
-        if ds.inputs["metadata"]["name"].startswith("dcgm-exporter"):
+def test_exporter_requests_no_gpu_with_time_slicing_or_mig(mixed):
+    for run in (mixed, run_stack("mixed", timeSlicingReplicas=4, migStrategy="single")):
+        exporters = [d for d in kinds(run, "DaemonSet") if d.inputs["metadata"]["name"].startswith("dcgm-exporter")]
+        assert exporters
+        for ds in exporters:
             (container,) = _pod(ds)["containers"]
-            assert "nvidia.com/gpu" not in str(container["resources"])
+            assert "nvidia.com/gpu" not in str(container["resources"]) and "limits" in container["resources"]
 
 
 def test_pascal_gets_counters_without_profiling_and_no_sys_admin():
@@ -154,6 +155,18 @@ def test_service_monitor_replaces_prometheus():
     spec = monitor.inputs["spec"]
     assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}}
     assert spec["endpoints"][0]["port"] == "metrics" and spec["endpoints"][0]["interval"] == "15s"
+    files = render_manifests(run)
+    assert [p for p in files if "-servicemonitor-" in p]
+    assert validate_manifests(files, run.config["gpu-k8s:kubernetesVersion"]) == []
+
+
+def test_monitoring_manifests_apply_in_order(mixed):
+    names = [p.split("/", 1)[1] for p in sorted(render_manifests(mixed))]
+    first = {
+        kind: next(i for i, n in enumerate(names) if f"-{kind}-gpu-k8s-metrics" in n)
+        for kind in ("namespace", "configmap", "daemonset", "deployment")
+    }
+    assert first["namespace"] < first["configmap"] < first["daemonset"] < first["deployment"]
 
 
 def test_monitoring_none():
