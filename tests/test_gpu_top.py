@@ -234,3 +234,16 @@ def test_watch_refreshes_until_interrupted(tmp_path, monkeypatch, capsys):
     assert code == 0 and sleeps == [2, 2]
     assert out.count("\033[H\033[2J") == 2 and out.count("train-1") == 2
     assert os.environ["PATH"].startswith(str(tmp_path))
+
+
+def test_exporter_template_line_from_nvidia_tests():
+    """internal/pkg/server/server_test.go line 48 (NVIDIA/dcgm-exporter tag 4.5.3-4.8.2): the
+    renderer's expected output, verbatim; with our field's name it becomes a table row."""
+    line = (
+        'TEST_METRIC{gpu="0",UUID="GPU-00000000-0000-0000-0000-000000000000",pci_bus_id="",'
+        'device="nvidia0",modelName="NVIDIA T400 4GB",Hostname="testhost"} 42'
+    )
+    (sample,) = gpu_top.parse_exposition(line)
+    assert sample.labels["modelName"] == "NVIDIA T400 4GB" and sample.labels["pci_bus_id"] == ""
+    (row,) = gpu_top.gpu_rows(gpu_top.parse_exposition(line.replace("TEST_METRIC", gpu_top.UTIL)))
+    assert (row.node, row.gpu, row.model, row.values) == ("testhost", "0", "NVIDIA T400 4GB", {gpu_top.UTIL: 42})
