@@ -92,7 +92,7 @@ if cfg.monitoring != "none":
             exporter_version=cfg.dcgm_exporter_version,
             prometheus_version=cfg.prometheus_version,
             pools={p.name: p.profile for p in cfg.pools},
-            **({"counters": cfg.dcgm_counters} if cfg.dcgm_counters else {}),
+            counters=cfg.dcgm_counters,
         ),
         pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[cni]),
     )

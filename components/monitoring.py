@@ -364,7 +364,11 @@ class GpuMonitoringArgs:
     exporter_version: str  # a KNOWN_EXPORTER_RELEASES key, e.g. 4.6.0-4.8.3
     prometheus_version: str  # prom/prometheus tag, e.g. v3.14.0
     pools: dict[str, catalog.GpuProfile]  # GPU pool name -> its family profile
-    counters: str = DEFAULT_COUNTERS
+    counters: str | None = None  # a counters CSV; None = NVIDIA's default (DEFAULT_COUNTERS)
+
+    @property
+    def counters_csv(self) -> str:
+        return DEFAULT_COUNTERS if self.counters is None else self.counters
 
     def __post_init__(self):
         if self.mode not in MODES[:2]:
@@ -376,7 +380,7 @@ class GpuMonitoringArgs:
             raise ValueError(f"GpuMonitoringArgs.prometheus_version {self.prometheus_version!r}: expected a tag v3.x.y or newer")
         if not self.pools:
             raise ValueError("GpuMonitoringArgs.pools is empty")
-        problem = counters_error(self.counters)
+        problem = counters_error(self.counters_csv)
         if problem:
             raise ValueError(f"GpuMonitoringArgs.counters: {problem}")
 
@@ -415,7 +419,7 @@ class GpuMonitoring(pulumi.ComponentResource):
         for variant in (FULL, NO_PROFILING):
             pools = [pool for pool, v in self.plan.items() if v == variant]
             if pools:
-                self._exporter(name, variant, pools, args.counters)
+                self._exporter(name, variant, pools, args.counters_csv)
         self.service = k8s.core.v1.Service(
             f"{name}-exporter-service",
             metadata={
