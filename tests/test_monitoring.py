@@ -292,3 +292,13 @@ def test_known_releases_name_real_image_variants():
     for release, variant in monitoring.KNOWN_EXPORTER_RELEASES.items():
         assert monitoring.exporter_image(release) == f"nvcr.io/nvidia/k8s/dcgm-exporter:{release}-{variant}"
         assert variant in ("distroless", "ubuntu22.04")
+
+
+def test_new_pools_and_versions_update_the_daemonset_in_place():
+    """A DaemonSet is replaced only when its name or selector changes (reference section 3):
+    neither depends on the pools, the image or the counters, so those roll the pods instead."""
+    one = monitoring.exporter_daemonset_spec("img:1", "full", ["train"], "cm", "h1")
+    two = monitoring.exporter_daemonset_spec("img:2", "full", ["train", "more"], "cm", "h2")
+    assert one["selector"] == two["selector"] and one["template"] != two["template"]
+    other = monitoring.exporter_daemonset_spec("img:1", "no-profiling", ["p4"], "cm2", "h1")
+    assert other["selector"] != one["selector"]  # two DaemonSets never claim each other's pods
