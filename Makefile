@@ -8,6 +8,7 @@ PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
 .PHONY: help install plan plan-out lint test bench up down refresh-down extend retest kubeconfig ssh-key stack outputs
+.PHONY: gpu-top
 
 help:
 	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
@@ -18,6 +19,7 @@ help:
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
 	@echo "make retest               run the GPU test pods again (after fixing a failure)"
 	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
+	@echo "make gpu-top [WATCH=5]    GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -75,6 +77,11 @@ extend:
 RETEST_RESOURCES = -smoke-pod-|-smoke-gpu-test-result$$
 retest: install
 	pulumi up -s $(STACK) --yes $$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)' | sed 's/^/--replace=/')
+
+# GPU metrics table from the cluster's Prometheus (README "GPU metrics"); GPU_TOP passes
+# more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.
+gpu-top: install
+	$(PY) -m tools.gpu_top $(if $(WATCH),--watch $(WATCH)) $(GPU_TOP)
 
 kubeconfig:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig

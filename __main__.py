@@ -10,6 +10,7 @@ from components.cni import Flannel, FlannelArgs
 from components.config import load_config
 from components.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.fleet import Fleet, FleetArgs
+from components.monitoring import GpuMonitoring, GpuMonitoringArgs
 from components.network import Network, NetworkArgs
 from components.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
 from components.ssh_key import SshKey, SshKeyArgs
@@ -81,6 +82,21 @@ device_plugin = NvidiaDevicePlugin(
     pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[cni]),
 )
 
+# 5b. GPU metrics: dcgm-exporter on the GPU families DCGM supports, scraped by a small Prometheus.
+gpu_metrics = None
+if cfg.monitoring != "none":
+    gpu_metrics = GpuMonitoring(
+        "gpu-k8s-metrics",
+        GpuMonitoringArgs(
+            mode=cfg.monitoring,
+            exporter_version=cfg.dcgm_exporter_version,
+            prometheus_version=cfg.prometheus_version,
+            pools={p.name: p.profile for p in cfg.pools},
+            counters=cfg.dcgm_counters,
+        ),
+        pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[cni]),
+    )
+
 # 6. Test: wait for allocatable nvidia.com/gpu on every GPU node, run the GPU test there, read the verdict.
 gpu_test = GpuSmokeTest(
     "gpu-k8s-smoke",
@@ -109,3 +125,4 @@ pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("autoReleaseTime", release.release_time or "off: the instances bill until `make down`")
 pulumi.export("cost", cost.stack_cost(cfg, fleet))
+pulumi.export("gpuMetrics", gpu_metrics.summary if gpu_metrics else "off (gpu-k8s:monitoring none)")

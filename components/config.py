@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import pulumi
 
@@ -111,6 +112,11 @@ class StackConfig:
     smoke_test: str
     smoke_test_image: str | None
     smoke_test_cuda_version: str | None
+    # GPU metrics (components/monitoring.py)
+    monitoring: str  # dcgm | servicemonitor | none
+    dcgm_exporter_version: str
+    prometheus_version: str
+    dcgm_counters: str | None  # a replacement counters CSV's text; None = NVIDIA's default
 
     @property
     def instance_types(self) -> tuple[str, ...]:
@@ -391,7 +397,38 @@ def load_config() -> StackConfig:
         smoke_test=smoke_test,
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
+        **parse_monitoring(cfg),
     )
+
+
+# --- GPU metrics (components/monitoring.py owns the known releases) --------------------
+
+
+def parse_monitoring(cfg: pulumi.Config) -> dict:
+    """gpu-k8s:monitoring and its versions; a replacement counters CSV is read and checked here."""
+    from components import monitoring
+
+    mode = _choice("monitoring", cfg.get("monitoring") or "", monitoring.MODES)
+    exporter = cfg.get("dcgmExporterVersion") or ""
+    if not monitoring.exporter_version_ok(exporter):
+        newest = ", ".join(list(monitoring.KNOWN_EXPORTER_RELEASES)[:3])
+        raise ConfigError("dcgmExporterVersion", exporter, f"a known dcgm-exporter release <DCGM>-<exporter>, e.g. {newest}")
+    prometheus = cfg.get("prometheusVersion") or ""
+    if not monitoring.prometheus_version_ok(prometheus):
+        raise ConfigError("prometheusVersion", prometheus, "a prom/prometheus tag v3.x.y or newer, e.g. v3.14.0")
+    counters = None
+    path = cfg.get("dcgmCountersCsv") or ""
+    if path:
+        file = Path(__file__).resolve().parent.parent / path
+        try:
+            counters = file.read_text()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError("dcgmCountersCsv", path, "a readable CSV file, relative to the project directory") from None
+        problem = monitoring.counters_error(counters)
+        if problem:
+            accepted = "a dcgm-exporter counters CSV (see components/dcgm/default-counters.csv)"
+            raise ConfigError("dcgmCountersCsv", path, accepted, reason=f"{problem}.")
+    return {"monitoring": mode, "dcgm_exporter_version": exporter, "prometheus_version": prometheus, "dcgm_counters": counters}
 
 
 # Registries the cluster pulls from that are often unreachable from mainland China.

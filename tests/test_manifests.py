@@ -97,3 +97,20 @@ def test_schema_version_follows_the_cluster_minor():
     assert schema_version("1.99.0") == manifests.kubernetes_validate.utils.latest_version()
     with pytest.raises(ValueError, match="no schema"):
         schema_version("1.10.0")
+
+
+def test_service_monitor_is_checked_strictly_against_its_crd():
+    from components import monitoring
+
+    obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "m", "namespace": "gpu-metrics"},
+        "spec": monitoring.service_monitor_spec(),
+    }
+    assert validate_manifests({"sm.yaml": yaml.safe_dump(obj)}, "1.34.2") == []
+    obj["spec"]["endpoints"][0]["intervall"] = "15s"  # a typo the CRD's schema must catch
+    obj["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    errors = validate_manifests({"sm.yaml": yaml.safe_dump(obj)}, "1.34.2")
+    assert len(errors) == 2 and all(e.startswith("sm.yaml: spec/endpoints/0") for e in errors)
+    assert "intervall" in " ".join(errors)
