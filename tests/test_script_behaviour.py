@@ -1556,6 +1556,16 @@ esac
 TEST = {**FAST, "TEST_PODS": "default/gpu-test", "SUCCESS_PATTERN": "Test PASSED", "TIMEOUT_SECONDS": "0"}
 
 
+def ended(result: subprocess.CompletedProcess, code: int, verdict: str) -> dict:
+    """80's exit status per verdict (0 PASSED, 2 FAILED, 3 TIMEOUT), its JSON on stdout either way."""
+    assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    report = json.loads(result.stdout)
+    assert report["verdict"] == verdict and report["passed"] is (verdict == "PASSED")
+    if code:
+        assert f"[gpu-k8s 80-gpu-test-result] ERROR: GPU test {verdict}:" in result.stderr
+    return report
+
+
 def pod_state(sb: StubBin, name: str, **files: str) -> None:
     for suffix, text in files.items():
         write(sb.state / f"{name}.{suffix}", text)
@@ -1574,12 +1584,14 @@ def test_gpu_test_passed(gtest: StubBin):
     report = json.loads(result.stdout)
     assert report == {
         "passed": True,
+        "verdict": "PASSED",
         "pods": [
             {
                 "pod": "default/gpu-test",
                 "node": "gpu-0",
                 "phase": "Succeeded",
                 "passed": True,
+                "timedOut": False,
                 "log": "[Vector addition of 50000 elements]\nTest PASSED\nDone",
                 "diagnosis": "",
             }
@@ -1595,12 +1607,12 @@ def test_gpu_test_pending_reports_the_scheduler_reason(gtest: StubBin):
         phase="Pending",
         events="FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available\n",
     )
-    result = ok(gtest.run("80-gpu-test-result.sh", TEST))
-    report = json.loads(result.stdout)
-    assert report["passed"] is False
+    result = gtest.run("80-gpu-test-result.sh", TEST)
+    report = ended(result, 3, "TIMEOUT")
     [pod] = report["pods"]
-    assert pod["phase"] == "Pending" and pod["passed"] is False and pod["node"] == ""
+    assert pod["phase"] == "Pending" and pod["passed"] is False and pod["node"] == "" and pod["timedOut"] is True
     assert "Insufficient nvidia.com/gpu" in pod["diagnosis"]
+    assert f"ERROR: default/gpu-test on no node: Pending: {pod['diagnosis']}" in result.stderr
     assert gtest.called("kubectl", "get", "events", "-n", "default", "--field-selector", "involvedObject.name=gpu-test")
 
 
@@ -1613,15 +1625,13 @@ def test_gpu_test_cuda_requirement_needs_a_newer_driver(gtest: StubBin):
         messages="StartError failed to create containerd task: nvidia-container-cli: requirement error: "
         "unsatisfied condition: cuda>=12.5, please update your driver to a newer version\n",
     )
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", TEST)).stdout)
-    assert report["passed"] is False
+    report = ended(gtest.run("80-gpu-test-result.sh", TEST), 2, "FAILED")
     assert "newer driver (unsatisfied condition: cuda>=12.5)" in report["pods"][0]["diagnosis"]
 
 
 def test_gpu_test_succeeded_without_the_pattern_fails(gtest: StubBin):
     pod_state(gtest, "gpu-test", phase="Succeeded", node="gpu-0", log="\n")
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", {**TEST, "SUCCESS_PATTERN": "/device:GPU:0"})).stdout)
-    assert report["passed"] is False
+    report = ended(gtest.run("80-gpu-test-result.sh", {**TEST, "SUCCESS_PATTERN": "/device:GPU:0"}), 2, "FAILED")
     assert 'lacks "/device:GPU:0"' in report["pods"][0]["diagnosis"]
 
 
@@ -1629,10 +1639,13 @@ def test_gpu_test_one_failure_fails_the_whole_test(gtest: StubBin):
     pod_state(gtest, "a", phase="Succeeded", node="gpu-0", log="/device:GPU:0\n")
     pod_state(gtest, "b", phase="Failed", node="gpu-1", log="Traceback (most recent call last):\nRuntimeError: no GPU\n")
     env = {**TEST, "TEST_PODS": "gpu-test/a gpu-test/b", "SUCCESS_PATTERN": "/device:GPU:0"}
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", env)).stdout)
-    assert report["passed"] is False
+    result = gtest.run("80-gpu-test-result.sh", env)
+    report = ended(result, 2, "FAILED")
     assert [(p["pod"], p["passed"]) for p in report["pods"]] == [("gpu-test/a", True), ("gpu-test/b", False)]
     assert "RuntimeError: no GPU" in report["pods"][1]["log"]
+    assert "the pod failed; last log line: RuntimeError: no GPU" in report["pods"][1]["diagnosis"]
+    assert "ERROR: gpu-test/b on gpu-1: Failed: the pod failed" in result.stderr
+    assert "gpu-test/a on gpu-0: Failed" not in result.stderr and "1 of 2 test pods did not pass" in result.stderr
 
 
 def test_gpu_test_waits_for_the_pod_to_finish(gtest: StubBin):
