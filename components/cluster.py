@@ -204,7 +204,9 @@ class KubeCluster(pulumi.ComponentResource):
     def gpu_nodes(self) -> list[GpuNode]:
         """(node, profile, expected driver) for every GPU node, for the GPU test."""
         return [
-            GpuNode(n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version))
+            GpuNode(
+                n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version)
+            )
             for n in self._fleet.nodes
             if n.profile is not None
         ]
