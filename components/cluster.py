@@ -55,6 +55,7 @@ def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | N
     if profile is not None:
         labels["gpu-k8s/driver"] = profile.driver
         labels[device_plugin.GPU_NODE_LABEL] = profile.kind
+        labels[device_plugin.GPU_PRESENT_LABEL] = "true"  # what NVIDIA's charts, GFD and DCGM select on
         product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
         if product:
             labels["nvidia.com/gpu.product"] = product
