@@ -121,6 +121,7 @@ class NodeBootstrap(pulumi.ComponentResource):
                 [driver],
                 env={
                     "EXPECTED_GPU_NAME": profile.expected_gpu_name or "",
+                    "GPU_DRIVER": profile.driver,  # the failure hint: GRID only on vGPU families
                     "DRIVER_VERSION": cuda.node_driver(profile, setup.driver_version, setup.grid_driver_version),
                 },
                 timeout="5m",

@@ -336,19 +336,44 @@ def test_tesla_driver_replaces_another_version(drv: StubBin):
     assert len(installer_runs(drv)) == 1
 
 
-def test_tesla_driver_on_vgpu_gives_the_grid_hint(drv: StubBin):
+NVRM_UNSUPPORTED = (
+    "[   12.345678] NVRM: The NVIDIA GPU 0000:00:07.0 (PCI ID: 10de:1bb3)\n"
+    "[   12.345679] NVRM: installed in this system is not supported by the\n"
+    "[   12.345680] NVRM: NVIDIA 535.129.03 driver release.\n"
+)
+
+
+def test_nvidia_ko_on_a_compute_node_names_what_the_node_shows(drv: StubBin):
+    """The Tesla .run runs only on compute families: the hint is the kernel's reason, never GRID."""
     write(drv.state / "curl-payload", FAKE_RUN_VGPU)
-    result = failed(drv.run("11-nvidia-driver.sh", TESLA), "11-nvidia-driver", "Unable to load the kernel module 'nvidia.ko'")
-    assert "Tesla driver is installed on a vGPU (GRID) family" in result.stderr
-    assert "needs the GRID driver" in result.stderr
+    drv.add("lsmod", stdout="Module                  Size  Used by\nnouveau              2306048  1\n")
+    drv.add("mokutil", stdout="SecureBoot enabled\n")
+    drv.add("dmesg", stdout=NVRM_UNSUPPORTED)
+    result = failed(
+        drv.run("11-nvidia-driver.sh", TESLA),
+        "11-nvidia-driver",
+        "Unable to load the kernel module 'nvidia.ko'\" on this compute node",
+        "nouveau is still bound to the GPU",
+        "Secure Boot is enabled and refuses the unsigned module",
+        "the GPU is not supported by the 535.129.03 driver branch",
+        "[dmesg: [   12.345678] NVRM: The NVIDIA GPU",
+    )
+    assert "GRID" not in result.stderr
 
 
-def test_tesla_driver_hint_also_comes_from_the_installer_log(drv: StubBin):
+def test_nvidia_ko_hint_also_comes_from_the_installer_log(drv: StubBin):
     write(drv.state / "curl-payload", "#!/bin/sh\necho 'ERROR: installation failed, see log'\nexit 1\n")
     write(
         drv.root / "var/log/nvidia-installer.log", "-> Kernel module load error: Unable to load the kernel module 'nvidia.ko'.\n"
     )
-    failed(drv.run("11-nvidia-driver.sh", TESLA), "11-nvidia-driver", "needs the GRID driver")
+    result = failed(
+        drv.run("11-nvidia-driver.sh", TESLA),
+        "11-nvidia-driver",
+        "none of the usual causes is visible",
+        "check 'dmesg | grep -i nvrm' (the kernel's reason), Secure Boot ('mokutil --sb-state'), nouveau still bound",
+        "that driver 535.129.03 supports this GPU",
+    )
+    assert "GRID" not in result.stderr
 
 
 def test_tesla_installer_failure_is_reported(drv: StubBin):
@@ -568,13 +593,25 @@ def test_gpu_verify_retries_while_the_driver_settles(sb: StubBin):
 def test_gpu_verify_fails_with_the_nvidia_smi_error_and_hint(sb: StubBin):
     smi_stub(sb, P4_CSV, fail_first=99)
     result = failed(
-        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "3"}),
+        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "3", "GPU_DRIVER": "tesla", "DRIVER_VERSION": "535.129.03"}),
         "12-gpu-verify",
         "couldn't communicate with the NVIDIA driver",
-        "needs GRID",
+        "check 'dmesg | grep -i nvrm'",
+        "Secure Boot ('mokutil --sb-state'), nouveau still bound",
+        "that the driver branch (535.129.03) supports this GPU",
     )
+    assert "GRID" not in result.stderr  # a compute node never needs GRID
     assert result.stdout == ""
     assert len([c for c in sb.calls("nvidia-smi") if "--format=csv,noheader" in c]) == 3
+
+
+def test_gpu_verify_failure_on_a_vgpu_family_talks_about_grid(sb: StubBin):
+    smi_stub(sb, P4_CSV, fail_first=99)
+    failed(
+        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "1", "GPU_DRIVER": "grid"}),
+        "12-gpu-verify",
+        "this vGPU family (ecs.vgn*/ecs.sgn*) needs the GRID driver",
+    )
 
 
 def test_gpu_verify_without_nvidia_smi_fails(sb: StubBin):
