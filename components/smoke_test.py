@@ -123,6 +123,10 @@ def _pod_spec(test: str, image: str, node: str) -> dict:
     }
     if test == "tensorflow":
         container["command"] = ["python3", "/app/test.py"]
+        # TensorFlow reserves (nearly) all GPU memory per process by default; with
+        # time-slicing N test pods share one GPU, so each takes only what it uses
+        # (tensorflow.org/guide/gpu "Limiting GPU memory growth"). Harmless with one pod.
+        container["env"] = [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
         container["volumeMounts"] = [{"name": SCRIPT_CONFIG_MAP, "mountPath": "/app/"}]
         spec["volumes"] = [{"name": SCRIPT_CONFIG_MAP, "configMap": {"name": SCRIPT_CONFIG_MAP}}]
     # vectoradd: the image's own entrypoint runs /cuda-samples/vectorAdd.

@@ -295,3 +295,14 @@ def test_grid_driver_version_drives_the_cuda_rule_and_gpu_verify():
     assert newer.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.7.1-ubuntu20.04")
     (verify,) = [r for r in newer.resources if r.name.endswith("-gpu-verify")]
     assert env_of(verify)["DRIVER_VERSION"] == "535.183.06"
+
+
+def test_tensorflow_pods_grow_gpu_memory_so_time_sliced_pods_fit():
+    run = run_stack("dev", smokeTest="tensorflow", timeSlicingReplicas=2)
+    pods = _pods(run)
+    assert len(pods) == 2
+    for pod in pods:
+        (container,) = pod.inputs["spec"]["containers"]
+        assert container["env"] == [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
+    (vectoradd,) = _pods(run_stack("dev"))
+    assert "env" not in vectoradd.inputs["spec"]["containers"][0]
