@@ -31,8 +31,8 @@ readonly TERMINATIONS='{range .status.containerStatuses[*]}{.state.terminated.me
 # The plugin's own words when containerd's default runtime is not nvidia (so its container
 # gets no libnvidia-ml.so.1): v0.20.0 "Failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
 # and "nvml init failed: ERROR_LIBRARY_NOT_FOUND" (internal/plugin/factory.go:99,
-# cmd/nvidia-device-plugin/main.go:199); v0.15-v0.19 "Incompatible strategy detected";
-# v0.14 "could not load NVML library" / "Incompatible platform detected".
+# cmd/nvidia-device-plugin/main.go:199); v0.16-v0.19 "Incompatible strategy detected";
+# v0.14-v0.15 "could not load NVML library" / "Incompatible platform detected".
 readonly NO_NVIDIA_RUNTIME_RE='ERROR_LIBRARY_NOT_FOUND|could not load NVML library|Incompatible strategy|Incompatible platform detected'
 declare -A COUNTS=() LAST=()
 
