@@ -4,7 +4,9 @@ Mirrors ``deployments/static/nvidia-device-plugin.yml`` (NVIDIA/k8s-device-plugi
 shared/reference/nvidia-gpu-on-kubernetes.md section 1.2). Two additions, both needed on
 this cluster: a ConfigMap with the plugin's config file (MIG strategy, time-slicing) and a
 required node affinity on the ``gpu-k8s/gpu-kind`` label, so a dedicated non-GPU control
-plane never runs a plugin pod.
+plane never runs a plugin pod. From NVIDIA's Helm chart (same tag): the CriticalAddonsOnly
+toleration and, with MIG only, SYS_ADMIN and NVIDIA_MIG_MONITOR_DEVICES=all. Beside it, a
+``RuntimeClass`` ``nvidia`` for pods that ask for the NVIDIA runtime explicitly.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ def _config_yaml(config: dict) -> str:
 
 # NVIDIA's Helm chart (deployments/helm/nvidia-device-plugin, v0.20.0): with a MIG strategy
 # other than none, templates/_helpers.tpl "requiresCapSysAdmin" replaces the container's
-# securityContext by `capabilities: {add: [SYS_ADMIN]}` (MIG devices are monitored through
-# nvidia-caps, which needs it), and templates/daemonset-device-plugin.yml adds the env
+# securityContext by `capabilities: {add: [SYS_ADMIN]}`, and
+# templates/daemonset-device-plugin.yml adds the env
 # NVIDIA_MIG_MONITOR_DEVICES=all ("addMigMonitorDevices"). Without MIG: the static manifest's
 # drop-ALL context, and no such env.
 RESTRICTED_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
