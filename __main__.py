@@ -58,6 +58,7 @@ cluster = KubeCluster(
         private_key=ssh_key.private_key,
         setup=NodeSetup(
             driver_version=cfg.driver_version,
+            grid_driver_version=cfg.grid_driver_version,
             install_cuda_toolkit=cfg.install_cuda_toolkit,
             cuda_toolkit_version=cfg.cuda_toolkit_version,
             grid_driver_url=cfg.grid_driver_url,

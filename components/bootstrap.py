@@ -33,6 +33,7 @@ class NodeSetup:
     """What every node gets (from the stack config)."""
 
     driver_version: str
+    grid_driver_version: str = ""  # "" = Aliyun's GRID driver for the family
     install_cuda_toolkit: bool
     cuda_toolkit_version: str
     grid_driver_url: pulumi.Input[str] | None
@@ -120,7 +121,8 @@ class NodeBootstrap(pulumi.ComponentResource):
                 [driver],
                 env={
                     "EXPECTED_GPU_NAME": profile.expected_gpu_name or "",
-                    "DRIVER_VERSION": cuda.node_driver(profile, setup.driver_version),
+                    "GPU_DRIVER": profile.driver,  # the failure hint: GRID only on vGPU families
+                    "DRIVER_VERSION": cuda.node_driver(profile, setup.driver_version, setup.grid_driver_version),
                 },
                 timeout="5m",
             )

@@ -55,6 +55,7 @@ def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | N
     if profile is not None:
         labels["gpu-k8s/driver"] = profile.driver
         labels[device_plugin.GPU_NODE_LABEL] = profile.kind
+        labels[device_plugin.GPU_PRESENT_LABEL] = "true"  # what NVIDIA's charts, GFD and DCGM select on
         product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
         if product:
             labels["nvidia.com/gpu.product"] = product
@@ -204,7 +205,9 @@ class KubeCluster(pulumi.ComponentResource):
     def gpu_nodes(self) -> list[GpuNode]:
         """(node, profile, expected driver) for every GPU node, for the GPU test."""
         return [
-            GpuNode(n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version))
+            GpuNode(
+                n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version)
+            )
             for n in self._fleet.nodes
             if n.profile is not None
         ]

@@ -96,6 +96,7 @@ class StackConfig:
     spot_price_limit: Decimal | None
     hourly_price_cny: Decimal | None
     driver_version: str
+    grid_driver_version: str  # "" = by family (cuda.grid_driver_for)
     grid_driver_url: pulumi.Output[str] | None = field(compare=False)
     install_cuda_toolkit: bool
     cuda_toolkit_version: str
@@ -299,6 +300,21 @@ def parse_driver_version(value: str) -> str:
     return value
 
 
+def parse_grid_driver_version(value: str) -> str:
+    """Empty (Aliyun's GRID driver by family) or a GRID driver version the CUDA table knows."""
+    if value == "":
+        return value
+    accepted = (
+        f"empty (by family: {cuda.GRID_DRIVER_DEFAULT}, {cuda.GRID_DRIVER_BY_FAMILY['sgn8ia']} on sgn8ia) or a GRID "
+        f"driver version of branch {min(cuda.BRANCH_MAX_CUDA)} or newer, e.g. 535.183.06"
+    )
+    try:
+        cuda.driver_cuda(value)
+    except ValueError:
+        raise ConfigError("gridDriverVersion", value, accepted) from None
+    return value
+
+
 def device_plugin_version_ok(tag: str) -> bool:
     m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_DEVICE_PLUGIN_VERSION
@@ -356,10 +372,11 @@ def load_config() -> StackConfig:
             "timeSlicingReplicas", str(time_slicing), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"
         )
     driver_version = parse_driver_version(cfg.get("driverVersion") or "")
+    grid_driver_version = parse_grid_driver_version(cfg.get("gridDriverVersion") or "")
     smoke_image = cfg.get("smokeTestImage") or None
     if smoke_image is not None and not IMAGE_REF_RE.match(smoke_image):
         raise ConfigError("smokeTestImage", smoke_image, "an image reference such as registry/repo/name:tag")
-    _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version)
+    _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version, grid_driver_version)
     registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
     _warn_unreachable_registries(region, registry_mirrors)
     grid_url = cfg.get_secret("gridDriverUrl")
@@ -377,6 +394,7 @@ def load_config() -> StackConfig:
         spot_price_limit=spot_price_limit,
         hourly_price_cny=parse_price("hourlyPriceCny", cfg.get("hourlyPriceCny") or ""),
         driver_version=driver_version,
+        grid_driver_version=grid_driver_version,
         grid_driver_url=grid_url.apply(lambda u: u or "") if grid_url is not None else None,
         install_cuda_toolkit=_bool(cfg, "installCudaToolkit"),
         cuda_toolkit_version=_match(
@@ -455,9 +473,11 @@ def _check_control_plane_type(instance_type: str) -> None:
     raise ConfigError("controlPlaneInstanceType", instance_type, accepted)
 
 
-def _check_smoke_test(test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str) -> None:
+def _check_smoke_test(
+    test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str, grid_driver: str = ""
+) -> None:
     """Refuse, at plan time, a test image the nodes' drivers cannot run (the seed's cuda>=12.3)."""
-    drivers = [(cuda.node_driver(p.profile, driver), p.profile.driver) for p in pools if p.count]
+    drivers = [(cuda.node_driver(p.profile, driver, grid_driver), p.profile.driver) for p in pools if p.count]
     problem = cuda.smoke_test_error(test, image, declared, drivers)
     if problem:
         key, value = ("smokeTestImage", image) if image else ("smokeTest", test)

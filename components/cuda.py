@@ -6,9 +6,13 @@ CUDA GA, minor-version and forward compatibility) and aliyun-gpu-ecs.md section 
 refuses at plan time: ``tensorflow/tensorflow:latest-gpu`` on GRID 470 ->
 ``unsatisfied condition: cuda>=12.3``.
 
-Rule: an image needing CUDA X.Y runs when the driver's own CUDA is >= X.Y. Otherwise,
-on a Tesla/datacenter driver, CUDA minor-version compatibility lets any X.* image run
-on a driver at or above that major's baseline. GRID (vGPU) drivers get neither forward
+Rule: an image needing CUDA X.Y runs when the driver's own CUDA is >= X.Y. Otherwise the
+NVIDIA Container Toolkit enforces the image's ``NVIDIA_REQUIRE_CUDA``
+("cuda>=X.Y brand=tesla,driver>=470,driver<471 ..."): besides ``cuda>=X.Y`` it lets only
+the driver branches listed there start the container. So a Tesla/datacenter driver with
+a lower CUDA runs the image only when (1) the image lists the driver's branch and (2) CUDA
+minor-version compatibility covers it (driver at or above the major's baseline). An image
+whose list is not known here gets no exemption. GRID (vGPU) drivers get neither forward
 compatibility nor guaranteed minor-version compatibility here, so they are refused.
 """
 
@@ -41,6 +45,26 @@ MINOR_COMPAT_MIN_DRIVER: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13:
 GRID_DRIVER_DEFAULT = "470.256.03"
 GRID_DRIVER_BY_FAMILY = {"sgn8ia": "535.183.06"}
 
+# Driver branches each known image's NVIDIA_REQUIRE_CUDA exempts from "cuda>=X.Y" (only
+# branches >= 470 matter: older drivers are refused by config). The NGC vectoradd samples
+# are built on nvidia/cuda base images (gitlab.com/nvidia/container-images/samples,
+# deployments/container/Dockerfile.ubuntu), which set NVIDIA_REQUIRE_CUDA in
+# gitlab.com/nvidia/container-images/cuda dist/<version>/<os>/base/Dockerfile; read from
+# the GitHub mirror taehun-kmu/FMCL-Docker (dist/ is a copy of that tree), every revision:
+#   12.5.0 ubuntu2204 (a819e795): 470, 535, 550 (brands tesla, grid, vws, nvidia, ...).
+#   11.7.1 ubuntu2004 (b6cc6f5a..684356f0): 470 in every revision (450/510 only in some).
+#   11.6.0 ubuntu2004 (1237744b..34b16df1): 418, 450, 470 (460 and 440 only in some).
+#   11.2.1 ubuntu2004: 418, 450; 10.2: 396..440. Their CUDA is <= 11.4, which every
+#   driver >= 470 supports, so the exemptions never matter here.
+# A rebuilt image may carry a newer list; the intersection over revisions is kept.
+EXEMPT_BRANCHES: dict[str, frozenset[int]] = {
+    "vectoradd-cuda12.5.0": frozenset({470, 535, 550}),
+    "vectoradd-cuda11.7.1-ubuntu20.04": frozenset({470}),
+    "vectoradd-cuda11.6.0": frozenset({418, 450, 470}),
+    "vectoradd-cuda11.2.1": frozenset({418, 450}),
+    "vectoradd-cuda10.2": frozenset({418}),
+}
+
 VECTORADD_REPO = "nvcr.io/nvidia/k8s/cuda-sample"
 # vectoradd tags seen in NVIDIA's own docs/tests and public manifests, newest first.
 # Each prints "Test PASSED". There is no vectoradd tag between 11.7 and 12.5.
@@ -62,6 +86,8 @@ KNOWN_IMAGES: dict[str, str] = {
     # refuses it on GRID 470; it only grows, so newer pulls fail the same way or worse.
     "tensorflow/tensorflow:latest-gpu": "12.3",
 }
+# Exempt branches per normalised image name (the TensorFlow images: not known, none).
+KNOWN_EXEMPT_BRANCHES: dict[str, frozenset[int]] = {f"{VECTORADD_REPO}:{tag}": b for tag, b in EXEMPT_BRANCHES.items()}
 # Tags that spell out their CUDA version.
 _TAG_PATTERNS = (
     re.compile(r"^nvcr\.io/nvidia/k8s/cuda-sample:vectoradd-cuda(?P<maj>\d+)\.(?P<min>\d+)(?:\.\d+)?(?:-[\w.]+)?$"),
@@ -84,6 +110,7 @@ class CudaCheck:
     driver_kind: str
     driver_cuda: str
     via: str | None  # "driver" | "minor-version compatibility" | None when refused
+    exempt_branches: frozenset[int] = frozenset()  # the image's NVIDIA_REQUIRE_CUDA exemptions
 
 
 def _cuda(version: str) -> tuple[int, int]:
@@ -116,20 +143,31 @@ def grid_driver_for(profile: GpuProfile) -> str:
     return GRID_DRIVER_BY_FAMILY.get(profile.family, GRID_DRIVER_DEFAULT)
 
 
-def node_driver(profile: GpuProfile, tesla_driver_version: str) -> str:
-    """The driver version a node of this profile runs (gpu-k8s:driverVersion is Tesla-only)."""
-    return grid_driver_for(profile) if profile.driver == GRID else tesla_driver_version
+def node_driver(profile: GpuProfile, tesla_driver_version: str, grid_driver_version: str = "") -> str:
+    """The driver version a node of this profile runs: gpu-k8s:driverVersion on Tesla nodes;
+    on GRID nodes gpu-k8s:gridDriverVersion when set (e.g. the branch gridDriverUrl brings),
+    else what Aliyun's plugin installs on the family."""
+    if profile.driver != GRID:
+        return tesla_driver_version
+    return grid_driver_version or grid_driver_for(profile)
 
 
-def check(image_cuda: str, driver_version: str, driver_kind: str) -> CudaCheck:
-    """Whether an image needing ``image_cuda`` runs on this driver (tesla|grid)."""
+def check(image_cuda: str, driver_version: str, driver_kind: str, exempt_branches: Iterable[int] = ()) -> CudaCheck:
+    """Whether an image needing ``image_cuda`` runs on this driver (tesla|grid).
+
+    ``exempt_branches``: the driver branches the image's NVIDIA_REQUIRE_CUDA lists besides
+    ``cuda>=X.Y`` (EXEMPT_BRANCHES); without the driver's branch there, the toolkit
+    refuses the container whatever minor-version compatibility would allow.
+    """
     if driver_kind not in (TESLA, GRID):
         raise ValueError(f"driver kind {driver_kind!r} is not {TESLA} or {GRID}")
     need, have_str = _cuda(image_cuda), driver_cuda(driver_version)
     have = _cuda(have_str)
+    exempt = frozenset(exempt_branches)
+    branch = _driver(driver_version)[0]
 
     def result(ok: bool, reason: str, via: str | None) -> CudaCheck:
-        return CudaCheck(ok, reason, image_cuda, driver_version, driver_kind, have_str, via)
+        return CudaCheck(ok, reason, image_cuda, driver_version, driver_kind, have_str, via, exempt)
 
     if have >= need:
         return result(True, f"driver {driver_version} supports CUDA {have_str} >= {image_cuda}", "driver")
@@ -140,16 +178,27 @@ def check(image_cuda: str, driver_version: str, driver_kind: str) -> CudaCheck:
             "compatibility and minor-version compatibility is not guaranteed on GRID",
             None,
         )
+    if branch not in exempt:
+        return result(
+            False,
+            f"driver {driver_version} supports CUDA {have_str} < {image_cuda}, and the image's NVIDIA_REQUIRE_CUDA "
+            f"exempts {_branches(exempt)} from cuda>={image_cuda}, not branch {branch}",
+            None,
+        )
     baseline = MINOR_COMPAT_MIN_DRIVER.get(need[0])
     if baseline is not None and _driver(driver_version) >= _driver(baseline):
         return result(
             True,
-            f"driver {driver_version} supports CUDA {have_str}; CUDA {need[0]}.x minor-version compatibility "
-            f"(driver >= {baseline}) runs {image_cuda} images (no PTX JIT of newer code)",
+            f"driver {driver_version} supports CUDA {have_str}; the image exempts branch {branch} and CUDA {need[0]}.x "
+            f"minor-version compatibility (driver >= {baseline}) runs {image_cuda} images (no PTX JIT of newer code)",
             "minor-version compatibility",
         )
     floor = f"needs driver >= {baseline}" if baseline else "has no minor-version compatibility baseline here"
     return result(False, f"driver {driver_version} supports CUDA {have_str} < {image_cuda}, and CUDA {need[0]}.x {floor}", None)
+
+
+def _branches(exempt: frozenset[int]) -> str:
+    return "driver branches " + ", ".join(str(b) for b in sorted(exempt)) if exempt else "no driver branch (none known)"
 
 
 def _normalise(image: str) -> str:
@@ -171,6 +220,11 @@ def known_image_cuda(image: str) -> str | None:
         if m:
             return f"{int(m.group('maj'))}.{int(m.group('min'))}"
     return None
+
+
+def known_exempt_branches(image: str) -> frozenset[int]:
+    """The driver branches the image's NVIDIA_REQUIRE_CUDA exempts, where known (else none)."""
+    return KNOWN_EXEMPT_BRANCHES.get(_normalise(image.strip()), frozenset())
 
 
 def image_cuda_requirement(image: str, declared: str | None) -> tuple[str | None, str | None]:
@@ -196,50 +250,61 @@ def image_cuda_requirement(image: str, declared: str | None) -> tuple[str | None
 def _fitting_vectoradd(drivers: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
     drivers = list(drivers)
     for tag, cuda in VECTORADD_TAGS:
-        if all(check(cuda, version, kind).ok for version, kind in drivers):
+        if all(check(cuda, version, kind, EXEMPT_BRANCHES[tag]).ok for version, kind in drivers):
             return f"{VECTORADD_REPO}:{tag}", cuda
     return None
 
 
-def _why_not(image_cuda: str, driver_kind: str) -> str:
-    if driver_kind == GRID:
+def _why_not(result: CudaCheck) -> str:
+    if result.driver_kind == GRID:
         return "vGPU (GRID) drivers get no forward compatibility, and minor-version compatibility is not guaranteed on GRID"
-    major = _cuda(image_cuda)[0]
+    major = _cuda(result.image_cuda)[0]
+    branch = _driver(result.driver_version)[0]
+    if branch not in result.exempt_branches:
+        return (
+            f"its NVIDIA_REQUIRE_CUDA exempts only {_branches(result.exempt_branches)} from cuda>={result.image_cuda} "
+            "(the NVIDIA Container Toolkit enforces it)"
+        )
     baseline = MINOR_COMPAT_MIN_DRIVER.get(major)
     if baseline:
         return f"CUDA {major}.x minor-version compatibility needs driver >= {baseline}"
     return f"CUDA {major}.x has no minor-version compatibility baseline here"
 
 
-def _driver_fix(image_cuda: str, driver_kind: str) -> str:
-    need = _cuda(image_cuda)
-    if driver_kind == GRID:
+def _driver_fix(result: CudaCheck) -> str:
+    need = _cuda(result.image_cuda)
+    if result.driver_kind == GRID:
         return (
-            f"run it on a compute family (ecs.gn*) with a Tesla driver; Aliyun's GRID drivers are {GRID_DRIVER_DEFAULT} "
-            f"(CUDA 11.4) and, on sgn8ia, {GRID_DRIVER_BY_FAMILY['sgn8ia']} (CUDA 12.2)"
+            f"run it on a compute family (ecs.gn*) with a Tesla driver, or set gpu-k8s:gridDriverVersion to the GRID "
+            f"driver gridDriverUrl installs; Aliyun's GRID drivers are {GRID_DRIVER_DEFAULT} (CUDA 11.4) and, on sgn8ia, "
+            f"{GRID_DRIVER_BY_FAMILY['sgn8ia']} (CUDA 12.2)"
         )
+    # Branches that run it: those whose CUDA is high enough, and the exempt ones at or
+    # above the major's minor-version baseline.
     baseline = MINOR_COMPAT_MIN_DRIVER.get(need[0])
-    if baseline:
-        return f"set gpu-k8s:driverVersion to {baseline} or newer"
-    branches = [b for b, cuda in sorted(BRANCH_MAX_CUDA.items()) if _cuda(cuda) >= need]
-    if branches:
-        return f"set gpu-k8s:driverVersion to a {branches[0]}-branch driver or newer"
+    fits = sorted(
+        {b for b, cuda in BRANCH_MAX_CUDA.items() if _cuda(cuda) >= need}
+        | {b for b in result.exempt_branches if baseline and b in BRANCH_MAX_CUDA and b >= _driver(baseline)[0]}
+    )
+    if fits:
+        more = " or newer" if len(fits) > 4 else ""
+        return f"set gpu-k8s:driverVersion to a driver of branch {', '.join(str(b) for b in fits[:4])}{more}"
     return "use an image built for an older CUDA"
 
 
 def compatibility_error(image: str, image_cuda: str, driver_version: str, driver_kind: str) -> str | None:
     """None when the image runs on the driver, else a message with the numbers and a fix."""
-    result = check(image_cuda, driver_version, driver_kind)
+    result = check(image_cuda, driver_version, driver_kind, known_exempt_branches(image))
     if result.ok:
         return None
     fixes = []
     alternative = _fitting_vectoradd([(driver_version, driver_kind)])
     if alternative and _normalise(image) != alternative[0]:
         fixes.append(f"use {alternative[0]} (CUDA {alternative[1]}) as the test image")
-    fixes.append(_driver_fix(image_cuda, driver_kind))
+    fixes.append(_driver_fix(result))
     return (
         f"{image} needs CUDA {image_cuda}, but the {driver_kind.upper()} driver {driver_version} supports only CUDA "
-        f"{result.driver_cuda} and {_why_not(image_cuda, driver_kind)}; the container would fail with "
+        f"{result.driver_cuda} and {_why_not(result)}; the container would fail with "
         f"'unsatisfied condition: cuda>={image_cuda}'. Fix: " + "; or ".join(fixes)
     )
 

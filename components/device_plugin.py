@@ -4,11 +4,14 @@ Mirrors ``deployments/static/nvidia-device-plugin.yml`` (NVIDIA/k8s-device-plugi
 shared/reference/nvidia-gpu-on-kubernetes.md section 1.2). Two additions, both needed on
 this cluster: a ConfigMap with the plugin's config file (MIG strategy, time-slicing) and a
 required node affinity on the ``gpu-k8s/gpu-kind`` label, so a dedicated non-GPU control
-plane never runs a plugin pod.
+plane never runs a plugin pod. From NVIDIA's Helm chart (same tag): the CriticalAddonsOnly
+toleration and, with MIG only, SYS_ADMIN and NVIDIA_MIG_MONITOR_DEVICES=all. Beside it, a
+``RuntimeClass`` ``nvidia`` for pods that ask for the NVIDIA runtime explicitly.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -25,6 +28,13 @@ CONFIG_MAP_NAME = "nvidia-device-plugin-config"
 SELECTOR = {"name": "nvidia-device-plugin-ds"}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "gpu-k8s/gpu-kind"  # set by the program on every GPU node: compute|vgpu
+# Also on every GPU node: the label NVIDIA's device-plugin chart's default affinity (and GFD,
+# DCGM exporter) select on (reference nvidia-gpu-on-kubernetes.md section 1.2).
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# The runtime nvidia-ctk adds to containerd (20-container-runtime) is named "nvidia"; this
+# RuntimeClass lets a pod ask for it explicitly (the plugin README's alternative to the
+# default runtime), as the GPU Operator's RuntimeClass does.
+RUNTIME_CLASS = "nvidia"
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 CONFIG_DIR = "/etc/nvidia-device-plugin"
 CONFIG_FILE = "config.yaml"
@@ -78,8 +88,32 @@ def _config_yaml(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _daemonset_spec(image: str, config_hash: str) -> dict:
+# NVIDIA's Helm chart (deployments/helm/nvidia-device-plugin, v0.20.0): with a MIG strategy
+# other than none, templates/_helpers.tpl "requiresCapSysAdmin" replaces the container's
+# securityContext by `capabilities: {add: [SYS_ADMIN]}`, and
+# templates/daemonset-device-plugin.yml adds the env
+# NVIDIA_MIG_MONITOR_DEVICES=all ("addMigMonitorDevices"). Without MIG: the static manifest's
+# drop-ALL context, and no such env.
+RESTRICTED_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+MIG_SECURITY_CONTEXT = {"capabilities": {"add": ["SYS_ADMIN"]}}
+# values.yaml tolerations: CriticalAddonsOnly (kept by the chart "for backward
+# compatibility") before the nvidia.com/gpu taint the static manifest tolerates.
+TOLERATIONS = (
+    {"key": "CriticalAddonsOnly", "operator": "Exists"},
+    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+)
+
+
+def _container_security(mig_strategy: str) -> tuple[dict, list[dict]]:
+    """(securityContext, extra env) of the plugin container, as NVIDIA's chart sets them."""
+    if mig_strategy == "none":
+        return copy.deepcopy(RESTRICTED_SECURITY_CONTEXT), []
+    return copy.deepcopy(MIG_SECURITY_CONTEXT), [{"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"}]
+
+
+def _daemonset_spec(image: str, config_hash: str, mig_strategy: str = "none") -> dict:
     """NVIDIA's static DaemonSet spec, plus the config file mount and the GPU-node affinity."""
+    security, mig_env = _container_security(mig_strategy)
     return {
         "selector": {"matchLabels": dict(SELECTOR)},
         "updateStrategy": {"type": "RollingUpdate"},
@@ -90,7 +124,7 @@ def _daemonset_spec(image: str, config_hash: str) -> dict:
                 "annotations": {"gpu-k8s/config-sha256": config_hash},
             },
             "spec": {
-                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                "tolerations": [dict(t) for t in TOLERATIONS],
                 "priorityClassName": "system-node-critical",
                 "affinity": {
                     "nodeAffinity": {
@@ -103,8 +137,8 @@ def _daemonset_spec(image: str, config_hash: str) -> dict:
                     {
                         "image": image,
                         "name": "nvidia-device-plugin-ctr",
-                        "env": [{"name": "CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        "env": [{"name": "CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"}, *mig_env],
+                        "securityContext": security,
                         "volumeMounts": [
                             {"name": "kubelet-device-plugins-dir", "mountPath": DEVICE_PLUGIN_DIR},
                             {"name": "plugin-config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -123,6 +157,7 @@ def _daemonset_spec(image: str, config_hash: str) -> dict:
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     config_map: k8s.core.v1.ConfigMap
     daemonset: k8s.apps.v1.DaemonSet
+    runtime_class: k8s.node.v1.RuntimeClass
     image: str
     config: dict  # the plugin config file, as written
     namespace: str
@@ -151,7 +186,13 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
                 # waits instead and prints the plugin's logs when GPUs don't appear.
                 "annotations": {"pulumi.com/skipAwait": "true"},
             },
-            spec=_daemonset_spec(self.image, hashlib.sha256(config_text.encode()).hexdigest()),
+            spec=_daemonset_spec(self.image, hashlib.sha256(config_text.encode()).hexdigest(), args.mig_strategy),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.config_map]),
+        )
+        self.runtime_class = k8s.node.v1.RuntimeClass(
+            f"{name}-runtime-class",
+            metadata={"name": RUNTIME_CLASS},
+            handler=RUNTIME_CLASS,
+            opts=child,
         )
         self.register_outputs({"image": self.image, "namespace": NAMESPACE, "selector": self.selector, "config": self.config})

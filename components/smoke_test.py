@@ -7,8 +7,12 @@ Three steps, in order (the seed walk-through's checks, automated):
     exactly 1 nvidia.com/gpu: the CUDA vectoradd sample ("Test PASSED"), or the seed's
     TensorFlow script ("/device:GPU:0") mounted from a ConfigMap.
  3. ``80-gpu-test-result.sh`` waits for the pods to finish and reports, as JSON, the
-    phase, log and a diagnosis per pod; that becomes the ``result`` output. A failure is
-    logged as an error so ``pulumi up`` fails loudly, and the verdict is still recorded.
+    phase, log and a diagnosis per pod; a passed test becomes the ``result`` output. A
+    FAILED or TIMEOUT verdict makes the script exit non-zero after printing one line per
+    failed pod with its cause: the remote command fails, so ``pulumi up`` fails with that
+    text, and a failed create is not recorded in state, so the next ``up`` checks again
+    (shared/reference/replacement-semantics.md section 2). ``pulumi.log.error`` alone
+    would not do: it leaves the exit status 0 (pulumi/pulumi#5085).
 
 The pods skip Pulumi's await: a failed pod would otherwise hold ``pulumi up`` for ten
 minutes and then print less than step 3 does.
@@ -40,6 +44,11 @@ ALLOCATABLE_TIMEOUT_SECONDS = 300
 RESULT_TIMEOUT_SECONDS = 900
 MAX_REPLICAS = device_plugin.MAX_REPLICAS
 MAX_LOG_CHARS = 4000  # per pod in the stack output; the tail is what explains a failure
+VERDICTS = ("PASSED", "FAILED", "TIMEOUT")  # 80-gpu-test-result.sh's exit 0, 2, 3
+
+
+class GpuTestFailed(pulumi.RunError):
+    """The result check reported no PASSED verdict: ``pulumi up`` must fail with the diagnosis."""
 
 
 class GpuNode(NamedTuple):
@@ -114,6 +123,10 @@ def _pod_spec(test: str, image: str, node: str) -> dict:
     }
     if test == "tensorflow":
         container["command"] = ["python3", "/app/test.py"]
+        # TensorFlow reserves (nearly) all GPU memory per process by default; with
+        # time-slicing N test pods share one GPU, so each takes only what it uses
+        # (tensorflow.org/guide/gpu "Limiting GPU memory growth"). Harmless with one pod.
+        container["env"] = [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
         container["volumeMounts"] = [{"name": SCRIPT_CONFIG_MAP, "mountPath": "/app/"}]
         spec["volumes"] = [{"name": SCRIPT_CONFIG_MAP, "configMap": {"name": SCRIPT_CONFIG_MAP}}]
     # vectoradd: the image's own entrypoint runs /cuda-samples/vectorAdd.
@@ -167,8 +180,9 @@ def _verdict(stdout: str, pods: Sequence[tuple[str, str]], *, test: str, image: 
             }
         )
     passed = isinstance(data, dict) and data.get("passed") is True and all(e["passed"] for e in entries)
+    said = data.get("verdict") if isinstance(data, dict) else None
     return {
-        "verdict": "PASSED" if passed else "FAILED",
+        "verdict": "PASSED" if passed else said if said in VERDICTS[1:] else "FAILED",
         "test": test,
         "image": image,
         "cudaVersion": cuda_version,
@@ -178,7 +192,7 @@ def _verdict(stdout: str, pods: Sequence[tuple[str, str]], *, test: str, image: 
 
 
 def _failure_message(result: dict) -> str:
-    lines = [f"GPU smoke test FAILED ({result['image']}, expecting {result['successPattern']!r} in the log):"]
+    lines = [f"GPU smoke test {result['verdict']} ({result['image']}, expecting {result['successPattern']!r} in the log):"]
     for e in result["pods"]:
         if not e["passed"]:
             why = e["diagnosis"] or (f"log tail: {e['log'][-300:]}" if e["log"] else "no diagnosis")
@@ -282,8 +296,10 @@ class GpuSmokeTest(pulumi.ComponentResource):
         def verdict(stdout: str) -> dict:
             result = _verdict(stdout, pods, test=args.test, image=image, cuda_version=cuda_version, pattern=pattern)
             if result["verdict"] != "PASSED":
-                # An error fails `pulumi up`; the output still records the verdict.
-                pulumi.log.error(_failure_message(result), resource=self)
+                # The script exits non-zero on FAILED/TIMEOUT, so a completed check that is
+                # not PASSED printed something unreadable (or left a pod out): still fail the
+                # run, never record a failure as if the test had passed.
+                raise GpuTestFailed(_failure_message(result))
             return result
 
         return self.result_check.stdout.apply(verdict)

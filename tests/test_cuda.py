@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components import catalog, cuda
+from components.config import ConfigError, parse_grid_driver_version
 
 GRID_470_SEED = "470.161.03"  # the seed's A10-2Q (sgn7i-vws), GRID driver, CUDA 11.4
 
@@ -32,20 +33,74 @@ def test_native_support_passes_on_both_driver_kinds():
         assert result.ok and result.via == "driver" and result.driver_cuda == "11.4"
 
 
+ANY_BRANCH = frozenset(cuda.BRANCH_MAX_CUDA)  # an image that would exempt every branch
+
+
 def test_minor_version_compatibility_on_tesla_only():
-    tesla = cuda.check("12.5", "535.129.03", "tesla")
+    tesla = cuda.check("12.5", "535.129.03", "tesla", {470, 535, 550})
     assert tesla.ok and tesla.via == "minor-version compatibility"
-    assert cuda.check("11.7", "470.256.03", "tesla").ok  # >= 450.80.02
-    grid = cuda.check("12.5", "535.183.06", "grid")
+    assert cuda.check("11.7", "470.256.03", "tesla", {470}).ok  # >= 450.80.02
+    grid = cuda.check("12.5", "535.183.06", "grid", {470, 535, 550})
     assert not grid.ok and grid.via is None and "GRID" in grid.reason
-    assert not cuda.check("11.7", "470.256.03", "grid").ok
+    assert not cuda.check("11.7", "470.256.03", "grid", {470}).ok
 
 
 def test_minor_version_compatibility_needs_the_major_baseline():
-    assert not cuda.check("12.3", "470.256.03", "tesla").ok  # 12.x needs >= 525.60.13
-    assert cuda.check("12.9", "525.60.13", "tesla").ok
-    assert not cuda.check("12.9", "525.60.11", "tesla").ok
-    assert not cuda.check("13.0", "570.26", "tesla").ok  # 13.x needs >= 580.65.06
+    assert not cuda.check("12.3", "470.256.03", "tesla", ANY_BRANCH).ok  # 12.x needs >= 525.60.13
+    assert cuda.check("12.9", "525.60.13", "tesla", ANY_BRANCH).ok
+    assert not cuda.check("12.9", "525.60.11", "tesla", ANY_BRANCH).ok
+    assert not cuda.check("13.0", "570.26", "tesla", ANY_BRANCH).ok  # 13.x needs >= 580.65.06
+
+
+def test_minor_version_compatibility_only_for_the_branches_the_image_exempts():
+    """The toolkit enforces NVIDIA_REQUIRE_CUDA: a branch it does not list is refused."""
+    for driver in ("525.147.05", "545.23.08"):
+        refused = cuda.check("12.5", driver, "tesla", {470, 535, 550})
+        assert not refused.ok and f"not branch {driver[:3]}" in refused.reason and "470, 535, 550" in refused.reason
+    assert not cuda.check("12.3", "535.129.03", "tesla").ok  # no known list: no exemption
+    assert cuda.check("12.3", "545.23.08", "tesla").ok  # the driver's own CUDA needs none
+
+
+# Per Tesla driver branch: the vectoradd tag picked, and which known images run (issue 12).
+KNOWN = {
+    "12.5": f"{cuda.VECTORADD_REPO}:vectoradd-cuda12.5.0",
+    "11.7": f"{cuda.VECTORADD_REPO}:vectoradd-cuda11.7.1-ubuntu20.04",
+    "11.6": f"{cuda.VECTORADD_REPO}:vectoradd-cuda11.6.0",
+    "11.2": f"{cuda.VECTORADD_REPO}:vectoradd-cuda11.2.1",
+    "10.2": f"{cuda.VECTORADD_REPO}:vectoradd-cuda10.2",
+    "tf2.6": cuda.TENSORFLOW_IMAGE,
+    "tf2.16": "tensorflow/tensorflow:2.16.1-gpu",
+}
+
+
+@pytest.mark.parametrize(
+    ("driver", "kind", "picked", "refused"),
+    [
+        ("470.256.03", "tesla", "11.7", {"12.5", "tf2.16"}),  # 12.5 lists 470, but 12.x needs >= 525.60.13
+        ("525.147.05", "tesla", "11.7", {"12.5", "tf2.16"}),  # 12.5.0 does not list 525
+        ("535.129.03", "tesla", "12.5", {"tf2.16"}),  # listed: minor-version compatibility
+        ("545.23.08", "tesla", "11.7", {"12.5"}),  # 12.5.0 does not list 545
+        ("550.127.05", "tesla", "12.5", set()),  # listed
+        ("570.26", "tesla", "12.5", set()),  # CUDA 12.8: no exemption needed
+        ("580.65.06", "tesla", "12.5", set()),  # CUDA 13.0
+        ("470.256.03", "grid", "11.2", {"12.5", "11.7", "11.6", "tf2.16"}),  # Aliyun's default GRID
+        ("535.183.06", "grid", "11.7", {"12.5", "tf2.16"}),  # sgn8ia
+    ],
+)
+def test_cuda_rule_per_driver_branch_against_the_known_images(driver, kind, picked, refused):
+    assert cuda.pick_vectoradd_image([(driver, kind)]) == KNOWN[picked]
+    runs = {
+        name
+        for name, image in KNOWN.items()
+        if cuda.compatibility_error(image, cuda.known_image_cuda(image), driver, kind) is None
+    }
+    assert set(KNOWN) - runs == refused
+
+
+def test_refusal_names_the_exempt_branches_and_a_fitting_driver():
+    message = cuda.compatibility_error(KNOWN["12.5"], "12.5", "525.147.05", "tesla")
+    assert message and "exempts only driver branches 470, 535, 550 from cuda>=12.5" in message
+    assert "vectoradd-cuda11.7.1-ubuntu20.04" in message and "driver of branch 535, 550, 555, 560 or newer" in message
 
 
 def test_seed_tensorflow_2_6_runs_on_grid_470():
@@ -67,7 +122,8 @@ def test_seed_tensorflow_latest_is_refused_on_grid_470_with_a_fix():
 
 def test_tesla_refusal_suggests_a_driver():
     message = cuda.compatibility_error("tensorflow/tensorflow:latest-gpu", "12.3", "470.256.03", "tesla")
-    assert message and "525.60.13" in message and "vectoradd-cuda11.7.1-ubuntu20.04" in message
+    assert message and "driver of branch 545, 550, 555, 560 or newer" in message
+    assert "vectoradd-cuda11.7.1-ubuntu20.04" in message
 
 
 def test_image_requirements_from_table_tag_or_declaration():
@@ -108,7 +164,7 @@ def test_default_vectoradd_tag_fits_every_driver(drivers, tag):
     image = cuda.pick_vectoradd_image(drivers)
     assert image == f"{cuda.VECTORADD_REPO}:{tag}"
     need = cuda.known_image_cuda(image)
-    assert all(cuda.check(need, version, kind).ok for version, kind in drivers)
+    assert all(cuda.check(need, version, kind, cuda.known_exempt_branches(image)).ok for version, kind in drivers)
 
 
 def test_no_fitting_vectoradd_is_an_error(monkeypatch):
@@ -133,3 +189,26 @@ def test_select_test_image():
         cuda.select_test_image("tensorflow", "tensorflow/tensorflow:latest-gpu", None, grid)
     assert cuda.smoke_test_error("none", "tensorflow/tensorflow:latest-gpu", None, grid) is None
     assert "smokeTestCudaVersion" in cuda.smoke_test_error("vectoradd", "example.com/x:1", None, grid)
+
+
+# --- gpu-k8s:gridDriverVersion (issue 12 item 8) ----------------------------------------
+
+
+def test_grid_driver_version_overrides_the_family_default():
+    sgn7i = catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")
+    assert cuda.node_driver(sgn7i, "535.129.03") == "470.256.03"
+    assert cuda.node_driver(sgn7i, "535.129.03", "535.183.06") == "535.183.06"
+    gn5i = catalog.profile_for("ecs.gn5i-c2g1.large")
+    assert cuda.node_driver(gn5i, "535.129.03", "550.127.05") == "535.129.03"  # Tesla nodes keep driverVersion
+
+
+@pytest.mark.parametrize("bad", ["latest", "535", "390.87", "GRID-16.5", " 535.183.06"])
+def test_grid_driver_version_format_is_validated(bad):
+    with pytest.raises(ConfigError) as err:
+        parse_grid_driver_version(bad)
+    assert err.value.key == "gridDriverVersion" and "470.256.03" in str(err.value) and "branch 470 or newer" in str(err.value)
+
+
+def test_grid_driver_version_empty_or_a_version():
+    assert parse_grid_driver_version("") == ""
+    assert parse_grid_driver_version("550.127.05") == "550.127.05"

@@ -6,11 +6,16 @@ import pytest
 import yaml
 from helpers import kinds, run_stack
 
+from components import catalog, cluster
 from components.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
 
-# deployments/static/nvidia-device-plugin.yml at v0.20.0 (reference section 1.2).
+# deployments/static/nvidia-device-plugin.yml at v0.20.0 (reference section 1.2); the
+# tolerations as the Helm chart's values.yaml has them (CriticalAddonsOnly added).
 UPSTREAM_POD_SPEC = {
-    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "tolerations": [
+        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ],
     "priorityClassName": "system-node-critical",
 }
 UPSTREAM_CONTAINER = {
@@ -117,3 +122,30 @@ def test_time_slicing_config_round_trips_through_yaml(replicas):
 def test_args_are_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         NvidiaDevicePluginArgs(**kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["single", "mixed"])
+def test_mig_adds_sys_admin_and_the_mig_monitor_env_as_nvidias_chart(strategy):
+    """v0.20.0 chart: requiresCapSysAdmin -> capabilities.add [SYS_ADMIN]; addMigMonitorDevices -> env."""
+    (container,) = _daemonset(run_stack("dev", migStrategy=strategy)).inputs["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
+    assert {"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"} in container["env"]
+
+
+def test_without_mig_the_plugin_keeps_the_restricted_context(dev):
+    (container,) = _daemonset(dev).inputs["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert all(e["name"] != "NVIDIA_MIG_MONITOR_DEVICES" for e in container["env"])
+
+
+def test_runtime_class_nvidia_for_pods_that_ask_for_the_nvidia_runtime(dev):
+    (rc,) = kinds(dev, "RuntimeClass")
+    assert rc.inputs["apiVersion"] == "node.k8s.io/v1"
+    assert rc.inputs["metadata"] == {"name": "nvidia"} and rc.inputs["handler"] == "nvidia"
+    assert rc.name == "gpu-k8s-device-plugin-runtime-class"
+
+
+def test_gpu_nodes_carry_nvidia_gpu_present():
+    t4 = catalog.profile_for("ecs.gn6i-c4g1.xlarge")
+    assert cluster.node_labels("train", t4, "Tesla T4")["nvidia.com/gpu.present"] == "true"
+    assert "nvidia.com/gpu.present" not in cluster.node_labels("control-plane", None, None)

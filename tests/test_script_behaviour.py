@@ -336,19 +336,44 @@ def test_tesla_driver_replaces_another_version(drv: StubBin):
     assert len(installer_runs(drv)) == 1
 
 
-def test_tesla_driver_on_vgpu_gives_the_grid_hint(drv: StubBin):
+NVRM_UNSUPPORTED = (
+    "[   12.345678] NVRM: The NVIDIA GPU 0000:00:07.0 (PCI ID: 10de:1bb3)\n"
+    "[   12.345679] NVRM: installed in this system is not supported by the\n"
+    "[   12.345680] NVRM: NVIDIA 535.129.03 driver release.\n"
+)
+
+
+def test_nvidia_ko_on_a_compute_node_names_what_the_node_shows(drv: StubBin):
+    """The Tesla .run runs only on compute families: the hint is the kernel's reason, never GRID."""
     write(drv.state / "curl-payload", FAKE_RUN_VGPU)
-    result = failed(drv.run("11-nvidia-driver.sh", TESLA), "11-nvidia-driver", "Unable to load the kernel module 'nvidia.ko'")
-    assert "Tesla driver is installed on a vGPU (GRID) family" in result.stderr
-    assert "needs the GRID driver" in result.stderr
+    drv.add("lsmod", stdout="Module                  Size  Used by\nnouveau              2306048  1\n")
+    drv.add("mokutil", stdout="SecureBoot enabled\n")
+    drv.add("dmesg", stdout=NVRM_UNSUPPORTED)
+    result = failed(
+        drv.run("11-nvidia-driver.sh", TESLA),
+        "11-nvidia-driver",
+        "Unable to load the kernel module 'nvidia.ko'\" on this compute node",
+        "nouveau is still bound to the GPU",
+        "Secure Boot is enabled and refuses the unsigned module",
+        "the GPU is not supported by the 535.129.03 driver branch",
+        "[dmesg: [   12.345678] NVRM: The NVIDIA GPU",
+    )
+    assert "GRID" not in result.stderr
 
 
-def test_tesla_driver_hint_also_comes_from_the_installer_log(drv: StubBin):
+def test_nvidia_ko_hint_also_comes_from_the_installer_log(drv: StubBin):
     write(drv.state / "curl-payload", "#!/bin/sh\necho 'ERROR: installation failed, see log'\nexit 1\n")
     write(
         drv.root / "var/log/nvidia-installer.log", "-> Kernel module load error: Unable to load the kernel module 'nvidia.ko'.\n"
     )
-    failed(drv.run("11-nvidia-driver.sh", TESLA), "11-nvidia-driver", "needs the GRID driver")
+    result = failed(
+        drv.run("11-nvidia-driver.sh", TESLA),
+        "11-nvidia-driver",
+        "none of the usual causes is visible",
+        "check 'dmesg | grep -i nvrm' (the kernel's reason), Secure Boot ('mokutil --sb-state'), nouveau still bound",
+        "that driver 535.129.03 supports this GPU",
+    )
+    assert "GRID" not in result.stderr
 
 
 def test_tesla_installer_failure_is_reported(drv: StubBin):
@@ -568,13 +593,25 @@ def test_gpu_verify_retries_while_the_driver_settles(sb: StubBin):
 def test_gpu_verify_fails_with_the_nvidia_smi_error_and_hint(sb: StubBin):
     smi_stub(sb, P4_CSV, fail_first=99)
     result = failed(
-        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "3"}),
+        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "3", "GPU_DRIVER": "tesla", "DRIVER_VERSION": "535.129.03"}),
         "12-gpu-verify",
         "couldn't communicate with the NVIDIA driver",
-        "needs GRID",
+        "check 'dmesg | grep -i nvrm'",
+        "Secure Boot ('mokutil --sb-state'), nouveau still bound",
+        "that the driver branch (535.129.03) supports this GPU",
     )
+    assert "GRID" not in result.stderr  # a compute node never needs GRID
     assert result.stdout == ""
     assert len([c for c in sb.calls("nvidia-smi") if "--format=csv,noheader" in c]) == 3
+
+
+def test_gpu_verify_failure_on_a_vgpu_family_talks_about_grid(sb: StubBin):
+    smi_stub(sb, P4_CSV, fail_first=99)
+    failed(
+        sb.run("12-gpu-verify.sh", {**FAST, "VERIFY_TRIES": "1", "GPU_DRIVER": "grid"}),
+        "12-gpu-verify",
+        "this vGPU family (ecs.vgn*/ecs.sgn*) needs the GRID driver",
+    )
 
 
 def test_gpu_verify_without_nvidia_smi_fails(sb: StubBin):
@@ -1556,6 +1593,16 @@ esac
 TEST = {**FAST, "TEST_PODS": "default/gpu-test", "SUCCESS_PATTERN": "Test PASSED", "TIMEOUT_SECONDS": "0"}
 
 
+def ended(result: subprocess.CompletedProcess, code: int, verdict: str) -> dict:
+    """80's exit status per verdict (0 PASSED, 2 FAILED, 3 TIMEOUT), its JSON on stdout either way."""
+    assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    report = json.loads(result.stdout)
+    assert report["verdict"] == verdict and report["passed"] is (verdict == "PASSED")
+    if code:
+        assert f"[gpu-k8s 80-gpu-test-result] ERROR: GPU test {verdict}:" in result.stderr
+    return report
+
+
 def pod_state(sb: StubBin, name: str, **files: str) -> None:
     for suffix, text in files.items():
         write(sb.state / f"{name}.{suffix}", text)
@@ -1574,12 +1621,14 @@ def test_gpu_test_passed(gtest: StubBin):
     report = json.loads(result.stdout)
     assert report == {
         "passed": True,
+        "verdict": "PASSED",
         "pods": [
             {
                 "pod": "default/gpu-test",
                 "node": "gpu-0",
                 "phase": "Succeeded",
                 "passed": True,
+                "timedOut": False,
                 "log": "[Vector addition of 50000 elements]\nTest PASSED\nDone",
                 "diagnosis": "",
             }
@@ -1595,12 +1644,12 @@ def test_gpu_test_pending_reports_the_scheduler_reason(gtest: StubBin):
         phase="Pending",
         events="FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available\n",
     )
-    result = ok(gtest.run("80-gpu-test-result.sh", TEST))
-    report = json.loads(result.stdout)
-    assert report["passed"] is False
+    result = gtest.run("80-gpu-test-result.sh", TEST)
+    report = ended(result, 3, "TIMEOUT")
     [pod] = report["pods"]
-    assert pod["phase"] == "Pending" and pod["passed"] is False and pod["node"] == ""
+    assert pod["phase"] == "Pending" and pod["passed"] is False and pod["node"] == "" and pod["timedOut"] is True
     assert "Insufficient nvidia.com/gpu" in pod["diagnosis"]
+    assert f"ERROR: default/gpu-test on no node: Pending: {pod['diagnosis']}" in result.stderr
     assert gtest.called("kubectl", "get", "events", "-n", "default", "--field-selector", "involvedObject.name=gpu-test")
 
 
@@ -1613,15 +1662,13 @@ def test_gpu_test_cuda_requirement_needs_a_newer_driver(gtest: StubBin):
         messages="StartError failed to create containerd task: nvidia-container-cli: requirement error: "
         "unsatisfied condition: cuda>=12.5, please update your driver to a newer version\n",
     )
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", TEST)).stdout)
-    assert report["passed"] is False
+    report = ended(gtest.run("80-gpu-test-result.sh", TEST), 2, "FAILED")
     assert "newer driver (unsatisfied condition: cuda>=12.5)" in report["pods"][0]["diagnosis"]
 
 
 def test_gpu_test_succeeded_without_the_pattern_fails(gtest: StubBin):
     pod_state(gtest, "gpu-test", phase="Succeeded", node="gpu-0", log="\n")
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", {**TEST, "SUCCESS_PATTERN": "/device:GPU:0"})).stdout)
-    assert report["passed"] is False
+    report = ended(gtest.run("80-gpu-test-result.sh", {**TEST, "SUCCESS_PATTERN": "/device:GPU:0"}), 2, "FAILED")
     assert 'lacks "/device:GPU:0"' in report["pods"][0]["diagnosis"]
 
 
@@ -1629,10 +1676,13 @@ def test_gpu_test_one_failure_fails_the_whole_test(gtest: StubBin):
     pod_state(gtest, "a", phase="Succeeded", node="gpu-0", log="/device:GPU:0\n")
     pod_state(gtest, "b", phase="Failed", node="gpu-1", log="Traceback (most recent call last):\nRuntimeError: no GPU\n")
     env = {**TEST, "TEST_PODS": "gpu-test/a gpu-test/b", "SUCCESS_PATTERN": "/device:GPU:0"}
-    report = json.loads(ok(gtest.run("80-gpu-test-result.sh", env)).stdout)
-    assert report["passed"] is False
+    result = gtest.run("80-gpu-test-result.sh", env)
+    report = ended(result, 2, "FAILED")
     assert [(p["pod"], p["passed"]) for p in report["pods"]] == [("gpu-test/a", True), ("gpu-test/b", False)]
     assert "RuntimeError: no GPU" in report["pods"][1]["log"]
+    assert "the pod failed; last log line: RuntimeError: no GPU" in report["pods"][1]["diagnosis"]
+    assert "ERROR: gpu-test/b on gpu-1: Failed: the pod failed" in result.stderr
+    assert "gpu-test/a on gpu-0: Failed" not in result.stderr and "1 of 2 test pods did not pass" in result.stderr
 
 
 def test_gpu_test_waits_for_the_pod_to_finish(gtest: StubBin):

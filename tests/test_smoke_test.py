@@ -9,11 +9,16 @@ import pytest
 from helpers import env_of, kinds, run_stack
 
 from components import catalog, cuda, remote
-from components.smoke_test import GpuNode, GpuSmokeTest, GpuSmokeTestArgs, _test_pods, _verdict
+from components.smoke_test import GpuNode, GpuSmokeTest, GpuSmokeTestArgs, GpuTestFailed, _test_pods, _verdict
+from tests.gpu_failures import cases, cluster, command_failure, run_result_check
+from tests.gpu_failures import pod as pod_state
+from tests.stubs import StubBin
 from tools.mocks import PlaceholderMocks
 
 P4 = catalog.profile_for("ecs.gn5i-c2g1.large")
 A10_2Q = catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")
+SEED_CUDA_ERROR = next(c["text"] for c in cases("test_pod") if "newer than the driver" in c["case"])
+SEED_INSUFFICIENT = next(c["text"] for c in cases("test_pod") if "Insufficient" in c["case"])
 FAILED_STDOUT = json.dumps(
     {
         "passed": False,
@@ -94,17 +99,80 @@ def test_passed_verdict_is_an_output(mixed):
     assert not [w for w in mixed.warnings if "FAILED" in w]
 
 
-def test_failed_verdict_is_recorded_and_logged_as_an_error():
+class RealResultCheck:
+    """The result-check command runs the real 80-gpu-test-result.sh, with the environment the
+    program gave it, against a stub cluster; a non-zero exit fails the command as
+    pulumi-command does (so the engine records nothing and the next up runs it again)."""
+
+    def __init__(self, sb: StubBin):
+        self.sb = cluster(sb)
+        self.exit_codes: list[int] = []
+
+    def __call__(self, inputs: dict, env: dict[str, str]) -> str:
+        result = run_result_check(self.sb, {**env, "TIMEOUT_SECONDS": "0"})
+        self.exit_codes.append(result.returncode)
+        if result.returncode:
+            raise RuntimeError(command_failure(inputs["create"], result))
+        return result.stdout
+
+
+def _with_result_check(check: RealResultCheck) -> PlaceholderMocks:
+    mocks = PlaceholderMocks()
+    mocks.command_stdout["-gpu-test-result"] = check
+    return mocks
+
+
+def test_passed_verdict_through_the_real_result_check(tmp_path):
+    check = RealResultCheck(StubBin(tmp_path))
+    pod_state(
+        check.sb, "gpu-test-gpu-0", phase="Succeeded", node="gpu-0", log="[Vector addition of 50000 elements]\nTest PASSED\n"
+    )
+    run = run_stack("dev", mocks=_with_result_check(check))
+    assert check.exit_codes == [0]
+    result = run.outputs["gpuTest"]
+    assert result["verdict"] == "PASSED" and result["pods"][0]["log"].endswith("Test PASSED")
+
+
+@pytest.mark.parametrize(
+    ("files", "code", "line"),
+    [
+        (
+            {"phase": "Failed", "node": "gpu-0", "messages": "StartError " + SEED_CUDA_ERROR},
+            2,
+            "ERROR: default/gpu-test-gpu-0 on gpu-0: Failed: the image needs a newer driver (unsatisfied condition: cuda>=12.3)",
+        ),
+        (
+            {"phase": "Pending", "events": "FailedScheduling: " + SEED_INSUFFICIENT},
+            3,
+            "ERROR: default/gpu-test-gpu-0 on no node: Pending: still Pending after 0s: FailedScheduling: 0/1 nodes",
+        ),
+    ],
+    ids=["failed", "timeout"],
+)
+def test_failed_gpu_test_fails_pulumi_up_with_the_diagnosis(tmp_path, files, code, line):
+    """Issue 9 defect 4: the command fails (not recorded, re-run next up) and its error names the cause."""
+    check = RealResultCheck(StubBin(tmp_path))
+    pod_state(check.sb, "gpu-test-gpu-0", **files)
+    with pytest.raises(RuntimeError) as failure:
+        run_stack("dev", mocks=_with_result_check(check))
+    assert check.exit_codes == [code]
+    message = str(failure.value)
+    assert message.startswith(f"Process exited with status {code}: running ")
+    assert "bash /opt/gpu-k8s/80-gpu-test-result.sh" in message
+    assert line in message
+    assert f"GPU test {'FAILED' if code == 2 else 'TIMEOUT'}: 1 of 1 test pods" in message
+    assert '"passed": false' in message  # the JSON is in the error too
+
+
+def test_a_completed_check_without_a_passed_verdict_still_fails_the_run():
+    """No log.error-only path: output that is not PASSED raises (log.error alone exits 0, pulumi/pulumi#5085)."""
     mocks = PlaceholderMocks()
     mocks.command_stdout["-gpu-test-result"] = lambda inputs, env: FAILED_STDOUT
-    run = run_stack("dev", mocks=mocks)
-    result = run.outputs["gpuTest"]
-    assert result["verdict"] == "FAILED"
-    (pod,) = result["pods"]
-    assert (pod["phase"], pod["passed"]) == ("Pending", False)
-    assert "Insufficient nvidia.com/gpu" in pod["diagnosis"]
-    errors = [w for w in run.warnings if "GPU smoke test FAILED" in w]
-    assert errors and "gpu-test-gpu-0 on gpu-0: Pending: 0/1 nodes are available" in errors[0]
+    with pytest.raises(GpuTestFailed) as failure:
+        run_stack("dev", mocks=mocks)
+    assert "GPU smoke test FAILED" in str(failure.value)
+    assert "gpu-test-gpu-0 on gpu-0: Pending: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu" in str(failure.value)
+    assert isinstance(failure.value, pulumi.RunError)  # a clean exit, not a traceback
 
 
 def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
@@ -217,3 +285,24 @@ def test_incompatible_image_is_a_cuda_error():
             gpu_nodes=[("gpu-0", A10_2Q, "470.161.03")],
             image="tensorflow/tensorflow:latest-gpu",
         )
+
+
+def test_grid_driver_version_drives_the_cuda_rule_and_gpu_verify():
+    """dev is sgn7i-vws (GRID): Aliyun's 470 by default; a 535 GRID driver from gridDriverUrl allows CUDA 11.7."""
+    default = run_stack("dev")
+    newer = run_stack("dev", gridDriverVersion="535.183.06")
+    assert default.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.2.1")
+    assert newer.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.7.1-ubuntu20.04")
+    (verify,) = [r for r in newer.resources if r.name.endswith("-gpu-verify")]
+    assert env_of(verify)["DRIVER_VERSION"] == "535.183.06"
+
+
+def test_tensorflow_pods_grow_gpu_memory_so_time_sliced_pods_fit():
+    run = run_stack("dev", smokeTest="tensorflow", timeSlicingReplicas=2)
+    pods = _pods(run)
+    assert len(pods) == 2
+    for pod in pods:
+        (container,) = pod.inputs["spec"]["containers"]
+        assert container["env"] == [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
+    (vectoradd,) = _pods(run_stack("dev"))
+    assert "env" not in vectoradd.inputs["spec"]["containers"][0]

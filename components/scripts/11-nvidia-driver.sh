@@ -80,9 +80,33 @@ run_installer() {
   fi
   tail -n 20 "$out" >&2 || true
   if grep -qF "$NVIDIA_KO" "$out" "$INSTALLER_LOG" 2>/dev/null; then
-    die "the installer says \"$NVIDIA_KO\": this is what happens when a Tesla driver is installed on a vGPU (GRID) family (ecs.vgn*/ecs.sgn*); this node needs the GRID driver (gpuDriver grid)"
+    die "the installer says \"$NVIDIA_KO\" on this compute node: $(nvidia_ko_causes)"
   fi
   die "the NVIDIA installer failed: see its output above and /var/log/nvidia-installer.log on the node"
+}
+
+# --- why nvidia.ko did not load. The Tesla .run runs only on compute families (vGPU
+# families get GRID, never this), so it is not "needs GRID": the kernel refused the module.
+# Names what the node shows, then what to check. ---
+nvidia_ko_causes() {
+  local found=() nvrm
+  if lsmod 2>/dev/null | grep -q '^nouveau'; then
+    found+=("nouveau is still bound to the GPU (10-driver-prepare blacklists it and reboots once)")
+  fi
+  if mokutil --sb-state 2>/dev/null | grep -qi 'SecureBoot enabled'; then
+    found+=("Secure Boot is enabled and refuses the unsigned module")
+  fi
+  nvrm=$({ dmesg 2>/dev/null || true; } | grep -E 'NVRM' | tail -n 3 | tr '\n' ' ' || true)
+  if [[ "$nvrm" == *"is not supported by"* ]]; then
+    found+=("the GPU is not supported by the $DRIVER_VERSION driver branch: set gpu-k8s:driverVersion to a branch that supports it")
+  fi
+  if ((${#found[@]} > 0)); then
+    printf '%s; ' "${found[@]}"
+  else
+    printf 'none of the usual causes is visible; '
+  fi
+  printf "check 'dmesg | grep -i nvrm' (the kernel's reason), Secure Boot ('mokutil --sb-state'), nouveau still bound ('lsmod | grep nouveau') and that driver %s supports this GPU%s" \
+    "$DRIVER_VERSION" "${nvrm:+ [dmesg: ${nvrm% }]}"
 }
 
 install_tesla() {

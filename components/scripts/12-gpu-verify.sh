@@ -6,6 +6,7 @@
 #   EXPECTED_GPU_NAME  what nvidia-smi should call the GPU, e.g. "Tesla P4" or
 #                      "NVIDIA A10-2Q"; may be empty (no check)
 #   DRIVER_VERSION     the expected driver version; may be empty (no check)
+#   GPU_DRIVER         tesla | grid, what the hint on failure talks about; may be empty
 # Knobs: VERIFY_TRIES (nvidia-smi attempts, default 6), POLL_SECONDS (pause, default 5).
 # stdin: not read.
 # stdout: exactly the lines of
@@ -16,6 +17,7 @@ set -euo pipefail
 readonly STEP="12-gpu-verify"
 readonly EXPECTED_GPU_NAME="${EXPECTED_GPU_NAME:-}"
 readonly DRIVER_VERSION="${DRIVER_VERSION:-}"
+readonly GPU_DRIVER="${GPU_DRIVER:-}"
 readonly VERIFY_TRIES="${VERIFY_TRIES:-6}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly QUERY=("--query-gpu=name,driver_version,memory.total" "--format=csv,noheader")
@@ -43,7 +45,17 @@ query_gpus() {
     fi
   done
   rm -f "$err"
-  die "nvidia-smi failed: ${out//$'\n'/ }. The driver is not loaded: a Tesla driver cannot load on a vGPU family (ecs.sgn*/ecs.vgn*, needs GRID), and a GRID driver needs a vGPU; otherwise check 'dmesg | grep -i nvrm' and 11-nvidia-driver's output"
+  die "nvidia-smi failed: ${out//$'\n'/ }. The driver is not loaded: $(not_loaded_hint)"
+}
+
+# --- what to check: on a compute node the kernel refused nvidia.ko; only vGPU is about GRID ---
+not_loaded_hint() {
+  if [[ "$GPU_DRIVER" == grid ]]; then
+    printf "this vGPU family (ecs.vgn*/ecs.sgn*) needs the GRID driver, which needs the vGPU; check 11-nvidia-driver's output (Aliyun's plugin or gridDriverUrl), 'nvidia-smi -q' and 'dmesg | grep -i nvrm'"
+  else
+    printf "check 'dmesg | grep -i nvrm' (the kernel's reason), Secure Boot ('mokutil --sb-state'), nouveau still bound ('lsmod | grep nouveau'), that the driver branch%s supports this GPU, and 11-nvidia-driver's output" \
+      "${DRIVER_VERSION:+ ($DRIVER_VERSION)}"
+  fi
 }
 
 # --- mismatches are warnings: the node works, but not as the catalog expected ---

@@ -12,8 +12,10 @@
 # Knobs: POLL_SECONDS (default 5); GPU_K8S_ROOT (path prefix, tests only).
 # stdin: not read.
 # stdout: on success one JSON object {"<node>": <allocatable GPUs>, ...}; nothing on failure.
-# On timeout: exit 1; stderr names the cause per node from its plugin pod's status and log
-# (containerd default runtime, no GPU visible, image pull, no plugin pod) and quotes the log.
+# On timeout: exit 1; stderr names the cause per node from its plugin pod's status, its
+# containers' termination messages (where an NVIDIA hook failure is: the container never
+# started, so kubectl logs has nothing) and its log (containerd default runtime, driver not
+# loaded, no GPU visible, image pull, no plugin pod) and quotes them.
 set -euo pipefail
 
 readonly STEP="70-gpu-allocatable"
@@ -25,6 +27,13 @@ readonly SELECTOR="${PLUGIN_SELECTOR:-name=nvidia-device-plugin-ds}"
 readonly MIN_GPUS="${MIN_GPUS_PER_NODE:-1}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly POD_FIELDS='{range .items[*]}{.metadata.name}{"\t"}{range .status.containerStatuses[*]}{.state.waiting.reason}{" "}{end}{"\n"}{end}'
+readonly TERMINATIONS='{range .status.containerStatuses[*]}{.state.terminated.message}{"\n"}{.lastState.terminated.message}{"\n"}{end}'
+# The plugin's own words when containerd's default runtime is not nvidia (so its container
+# gets no libnvidia-ml.so.1): v0.20.0 "Failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
+# and "nvml init failed: ERROR_LIBRARY_NOT_FOUND" (internal/plugin/factory.go:99,
+# cmd/nvidia-device-plugin/main.go:199); v0.16-v0.19 "Incompatible strategy detected";
+# v0.14-v0.15 "could not load NVML library" / "Incompatible platform detected".
+readonly NO_NVIDIA_RUNTIME_RE='ERROR_LIBRARY_NOT_FOUND|could not load NVML library|Incompatible strategy|Incompatible platform detected'
 declare -A COUNTS=() LAST=()
 
 # shellcheck source=lib/common.sh
@@ -56,7 +65,7 @@ wait_all() {
 
 # --- the cause, from the device plugin pod on that node ---
 diagnose() {
-  local node="$1" pods pod reasons logs cause have="${LAST[$1]:-}"
+  local node="$1" pods pod reasons logs ended cause have="${LAST[$1]:-}"
   pods=$(timeout 20 kubectl get pods -n "$NAMESPACE" -l "$SELECTOR" --field-selector "spec.nodeName=$node" -o jsonpath="$POD_FIELDS" 2>&1) || true
   pod=$(head -n 1 <<<"$pods" | cut -f1)
   if [[ -z "$pod" || "$pod" == *" "* ]]; then
@@ -66,22 +75,26 @@ diagnose() {
   fi
   reasons=$(head -n 1 <<<"$pods" | cut -f2-)
   logs=$(timeout 20 kubectl logs -n "$NAMESPACE" "$pod" --tail=20 2>&1) || true
-  if [[ -z "$logs" ]]; then
-    logs=$(timeout 20 kubectl logs -n "$NAMESPACE" "$pod" --tail=20 --previous 2>&1) || true
+  if [[ -z "$logs" || "$logs" == *"waiting to start"* ]]; then
+    logs+=$(timeout 20 kubectl logs -n "$NAMESPACE" "$pod" --tail=20 --previous 2>&1) || true
   fi
-  case "$reasons $logs" in
-    *ErrImagePull* | *ImagePullBackOff*) cause="cannot pull the device plugin image: set gpu-k8s:registryMirrors" ;;
-    *"could not load NVML library"* | *"Incompatible strategy"* | *"Incompatible platform detected"*)
-      cause="containerd's default runtime is not nvidia (NVIDIA Container Toolkit not configured): check default_runtime_name in /etc/containerd/config.toml (20-container-runtime)" ;;
-    *"No devices found"*) cause="no GPU visible: check the driver (nvidia-smi) on the node (12-gpu-verify)" ;;
-    *) if [[ "$have" =~ ^[1-9] ]]; then
-      cause="the device plugin advertises $have, not $MIN_GPUS: its time-slicing config is not applied"
-    else
-      cause="the device plugin pod $pod (${reasons:-running}) has not registered a GPU: see its log"
-    fi ;;
-  esac
-  printf 'node %s has %s allocatable nvidia.com/gpu (need %s) after %ss: %s\nlast log lines of %s/%s:\n%s\n' \
-    "$node" "${have:-no}" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$cause" "$NAMESPACE" "$pod" "${logs:-<empty>}"
+  ended=$(timeout 20 kubectl get pod -n "$NAMESPACE" "$pod" -o jsonpath="$TERMINATIONS" 2>/dev/null | grep -v '^[[:space:]]*$' | sort -u) || true
+  if [[ "$ended $logs" == *"driver not loaded"* || "$logs" == *ERROR_DRIVER_NOT_LOADED* ]]; then
+    cause="the NVIDIA kernel driver is not loaded on the node: see 12-gpu-verify, nvidia-smi and 'dmesg | grep -i nvrm' there"
+  elif [[ "$reasons $logs" =~ $NO_NVIDIA_RUNTIME_RE ]]; then
+    cause="containerd's default runtime is not nvidia (NVIDIA Container Toolkit not configured): check default_runtime_name in /etc/containerd/config.toml (20-container-runtime)"
+  elif [[ "$reasons $ended $logs" == *ErrImagePull* || "$reasons $ended $logs" == *ImagePullBackOff* ]]; then
+    cause="cannot pull the device plugin image: set gpu-k8s:registryMirrors"
+  elif [[ "$logs" == *"No devices found"* ]]; then
+    cause="no GPU visible: check the driver (nvidia-smi) on the node (12-gpu-verify)"
+  elif [[ "$have" =~ ^[1-9] ]]; then
+    cause="the device plugin advertises $have, not $MIN_GPUS: its time-slicing config is not applied"
+  else
+    cause="the device plugin pod $pod (${reasons:-running}) has not registered a GPU: see its log"
+  fi
+  printf 'node %s has %s allocatable nvidia.com/gpu (need %s) after %ss: %s\n' "$node" "${have:-no}" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$cause"
+  [[ -z "$ended" ]] || printf 'container termination message of %s/%s:\n%s\n' "$NAMESPACE" "$pod" "$ended"
+  printf 'last log lines of %s/%s:\n%s\n' "$NAMESPACE" "$pod" "${logs:-<empty>}"
 }
 
 print_json() {

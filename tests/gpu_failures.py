@@ -1,0 +1,77 @@
+"""Real GPU failure texts (../shared/fixtures/gpu-failures/messages.json) served by a stub kubectl.
+
+The stub answers what 70-gpu-allocatable.sh and 80-gpu-test-result.sh ask the cluster,
+from files in $STUB_STATE: per pod <name>.{phase,node,log,events,messages,previous} and,
+for the device plugin, gpu-<node> (allocatable) and pods-<node> (its pod line). So a test
+puts a fixture text where the fixture says it appears and runs the real script.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+
+from tests.stubs import StubBin
+
+REPO = Path(__file__).resolve().parent.parent
+MESSAGES_JSON = REPO.parent / "shared" / "fixtures" / "gpu-failures" / "messages.json"
+ADMIN_CONF = "apiVersion: v1\nkind: Config\nclusters: []\n"
+
+KUBECTL = r"""
+[[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 192.0.2.10:6443 was refused" >&2; exit 1; }
+name=""
+case "$1 $2" in
+  "get pod") name="$5";;
+  "logs -n") name="$4";;
+  "get events") for a in "$@"; do [[ "$a" == involvedObject.name=* ]] && name="${a#involvedObject.name=}"; done;;
+esac
+case "$*" in
+  "get --raw=/readyz") echo -n ok;;
+  "get node "*) cat "$STUB_STATE/gpu-$3" 2>/dev/null;;
+  "get pods "*)
+    node=""; for a in "$@"; do [[ "$a" == spec.nodeName=* ]] && node="${a#spec.nodeName=}"; done
+    printf '%b' "$(cat "$STUB_STATE/pods-$node" 2>/dev/null)";;
+  *"{.status.phase}"*) cat "$STUB_STATE/$name.phase" 2>/dev/null;;
+  *"{.spec.nodeName}"*) cat "$STUB_STATE/$name.node" 2>/dev/null;;
+  logs*--previous*) cat "$STUB_STATE/$name.previous" 2>/dev/null;;
+  logs*) cat "$STUB_STATE/$name.log" 2>/dev/null;;
+  "get events"*) cat "$STUB_STATE/$name.events" 2>/dev/null;;
+  *containerStatuses*) cat "$STUB_STATE/$name.messages" 2>/dev/null;;
+esac
+"""
+
+
+@cache
+def fixture() -> dict:
+    return json.loads(MESSAGES_JSON.read_text())
+
+
+def cases(group: str) -> list[dict]:
+    return list(fixture()[group])
+
+
+def cluster(sb: StubBin) -> StubBin:
+    """A control plane whose kubectl is the stub above."""
+    sb.add("kubectl", body=KUBECTL)
+    conf = sb.root / "etc/kubernetes/admin.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(ADMIN_CONF)
+    return sb
+
+
+def pod(sb: StubBin, name: str, **files: str) -> None:
+    """What kubectl reports about pod ``name`` (phase, node, log, events, messages, previous)."""
+    for suffix, text in files.items():
+        (sb.state / f"{name}.{suffix}").write_text(text)
+
+
+def run_result_check(sb: StubBin, env: dict[str, str], timeout: int = 30) -> subprocess.CompletedProcess:
+    """80-gpu-test-result.sh as the program renders it, polls shortened."""
+    return sb.run("80-gpu-test-result.sh", {"POLL_SECONDS": "0", **env}, timeout=timeout)
+
+
+def command_failure(create: str, result: subprocess.CompletedProcess) -> str:
+    """pulumi-command's error for a remote command that exited non-zero (commandOutputs.go l.101)."""
+    return f"Process exited with status {result.returncode}: running {create!r}:\n{result.stdout}{result.stderr}"
