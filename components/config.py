@@ -545,7 +545,7 @@ def check_grid_driver_url(raw: str | None) -> None:
     if not raw.startswith("https://"):
         problem = f"scheme {raw.split(':', 1)[0][:10]!r} is not https" if ":" in raw else "it is not a URL"
     elif not _SAFE_URL_RE.match(raw):
-        problem = "it contains a space, quote or other character a URL path does not need"
+        problem = "it is not host/path, or it holds a space, quote or shell character"
     else:
         return
     raise ConfigError(

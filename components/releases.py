@@ -65,10 +65,11 @@ class Component:
 
 
 # Kubernetes: every patch of 1.28 .. 1.35 up to the newest one seen. Sources:
-# kubernetes/kubernetes CHANGELOG/CHANGELOG-1.NN.md (stored snapshots: 1.34.7, 1.35.4,
-# 1.33.5, 1.32.8) and https://kubernetes.io/releases/patch-releases/ for the final
-# patches of the minors that reached end of life (1.28.15, 1.29.15, 1.30.14). The
-# snapshots of 1.31-1.33 are older than their last patches: newer patches are warned.
+# kubernetes/kubernetes CHANGELOG/CHANGELOG-1.NN.md (stored snapshots list up to 1.35.4,
+# 1.34.7, 1.33.5, 1.32.8; those of 1.28-1.31 end early) and, for the last patches of the
+# minors that reached end of life, https://kubernetes.io/releases/patch-releases/
+# (1.28.15, 1.29.15, 1.30.14: not re-read for this table, from its end-of-life list).
+# 1.31-1.35 may have later patches than listed here: those are warned, not refused.
 # 1.31.12: the CVE-2025-5187 fix shipped in 1.31.12, 1.32.8 and 1.33.4 (CHANGELOG-1.32).
 KUBERNETES = Component(
     key="kubernetesVersion",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from components import config
 from tools import plan
 
 # (stack, --config overrides, the key the first line must name)
@@ -106,10 +107,8 @@ def test_grid_url_is_never_echoed(capsys):
     [
         ["gridDriverUrl=https://example.com/nvidia/NVIDIA-Linux-x86_64-470.256.03-grid.run?X-Token=abc&exp=1"],
         ['registryMirrors={"docker.io": "https://abc123.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.com:5000/v2"}'],
-        ["podCidr=10.244.0.0/16"],
-        ["imageNameRegex=^ubuntu_24_04_x64_20G_alibase_"],
+        ["podCidr=10.128.0.0/16", "imageNameRegex=^ubuntu_24_04_x64_20G_alibase_", "spot=true", "spotPriceLimit=0.5"],
         ["controlPlaneInstanceType=ecs.g7.large"],
-        ["spot=true", "spotPriceLimit=0.5"],
         ["kubernetesVersion=1.35.4", "flannelVersion=v0.28.9", "devicePluginVersion=v0.14.3", "containerToolkitVersion=1.17.8"],
         ['allowedCidrs=["0.0.0.0/1"]'],
     ],
@@ -121,3 +120,20 @@ def test_good_neighbours_still_accepted_without_warning(capsys, overrides):
     warnings = out.split("\nWarnings:\n", 1)[1].split("\n\n", 1)[0] if "\nWarnings:\n" in out else ""
     for fragment in ("known-releases table", "cover every address", "not in the catalog"):
         assert fragment not in warnings
+
+
+def test_an_encrypted_grid_url_in_the_stack_file_is_not_checked_offline(capsys, tmp_path, monkeypatch):
+    """The offline plan cannot decrypt `secure:` values; only the deployed stack checks them."""
+    from tools import harness
+
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text((harness.ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "__main__.py").symlink_to(harness.ROOT / "__main__.py")
+    (tmp_path / "stacks" / "Pulumi.sec.yaml").write_text(
+        "config:\n  alicloud:region: cn-hangzhou\n  gpu-k8s:instanceType: ecs.sgn7i-vws-m2s.xlarge\n"
+        "  gpu-k8s:gridDriverUrl:\n    secure: v1:AAAA\n"
+    )
+    monkeypatch.setattr(harness, "ROOT", tmp_path)
+    assert harness.effective_config("sec")["gpu-k8s:gridDriverUrl"] == config.OFFLINE_SECRET_MARKER
+    code, _, err = plan.main(["--stack", "sec"]), *capsys.readouterr()
+    assert code == 0, err
