@@ -193,6 +193,7 @@ def _check_other_namespaces(keys: list[str]) -> None:
 
 
 def as_json(run: ProgramRun) -> dict:
+    outputs, legend = offline_outputs(run.outputs)
     return {
         "stack": run.stack,
         "resources": [
@@ -207,8 +208,8 @@ def as_json(run: ProgramRun) -> dict:
             }
             for r in run.resources
         ],
-        "outputs": offline_outputs(run.outputs)[0],
-        "placeholders": {**run.placeholders, **offline_outputs(run.outputs)[1]},
+        "outputs": outputs,
+        "placeholders": {**run.placeholders, **legend},
         "warnings": run.warnings,
     }
 
