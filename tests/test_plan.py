@@ -120,7 +120,8 @@ def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
         assert fact in err, fact
     _, _, err = run_cli(capsys, "--stack", "dev", "--config", "smokeTestImage=example.com/my/cuda-app:1.0")
     assert "gpu-k8s:smokeTestCudaVersion" in err
-    # The same image with a declared, fitting CUDA version is accepted.
+    # A vectoradd image with a declared, fitting CUDA version is accepted (a non-vectoradd
+    # name is refused for the vectoradd test: see tests/test_bad_input.py).
     code, _, _ = run_cli(
         capsys,
         "--stack",
@@ -128,7 +129,7 @@ def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
         "--config",
         "smokeTestImage=example.com/my/vectoradd-app:1.0",
         "--config",
-        "smokeTestCudaVersion=12.2",  # noqa: E501
+        "smokeTestCudaVersion=12.2",
     )
     assert code == 0
 
