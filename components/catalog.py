@@ -190,3 +190,43 @@ def product_label(gpu_name: str) -> str:
     """nvidia.com/gpu.product value: the nvidia-smi name with spaces as dashes."""
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", gpu_name.strip()).strip("-_.")
     return label[:63].rstrip("-_.")
+
+
+# --- non-GPU types: vCPU and memory, for the control-plane size check ------------------
+# kubeadm needs >= 2 vCPU and >= 1.7 GiB on a control plane. Aliyun's instance family
+# pages (help.aliyun.com/zh/ecs/user-guide/overview-of-instance-families; not fetched
+# here, values as listed there) give these; the rules below cover the regular families.
+NON_GPU_SIZES: dict[str, tuple[int, float]] = {
+    "ecs.t5-lc2m1.nano": (1, 0.5),
+    "ecs.t5-lc1m1.small": (1, 1.0),
+    "ecs.t5-lc1m2.small": (1, 2.0),
+    "ecs.t5-c1m1.large": (2, 2.0),
+    "ecs.t6-c4m1.large": (2, 0.5),
+    "ecs.t6-c2m1.large": (2, 1.0),
+    "ecs.t6-c1m1.large": (2, 2.0),
+    "ecs.g7.large": (2, 8.0),
+    "ecs.c7.large": (2, 4.0),
+    "ecs.r7.large": (2, 16.0),
+}
+# GiB of memory per vCPU of the regular families: c = compute (1:2), g = general (1:4),
+# r = memory (1:8); generations 5 to 8, optionally with a letter suffix (g7a, c8i, ...).
+_REGULAR_FAMILY_RE = re.compile(r"^ecs\.(?:hf)?(?P<kind>[cgr])(?P<gen>[5-8])[a-z]*\.(?P<size>\d*x?large)$")
+_MEMORY_PER_VCPU = {"c": 2, "g": 4, "r": 8}
+# Burstable t5/t6: cXmY = X vCPU per Y GiB ("lc" = low baseline); sub-"large" sizes have 1 vCPU.
+_BURSTABLE_RE = re.compile(r"^ecs\.t[56]-l?c(?P<c>\d+)m(?P<m>\d+)\.(?P<size>nano|micro|small|\d*x?large)$")
+
+
+def non_gpu_size(instance_type: str) -> tuple[int | None, float | None]:
+    """(vCPU, memory GiB) of a non-GPU type, or (None, None) when the catalog cannot tell."""
+    if instance_type in NON_GPU_SIZES:
+        return NON_GPU_SIZES[instance_type]
+    m = _REGULAR_FAMILY_RE.match(instance_type)
+    if m:
+        vcpus = _vcpus(m.group("size"))
+        return (vcpus, float(vcpus * _MEMORY_PER_VCPU[m.group("kind")])) if vcpus else (None, None)
+    m = _BURSTABLE_RE.match(instance_type)
+    if m:
+        vcpus = 1 if m.group("size") in ("nano", "micro", "small") else _vcpus(m.group("size"))
+        if vcpus:
+            return vcpus, vcpus * int(m.group("m")) / int(m.group("c"))
+    return None, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -56,8 +57,29 @@ class ConfigError(pulumi.RunError):
     def __init__(self, key: str, value: object, accepted: str, *, reason: str | None = None):
         self.key, self.value, self.accepted = key, value, accepted
         shown = value if isinstance(value, str) else json.dumps(value)
-        why = f": {reason} Expected {accepted}" if reason else f"; expected {accepted}"
-        super().__init__(f"{_qualified(key)}: {shown!r} is not accepted{why}")
+        lines = [f"{_qualified(key)}: {shown!r} is not accepted; expected {accepted}"]
+        if reason:
+            # The why and the fix on lines of their own, so no line runs past ~200 characters.
+            why, _, fix = reason.partition(" Fix: ")
+            lines.append(f"why: {why.strip()}")
+            if fix:
+                lines.append(f"Fix: {fix.strip()}")
+        super().__init__(wrap_lines(lines))
+
+
+# Error lines are wrapped here; the plan prefixes ~30 characters ("gpu-k8s plan: config error: ").
+MESSAGE_WIDTH = 170
+
+
+def wrap_lines(lines: list[str], width: int = MESSAGE_WIDTH) -> str:
+    """Each line wrapped at ``width``; continuation and detail lines indented by two spaces."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        indent = "" if i == 0 else "  "
+        out += textwrap.wrap(
+            line, width, initial_indent=indent, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
+        )
+    return "\n".join(out)
 
 
 def _qualified(key: str) -> str:
@@ -208,7 +230,7 @@ def parse_pools(instance_type: str, node_count: object, node_pools: object, *, s
         raise ConfigError(
             "nodePools",
             "(set together with gpu-k8s:instanceType)",
-            "either gpu-k8s:nodePools or the gpu-k8s:instanceType/nodeCount shorthand, not both",
+            "either nodePools or the instanceType/nodeCount shorthand, not both",
         )
     if not node_pools:
         if not instance_type:
@@ -347,6 +369,7 @@ def load_config() -> StackConfig:
     spot_price_limit = parse_price("spotPriceLimit", cfg.get("spotPriceLimit") or "")
     if spot_price_limit is not None and not spot:
         raise ConfigError("spotPriceLimit", str(spot_price_limit), "no price limit unless gpu-k8s:spot is true")
+    check_spot_price_limit(spot_price_limit)
     pools = parse_pools(
         cfg.get("instanceType") or "",
         cfg.get("nodeCount") or "",
@@ -356,6 +379,7 @@ def load_config() -> StackConfig:
     control_plane_type = cfg.get("controlPlaneInstanceType") or None
     if control_plane_type is not None:
         _check_control_plane_type(control_plane_type)
+        check_control_plane_size(control_plane_type)
     smoke_test = _choice("smokeTest", cfg.get("smokeTest") or "", SMOKE_TESTS)
     smoke_cuda = cfg.get("smokeTestCudaVersion") or None
     if smoke_cuda is not None:
@@ -365,6 +389,7 @@ def load_config() -> StackConfig:
         re.compile(image_regex)
     except re.error:
         raise ConfigError("imageNameRegex", image_regex, "a valid regular expression over image names") from None
+    check_image_name_regex(image_regex)
     mig_strategy = _choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES)
     time_slicing = parse_count("timeSlicingReplicas", cfg.get("timeSlicingReplicas") or "", maximum=MAX_TIME_SLICING_REPLICAS)
     if mig_strategy == "mixed" and time_slicing > 1:
@@ -377,10 +402,13 @@ def load_config() -> StackConfig:
     if smoke_image is not None and not IMAGE_REF_RE.match(smoke_image):
         raise ConfigError("smokeTestImage", smoke_image, "an image reference such as registry/repo/name:tag")
     _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version, grid_driver_version)
+    check_smoke_test_image_kind(smoke_test, smoke_image)
     registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
+    check_registry_mirror_urls(registry_mirrors)
     _warn_unreachable_registries(region, registry_mirrors)
+    check_grid_driver_url(cfg.get("gridDriverUrl"))
     grid_url = cfg.get_secret("gridDriverUrl")
-    return StackConfig(
+    loaded = StackConfig(
         stack=pulumi.get_stack(),
         region=region,
         pools=pools,
@@ -407,7 +435,7 @@ def load_config() -> StackConfig:
         registry_mirrors=registry_mirrors,
         kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
         kubernetes_mirror=resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
-        pod_cidr=parse_pod_cidr(cfg.get("podCidr") or ""),
+        pod_cidr=_checked_pod_cidr(cfg.get("podCidr") or ""),
         flannel_version=_match("flannelVersion", cfg.get("flannelVersion") or "", _IMAGE_TAG_RE, "an image tag such as v0.26.7"),
         device_plugin_version=parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
         mig_strategy=mig_strategy,
@@ -417,6 +445,9 @@ def load_config() -> StackConfig:
         smoke_test_cuda_version=smoke_cuda,
         **parse_monitoring(cfg),
     )
+    _check_releases(loaded)
+    warn_world_open(loaded.allowed_cidrs)
+    return loaded
 
 
 # --- GPU metrics (components/monitoring.py owns the known releases) --------------------
@@ -481,7 +512,10 @@ def _check_smoke_test(
     problem = cuda.smoke_test_error(test, image, declared, drivers)
     if problem:
         key, value = ("smokeTestImage", image) if image else ("smokeTest", test)
-        accepted = "an image whose CUDA version the node drivers support (see the fix above)"
+        if declared is not None and "smokeTestCudaVersion" in problem:
+            key, value = "smokeTestCudaVersion", declared  # the declared CUDA is what is wrong
+            raise ConfigError(key, value, "the CUDA version of gpu-k8s:smokeTestImage, or empty", reason=problem)
+        accepted = "an image whose CUDA version the node drivers support (see Fix)"
         raise ConfigError(key, value, accepted, reason=problem)
 
 
@@ -503,3 +537,197 @@ def _object(cfg: pulumi.Config, key: str, default: object) -> object:
     except json.JSONDecodeError:
         # A plain string (e.g. `pulumi config set allowedCidrs 1.2.3.4/32`) is one item.
         return raw
+
+
+# --- inputs that pass the format checks but fail after billing (issue 11) -------------
+# Each check is its own function, called from load_config; warnings go to pulumi.log.
+
+# components/network.py's VPC (kept equal by a test; network.py imports this module).
+VPC_CIDR = "10.0.0.0/16"
+# kubeadm's default serviceSubnet (ClusterConfiguration networking.serviceSubnet, kubeadm
+# v1beta3/v1beta4 API docs: "defaults to 10.96.0.0/12"); 40-kubeadm-init.sh keeps it.
+SERVICE_CIDR = "10.96.0.0/12"
+# The offline plan cannot decrypt a `secure:` stack value and passes this marker instead
+# (tools/harness.py effective_config); the deployed stack gets the real value.
+OFFLINE_SECRET_MARKER = "<secret from stack file>"
+# A mirror URL: scheme, host[:port], optional path. No shell or list separators, quotes
+# or spaces: it is written into hosts.toml by a shell script.
+_SAFE_MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_SAFE_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/[A-Za-z0-9._~/%+=&?:@-]*$")
+# Aliyun system image names of distributions the apt-based node scripts cannot run
+# (Aliyun public image names, e.g. centos_7_9_x64_20G_alibase_20240628.vhd).
+NON_APT_IMAGE_SAMPLES = (
+    "centos_7_9_x64_20G_alibase_20240628.vhd",
+    "centos_stream_9_x64_20G_alibase_20240628.vhd",
+    "aliyun_3_x64_20G_alibase_20240628.vhd",
+    "aliyun_2_1903_x64_20G_alibase_20240628.vhd",
+    "anolisos_8_9_x64_20G_rhck_alibase_20240628.vhd",
+    "rhel_9_4_x64_20G_alibase_20240628.vhd",
+    "rockylinux_9_4_x64_20G_alibase_20240628.vhd",
+    "almalinux_9_4_x64_20G_alibase_20240628.vhd",
+    "fedora_40_x64_20G_alibase_20240628.vhd",
+    "opensuse_15_6_x64_20G_alibase_20240628.vhd",
+    "suse_15_sp6_x64_20G_alibase_20240628.vhd",
+    "freebsd_13_3_x64_30G_alibase_20240628.vhd",
+    "win2022_21H2_x64_dtc_en-us_40G_alibase_20240628.vhd",
+)
+APT_IMAGE_SAMPLES = (
+    "ubuntu_22_04_x64_20G_alibase_20240628.vhd",
+    "ubuntu_24_04_x64_20G_alibase_20240628.vhd",
+    "ubuntu_20_04_x64_20G_alibase_20240628.vhd",
+    "debian_12_6_x64_20G_alibase_20240628.vhd",
+)
+# kubeadm's preflight needs at least 2 CPUs and 1700 MB of memory on a control plane
+# (kubeadm init preflight checks NumCPU and Mem).
+MIN_CONTROL_PLANE_VCPUS, MIN_CONTROL_PLANE_MEMORY_GIB = 2, 1.7
+
+
+def check_pod_cidr_overlaps(pod_cidr: str) -> None:
+    """Pods must not share addresses with the VPC (node IPs) or the Service range."""
+    net = ipaddress.ip_network(pod_cidr)
+    for what, other in (("the VPC/vSwitch", VPC_CIDR), ("the Kubernetes Service range", SERVICE_CIDR)):
+        if net.overlaps(ipaddress.ip_network(other)):
+            raise ConfigError(
+                "podCidr",
+                pod_cidr,
+                "a CIDR outside 10.0.0.0/16 and 10.96.0.0/12, e.g. 10.244.0.0/16",
+                reason=f"it overlaps {what} {other}.",
+            )
+
+
+def check_grid_driver_url(raw: str | None) -> None:
+    """gridDriverUrl: https, a URL, nothing a shell would split. The value is never shown."""
+    if not raw or raw == OFFLINE_SECRET_MARKER:
+        return
+    if not raw.startswith("https://"):
+        problem = f"scheme {raw.split(':', 1)[0][:10]!r} is not https" if ":" in raw else "it is not a URL"
+    elif not _SAFE_URL_RE.match(raw):
+        problem = "it is not host/path, or it holds a space, quote or shell character"
+    else:
+        return
+    raise ConfigError(
+        "gridDriverUrl",
+        "[secret]",
+        "an https:// URL of a GRID .run installer, without spaces or quotes",
+        reason=f"{problem}.",
+    )
+
+
+def check_registry_mirror_urls(mirrors: dict[str, str]) -> None:
+    for registry, url in mirrors.items():
+        if not _SAFE_MIRROR_URL_RE.match(url):
+            raise ConfigError(
+                f"registryMirrors.{registry}",
+                url,
+                "an http(s) URL of letters, digits, '.', '-', ':' port and '/' path only",
+                reason="it contains a shell or list separator, quote or space.",
+            )
+
+
+def check_spot_price_limit(limit: Decimal | None) -> None:
+    if limit is not None and limit == 0:
+        raise ConfigError(
+            "spotPriceLimit",
+            "0",
+            "a price above 0 in CNY/h, or empty to pay the market price (SpotAsPriceGo)",
+            reason="no spot instance is ever sold at 0.",
+        )
+
+
+def check_image_name_regex(pattern: str) -> None:
+    """The node scripts use apt: the image must be Ubuntu (or Debian)."""
+    accepted = "a regex over Ubuntu image names, e.g. ^ubuntu_22_04_x64_20G_alibase_"
+    if not pattern.strip():
+        raise ConfigError("imageNameRegex", pattern, accepted, reason="an empty regex matches any image, e.g. CentOS.")
+    compiled = re.compile(pattern)
+    wrong = [s for s in NON_APT_IMAGE_SAMPLES if compiled.search(s)]
+    if wrong:
+        raise ConfigError(
+            "imageNameRegex", pattern, accepted, reason=f"it matches {wrong[0]}, which has no apt for the node scripts."
+        )
+    if not re.search(r"ubuntu|debian", pattern, re.IGNORECASE) and not any(compiled.search(s) for s in APT_IMAGE_SAMPLES):
+        raise ConfigError("imageNameRegex", pattern, accepted, reason="it names no Ubuntu or Debian image.")
+
+
+def check_control_plane_size(instance_type: str) -> None:
+    """kubeadm refuses a control plane with < 2 vCPU or < 1.7 GiB; unknown sizes are warned."""
+    vcpus, memory = catalog.non_gpu_size(instance_type)
+    if vcpus is None or memory is None:
+        pulumi.log.warn(
+            f"gpu-k8s:controlPlaneInstanceType {instance_type}: its vCPU and memory are not in the catalog; kubeadm needs "
+            f">= {MIN_CONTROL_PLANE_VCPUS} vCPU and >= {MIN_CONTROL_PLANE_MEMORY_GIB} GiB (ecs.g7.large has 2 and 8)."
+        )
+        return
+    if vcpus < MIN_CONTROL_PLANE_VCPUS or memory < MIN_CONTROL_PLANE_MEMORY_GIB:
+        raise ConfigError(
+            "controlPlaneInstanceType",
+            instance_type,
+            f"a type with >= {MIN_CONTROL_PLANE_VCPUS} vCPU and >= {MIN_CONTROL_PLANE_MEMORY_GIB} GiB, e.g. ecs.g7.large",
+            reason=f"it has {vcpus} vCPU and {memory:g} GiB; kubeadm's preflight refuses that.",
+        )
+
+
+def covers_all_addresses(cidrs: tuple[str, ...] | list[str]) -> bool:
+    """True when the CIDRs together cover every IPv4 address (0.0.0.0/1 + 128.0.0.0/1 too)."""
+    nets = [ipaddress.ip_network(c) for c in cidrs if c != "auto"]
+    return list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network("0.0.0.0/0")]
+
+
+def warn_world_open(cidrs: tuple[str, ...]) -> None:
+    if covers_all_addresses(cidrs) and "0.0.0.0/0" not in cidrs:
+        pulumi.log.warn(
+            f"gpu-k8s:allowedCidrs {', '.join(cidrs)} together cover every address: SSH (22) and the Kubernetes API "
+            "(6443) are open to the whole internet, as with 0.0.0.0/0."
+        )
+
+
+def check_release(key: str, version: str) -> None:
+    """A version that was never released is refused; one newer than the table is warned."""
+    from components import releases
+
+    component = next(c for c in releases.COMPONENTS if c.key == key)
+    verdict = releases.check(component, version)
+    if verdict.status == "unknown":
+        newest = ", ".join(component.newest())
+        raise ConfigError(key, version, f"a released version, e.g. {newest}", reason=verdict.message + ".")
+    if verdict.status == "newer":
+        pulumi.log.warn(verdict.message)
+
+
+# What each test's pod runs: vectoradd uses the image's own entrypoint (CUDA sample
+# vectorAdd prints "Test PASSED"); tensorflow runs the seed's script with python3 + TF.
+def check_smoke_test_image_kind(test: str, image: str | None) -> None:
+    if image is None or test == "none":
+        return
+    name = image.rsplit("/", 1)[-1]
+    if test == "vectoradd" and "vectoradd" not in name:
+        raise ConfigError(
+            "smokeTestImage",
+            image,
+            "a CUDA vectoradd sample image (its name contains 'vectoradd'), or gpu-k8s:smokeTest tensorflow",
+            reason="the vectoradd test runs the image's entrypoint and passes only if it prints 'Test PASSED'.",
+        )
+    if test == "tensorflow" and "tensorflow" not in image:
+        raise ConfigError(
+            "smokeTestImage",
+            image,
+            "a TensorFlow GPU image (its name contains 'tensorflow'), or gpu-k8s:smokeTest vectoradd",
+            reason="the tensorflow test runs 'python3 /app/test.py', which imports TensorFlow.",
+        )
+
+
+def _checked_pod_cidr(value: str) -> str:
+    cidr = parse_pod_cidr(value)
+    check_pod_cidr_overlaps(cidr)
+    return cidr
+
+
+def _check_releases(loaded: StackConfig) -> None:
+    """Every pinned version (already format-checked) against components/releases.py."""
+    check_release("kubernetesVersion", loaded.kubernetes_version)
+    check_release("flannelVersion", loaded.flannel_version)
+    check_release("devicePluginVersion", loaded.device_plugin_version)
+    check_release("containerToolkitVersion", loaded.container_toolkit_version)
+    check_release("driverVersion", loaded.driver_version)
+    if loaded.install_cuda_toolkit:
+        check_release("cudaToolkitVersion", loaded.cuda_toolkit_version)

@@ -66,6 +66,8 @@ def summarize(prices: list[NodePrice], ttl_hours: Decimal) -> dict:
     complete = len(known) == len(prices)
     hourly = sum(known, Decimal(0))
     estimate = any(p.source != "aliyun" for p in prices)
+    # Name every type without a price, so "at least" says what it leaves out.
+    unknown = ", ".join(dict.fromkeys(p.instance_type for p in prices if p.hourly_cny is None))
     summary: dict = {
         "currency": "CNY",
         "estimate": estimate,
@@ -79,14 +81,14 @@ def summarize(prices: list[NodePrice], ttl_hours: Decimal) -> dict:
             }
             for p in prices
         ],
-        "hourlyTotal": _money(hourly) if complete else f"at least {_money(hourly)} (some prices unknown)",
+        "hourlyTotal": _money(hourly) if complete else f"at least {_money(hourly)}, prices unknown for {unknown}",
         "ttlHours": float(ttl_hours),
     }
     if ttl_hours == 0:
         summary["maxBeforeAutoRelease"] = "unbounded: auto-release is off (ttlHours 0)"
     else:
         most = _money(hourly * ttl_hours)
-        summary["maxBeforeAutoRelease"] = most if complete else f"at least {most}"
+        summary["maxBeforeAutoRelease"] = most if complete else f"at least {most}, prices unknown for {unknown}"
     return summary
 
 

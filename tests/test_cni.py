@@ -12,7 +12,7 @@ from components.cni import FlannelArgs
 
 @pytest.fixture(scope="module")
 def run():
-    return run_stack("dev", podCidr="10.100.0.0/16")
+    return run_stack("dev", podCidr="10.200.0.0/16")
 
 
 def _one(run, kind):
@@ -29,7 +29,7 @@ def test_namespace_admits_privileged_pods(run):
 def test_net_conf_carries_the_pod_cidr_and_vxlan(run):
     data = _one(run, "ConfigMap").inputs["data"]
     net = json.loads(data["net-conf.json"])
-    assert net["Network"] == "10.100.0.0/16" and net["Backend"] == {"Type": "vxlan"}
+    assert net["Network"] == "10.200.0.0/16" and net["Backend"] == {"Type": "vxlan"}
     cni = json.loads(data["cni-conf.json"])
     assert [p["type"] for p in cni["plugins"]] == ["flannel", "portmap"]
 

@@ -152,3 +152,24 @@ def test_kubernetes_mirror_auto_follows_region():
 @pytest.mark.parametrize("bad", ["10.244.0.0/24", "10.244.0.1/16", "x"])
 def test_pod_cidr_rejected(bad):
     assert error_of(config.parse_pod_cidr, bad).key == "podCidr"
+
+
+@pytest.mark.parametrize("cidrs,covers", [(["0.0.0.0/1", "128.0.0.0/1"], True), (["0.0.0.0/0"], True), (["0.0.0.0/1"], False)])
+def test_covers_all_addresses(cidrs, covers):
+    assert config.covers_all_addresses(cidrs) is covers
+
+
+@pytest.mark.parametrize(
+    "itype,size",
+    [("ecs.t5-lc2m1.nano", (1, 0.5)), ("ecs.g7.large", (2, 8.0)), ("ecs.c7.2xlarge", (8, 16.0)), ("ecs.n4.small", (None, None))],
+)
+def test_non_gpu_sizes(itype, size):
+    assert catalog.non_gpu_size(itype) == size
+
+
+def test_error_lines_are_short_and_fix_is_on_its_own_line():
+    err = ConfigError("smokeTestImage", "x", "y", reason="a " * 150 + "end. Fix: do " + "b " * 100)
+    lines = str(err).split("\n")
+    assert max(map(len, lines)) <= config.MESSAGE_WIDTH
+    assert lines[0] == "gpu-k8s:smokeTestImage: 'x' is not accepted; expected y"
+    assert any(line.startswith("  Fix: do") for line in lines)

@@ -249,7 +249,10 @@ class _Cfg:
 def test_config_errors_are_one_line(key, value, accepted):
     with pytest.raises(ConfigError) as err:
         parse_monitoring(_Cfg(**{key: value}))
-    assert err.value.key == key and accepted in str(err.value) and "\n" not in str(err.value)
+    text = str(err.value)
+    # First line names the key; a reason goes on its own short line (config.ConfigError's format).
+    assert err.value.key == key and accepted in text and text.startswith(f"gpu-k8s:{key}: ")
+    assert all(len(line) <= 200 for line in text.splitlines())
 
 
 def test_config_defaults_parse():

@@ -106,9 +106,12 @@ def test_bad_input_exits_2_with_one_line(capsys, stack, overrides, start):
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1, err
     assert lines[0].startswith("gpu-k8s plan: config error: " + start), lines[0]
     assert "expected" in lines[0].lower()
+    # One message: a head line, then indented why/fix lines; none longer than ~200 characters.
+    assert all(line.startswith("  ") for line in lines[1:]), err
+    assert max(len(line) for line in lines) <= 200, err
+    assert "Traceback" not in err
 
 
 def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
@@ -117,9 +120,16 @@ def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
         assert fact in err, fact
     _, _, err = run_cli(capsys, "--stack", "dev", "--config", "smokeTestImage=example.com/my/cuda-app:1.0")
     assert "gpu-k8s:smokeTestCudaVersion" in err
-    # The same image with a declared, fitting CUDA version is accepted.
+    # A vectoradd image with a declared, fitting CUDA version is accepted (a non-vectoradd
+    # name is refused for the vectoradd test: see tests/test_bad_input.py).
     code, _, _ = run_cli(
-        capsys, "--stack", "p4", "--config", "smokeTestImage=example.com/my/cuda-app:1.0", "--config", "smokeTestCudaVersion=12.2"
+        capsys,
+        "--stack",
+        "p4",
+        "--config",
+        "smokeTestImage=example.com/my/vectoradd-app:1.0",
+        "--config",
+        "smokeTestCudaVersion=12.2",
     )
     assert code == 0
 

@@ -14,6 +14,7 @@ import difflib
 import json
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,6 +55,54 @@ DEPLOY_TIME_OUTPUTS = {
     "gpuNodes": "placeholder: GPU, driver, allocatable and test come from the nodes at deploy time",
     "autoReleaseTime": "now + ttlHours, fixed when first deployed",
 }
+
+
+# Offline, no GPU test ran and no node reported: every such field is a labelled placeholder
+# in the text and the JSON, never a value that looks like a result (e.g. "PASSED").
+PLACEHOLDER_VERDICT = "<placeholder: PASSED or FAILED, from the GPU test pods at deploy time>"
+PLACEHOLDER_PHASE = "<placeholder: pod phase at deploy time>"
+PLACEHOLDER_PASSED = "<placeholder: true or false at deploy time>"
+PLACEHOLDER_DIAGNOSIS = "<placeholder: diagnosis of a failed pod at deploy time>"
+PLACEHOLDER_TEST = "<placeholder: the node's test result at deploy time>"
+
+
+def _gpu_name_placeholder(expected: object) -> str:
+    return f"<placeholder: nvidia-smi's GPU name at deploy time; the catalog expects {expected}>"
+
+
+def _driver_placeholder(expected: object) -> str:
+    return f"<placeholder: driver nvidia-smi reports at deploy time; configured {expected}>"
+
+
+def _allocatable_placeholder(expected: object) -> str:
+    return f"<placeholder: nvidia.com/gpu allocatable at deploy time; at least {expected} expected>"
+
+
+def offline_outputs(outputs: dict) -> tuple[dict, dict[str, str]]:
+    """The stack outputs with every deploy-time result replaced by a labelled placeholder."""
+    shown = json.loads(json.dumps(redact(outputs), default=str))
+    legend: dict[str, str] = {}
+    test = shown.get("gpuTest")
+    if isinstance(test, dict) and test.get("verdict") != "SKIPPED":
+        test["verdict"] = PLACEHOLDER_VERDICT
+        legend[PLACEHOLDER_VERDICT] = "gpuTest.verdict: no GPU test runs offline"
+        for pod in test.get("pods") or []:
+            if isinstance(pod, dict):
+                pod.update(phase=PLACEHOLDER_PHASE, passed=PLACEHOLDER_PASSED, diagnosis=PLACEHOLDER_DIAGNOSIS)
+        legend[PLACEHOLDER_PHASE] = legend[PLACEHOLDER_PASSED] = "gpuTest.pods[]: read from the cluster at deploy time"
+        legend[PLACEHOLDER_DIAGNOSIS] = "gpuTest.pods[].diagnosis: why a pod failed, at deploy time"
+    for row in shown.get("gpuNodes") or []:
+        if not isinstance(row, dict):
+            continue
+        row["gpu"] = _gpu_name_placeholder(row.get("gpu"))
+        row["driver"] = _driver_placeholder(row.get("driver"))
+        row["allocatableGpus"] = _allocatable_placeholder(row.get("allocatableGpus"))
+        if row.get("test") != "SKIPPED":
+            row["test"] = PLACEHOLDER_TEST
+        legend["<placeholder: ...> in gpuNodes"] = (
+            "GPU name, driver, allocatable GPUs and test come from each node at deploy time"
+        )
+    return shown, legend
 
 
 class PlanError(Exception):
@@ -100,9 +149,51 @@ def _check_known_keys(keys: list[str]) -> None:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise PlanError(f"config error: {key} is not a gpu-k8s config key; expected one declared in Pulumi.yaml{hint}")
+    _check_other_namespaces(keys)
+
+
+# Config namespaces this program's providers read. Keys of the providers whose Python SDK
+# ships a config module are checked against it (pulumi_alicloud/config/vars.py: region,
+# accessKey, secretKey, profile, securityToken, ...); the others accept any key.
+PROVIDER_SDKS = {"alicloud": "pulumi_alicloud", "tls": "pulumi_tls"}
+OPEN_NAMESPACES = ("kubernetes", "command", "random", "pulumi")
+
+
+def provider_config_keys(namespace: str) -> set[str]:
+    """The keys a provider SDK reads (``__config__.get('key')`` in its config/vars.py)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"{PROVIDER_SDKS[namespace]}.config.vars")
+    text = Path(spec.origin).read_text() if spec and spec.origin else ""
+    return set(re.findall(r"__config__\.get\w*\('(\w+)'", text))
+
+
+def _check_other_namespaces(keys: list[str]) -> None:
+    """alicloud:regoin is as silent as gpu-k8s:instanceTyp: refuse keys no provider reads."""
+    namespaces = ("gpu-k8s", *PROVIDER_SDKS, *OPEN_NAMESPACES)
+    for key in keys:
+        namespace, _, name = key.partition(":")
+        if namespace == "gpu-k8s" or namespace in OPEN_NAMESPACES:
+            continue
+        if namespace in PROVIDER_SDKS:
+            known = provider_config_keys(namespace)
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {namespace}:{close[0]}?)" if close else ""
+            raise PlanError(
+                f"config error: {key} is not a config key of the {namespace} provider; expected one its SDK reads "
+                f"({PROVIDER_SDKS[namespace]}/config/vars.py){hint}"
+            )
+        close = difflib.get_close_matches(namespace, namespaces, n=1)
+        hint = f" (did you mean {close[0]}:{name}?)" if close else ""
+        raise PlanError(
+            f"config error: {key}: no provider reads the namespace {namespace!r}; expected one of {', '.join(namespaces)}{hint}"
+        )
 
 
 def as_json(run: ProgramRun) -> dict:
+    outputs, legend = offline_outputs(run.outputs)
     return {
         "stack": run.stack,
         "resources": [
@@ -117,8 +208,8 @@ def as_json(run: ProgramRun) -> dict:
             }
             for r in run.resources
         ],
-        "outputs": redact(run.outputs),
-        "placeholders": run.placeholders,
+        "outputs": outputs,
+        "placeholders": {**run.placeholders, **legend},
         "warnings": run.warnings,
     }
 
@@ -151,14 +242,61 @@ def render_text(run: ProgramRun) -> str:
 
     walk("", 0)
     lines += ["", f"{len(run.resources)} resources to create.", "", "Outputs:"]
-    for key, value in redact(run.outputs).items():
+    outputs, legend = offline_outputs(run.outputs)
+    for key, value in outputs.items():
         note = f"   <- {DEPLOY_TIME_OUTPUTS[key]}" if key in DEPLOY_TIME_OUTPUTS else ""
+        if key == "cost" and isinstance(value, dict):
+            lines += render_cost(value)
+            continue
         lines.append(f"    {key}: {_short(value, 200)}{note}")
     if run.warnings:
         lines += ["", "Warnings:"] + [f"    ! {w}" for w in run.warnings]
     lines += ["", "Placeholders (values the cloud decides at deploy time):"]
-    lines += [f"    {value}  = {label}" for value, label in run.placeholders.items()]
+    lines += [f"    {value}  = {label}" for value, label in {**run.placeholders, **legend}.items()]
     return "\n".join(lines) + "\n"
+
+
+def render_cost(cost: dict) -> list[str]:
+    """The cost output whole: totals first (never cut), then one line per node."""
+    cur = cost.get("currency", "CNY")
+    kind = "estimate" if cost.get("estimate") else "Aliyun's price"
+    ttl = cost.get("ttlHours")
+    lines = [
+        f"    cost ({kind}, {cur}):",
+        f"        per hour:                 {cost.get('hourlyTotal')}",
+        f"        most before auto-release: {cost.get('maxBeforeAutoRelease')}" + (f" (after {ttl:g} h)" if ttl else ""),
+    ]
+    for row in cost.get("perNode") or []:
+        price = row.get("hourly")
+        shown = f"{price} {cur}/h" if price is not None else "unknown"
+        lines.append(f"        {row.get('node')} ({row.get('instanceType')}): {shown}  [{row.get('source')}]")
+    return lines
+
+
+# What write_out creates in DIR; an earlier run's copies are removed first (a fresh tree).
+OUT_ENTRIES = ("plan.json", "scripts", "manifests", "node-labels")
+
+
+def prepare_out(out: Path) -> None:
+    """A new or earlier plan-out directory, emptied of what an earlier run wrote; else PlanError."""
+    accepted = "expected a new directory or one an earlier plan wrote (with plan.json)"
+    if out.exists() and not out.is_dir():
+        raise PlanError(f"--out {out}: exists and is not a directory; {accepted}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
+        raise PlanError(f"--out {out}: not empty and holds no plan.json from an earlier plan; {accepted}")
+    try:
+        for entry in OUT_ENTRIES:
+            path = out / entry
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise PlanError(f"--out {out}: cannot write there ({err.strerror or err}); {accepted}") from None
 
 
 def write_out(run: ProgramRun, out: Path) -> list[Path]:
@@ -187,6 +325,9 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
     if render_manifests is not None:
         for rel, text in render_manifests(run).items():
             path = out / rel
+            if (yaml.safe_load(text) or {}).get("kind") == "Node":
+                # Label patches for this stack's own node names: not for another cluster.
+                path = out / "node-labels" / Path(rel).name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             written.append(path)
@@ -206,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.out:
+            prepare_out(args.out)
         run = plan(args.stack, args.config)
     except PlanError as err:
         print(f"gpu-k8s plan: {err}", file=sys.stderr)
@@ -226,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(render_text(run))
     if args.out:
-        written = write_out(run, args.out)
+        try:
+            written = write_out(run, args.out)
+        except OSError as err:
+            print(f"gpu-k8s plan: --out {args.out}: cannot write there ({err.strerror or err})", file=sys.stderr)
+            return 2
         print(f"wrote {len(written)} files under {args.out}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,139 @@
+"""Every input class README's "Bad input" table lists: refused (exit 2, a short message naming
+the key) or warned (exit 0, a warning), through the plan CLI in-process, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import config
+from tools import plan
+
+# (stack, --config overrides, the key the first line must name)
+REFUSED = [
+    # address plans that collide
+    ("dev", ["podCidr=10.0.0.0/16"], "gpu-k8s:podCidr: '10.0.0.0/16'"),
+    ("dev", ["podCidr=10.0.0.0/8"], "gpu-k8s:podCidr: '10.0.0.0/8'"),
+    ("dev", ["podCidr=10.96.0.0/16"], "gpu-k8s:podCidr: '10.96.0.0/16'"),
+    # versions that were never released
+    ("dev", ["kubernetesVersion=1.34.99"], "gpu-k8s:kubernetesVersion: '1.34.99'"),
+    ("dev", ["kubernetesVersion=1.28.16"], "gpu-k8s:kubernetesVersion: '1.28.16'"),
+    ("dev", ["flannelVersion=v9.9.9"], "gpu-k8s:flannelVersion: 'v9.9.9'"),
+    ("dev", ["flannelVersion=v0.26.99"], "gpu-k8s:flannelVersion: 'v0.26.99'"),
+    ("dev", ["devicePluginVersion=v0.99.0"], "gpu-k8s:devicePluginVersion: 'v0.99.0'"),
+    ("dev", ["containerToolkitVersion=1.99.99"], "gpu-k8s:containerToolkitVersion: '1.99.99'"),
+    ("dev", ["installCudaToolkit=true", "cudaToolkitVersion=99.9"], "gpu-k8s:cudaToolkitVersion: '99.9'"),
+    ("p4", ["driverVersion=999.99.99"], "gpu-k8s:driverVersion: '999.99.99'"),
+    ("p4", ["driverVersion=535.999.99"], "gpu-k8s:driverVersion: '535.999.99'"),
+    # download and mirror URLs (the GRID URL is a secret: never echoed)
+    ("dev", ["gridDriverUrl=ftp://example.com/grid.run"], "gpu-k8s:gridDriverUrl: '[secret]'"),
+    ("dev", ["gridDriverUrl=http://example.com/grid.run"], "gpu-k8s:gridDriverUrl: '[secret]'"),
+    ("dev", ["gridDriverUrl=https://example.com/a b.run"], "gpu-k8s:gridDriverUrl: '[secret]'"),
+    ("dev", ["gridDriverUrl=https://example.com/a'b.run"], "gpu-k8s:gridDriverUrl: '[secret]'"),
+    ("dev", ["gridDriverUrl=grid.run"], "gpu-k8s:gridDriverUrl: '[secret]'"),
+    ("dev", ['registryMirrors={"docker.io": "https://x;reboot"}'], "gpu-k8s:registryMirrors.docker.io: 'https://x;reboot'"),
+    ("dev", ['registryMirrors={"docker.io": "https://a,https://b"}'], "gpu-k8s:registryMirrors.docker.io"),
+    ("dev", ['registryMirrors={"docker.io": "https://x$(id)"}'], "gpu-k8s:registryMirrors.docker.io"),
+    ("dev", ['registryMirrors={"docker.io": "https://x|y"}'], "gpu-k8s:registryMirrors.docker.io"),
+    ("dev", ['registryMirrors={"docker.io": "https://x&y"}'], "gpu-k8s:registryMirrors.docker.io"),
+    # cost
+    ("dev", ["spot=true", "spotPriceLimit=0"], "gpu-k8s:spotPriceLimit: '0'"),
+    # images the apt-based scripts cannot run
+    ("dev", ["imageNameRegex=^centos_7"], "gpu-k8s:imageNameRegex: '^centos_7'"),
+    ("dev", ["imageNameRegex=^aliyun_3_x64"], "gpu-k8s:imageNameRegex: '^aliyun_3_x64'"),
+    ("dev", ["imageNameRegex=anolis"], "gpu-k8s:imageNameRegex: 'anolis'"),
+    ("dev", ["imageNameRegex=^rockylinux_9"], "gpu-k8s:imageNameRegex: '^rockylinux_9'"),
+    ("dev", ["imageNameRegex=_x64_"], "gpu-k8s:imageNameRegex: '_x64_'"),
+    ("dev", ["imageNameRegex="], "gpu-k8s:imageNameRegex: ''"),
+    # a control plane kubeadm refuses
+    ("dev", ["controlPlaneInstanceType=ecs.t5-lc2m1.nano"], "gpu-k8s:controlPlaneInstanceType: 'ecs.t5-lc2m1.nano'"),
+    ("dev", ["controlPlaneInstanceType=ecs.t6-c4m1.large"], "gpu-k8s:controlPlaneInstanceType: 'ecs.t6-c4m1.large'"),
+    # test images that cannot print the success pattern
+    ("p4", ["smokeTestImage=nvidia/cuda:12.2.0-base-ubuntu22.04"], "gpu-k8s:smokeTestImage: 'nvidia/cuda:12.2.0-base"),
+    (
+        "p4",
+        ["smokeTest=tensorflow", "smokeTestImage=nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda11.2.1"],
+        "gpu-k8s:smokeTestImage: 'nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda11.2.1'",
+    ),
+    # the key that is wrong is the one named
+    ("dev", ["smokeTestCudaVersion=12.4"], "gpu-k8s:smokeTestCudaVersion: '12.4'"),
+]
+
+# (stack, overrides, a fragment of the warning) - legal but risky: planned, loudly warned.
+WARNED = [
+    ("dev", ['allowedCidrs=["0.0.0.0/1", "128.0.0.0/1"]'], "together cover every address"),
+    ("dev", ["kubernetesVersion=1.34.9"], "kubernetesVersion 1.34.9 is not in the known-releases table"),
+    ("dev", ["flannelVersion=v0.29.0"], "flannelVersion v0.29.0 is not in the known-releases table"),
+    ("p4", ["driverVersion=595.91.07"], "driverVersion 595.91.07 is not in the known-releases table"),
+    ("dev", ["controlPlaneInstanceType=ecs.n4.small"], "its vCPU and memory are not in the catalog"),
+]
+
+
+def _argv(stack: str, overrides: list[str]) -> list[str]:
+    argv = ["--stack", stack]
+    for o in overrides:
+        argv += ["--config", o]
+    return argv
+
+
+@pytest.mark.parametrize("stack,overrides,start", REFUSED)
+def test_refused_cleanly(capsys, stack, overrides, start):
+    code = plan.main(_argv(stack, overrides))
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    lines = err.rstrip("\n").split("\n")
+    assert lines[0].startswith("gpu-k8s plan: config error: " + start), err
+    assert "expected" in lines[0]
+    assert all(line.startswith("  ") for line in lines[1:]) and max(map(len, lines)) <= 200, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("stack,overrides,fragment", WARNED)
+def test_warned_but_planned(capsys, stack, overrides, fragment):
+    code = plan.main(_argv(stack, overrides))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = out.split("\nWarnings:\n", 1)[1].split("\n\n", 1)[0]
+    assert fragment in warnings
+
+
+def test_grid_url_is_never_echoed(capsys):
+    plan.main(_argv("dev", ["gridDriverUrl=ftp://user:token@example.com/grid.run"]))
+    _, err = capsys.readouterr()
+    assert "token" not in err and "example.com" not in err
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["gridDriverUrl=https://example.com/nvidia/NVIDIA-Linux-x86_64-470.256.03-grid.run?X-Token=abc&exp=1"],
+        ['registryMirrors={"docker.io": "https://abc123.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.com:5000/v2"}'],
+        ["podCidr=10.128.0.0/16", "imageNameRegex=^ubuntu_24_04_x64_20G_alibase_", "spot=true", "spotPriceLimit=0.5"],
+        ["controlPlaneInstanceType=ecs.g7.large"],
+        ["kubernetesVersion=1.35.4", "flannelVersion=v0.28.9", "devicePluginVersion=v0.14.3", "containerToolkitVersion=1.17.8"],
+        ['allowedCidrs=["0.0.0.0/1"]'],
+    ],
+)
+def test_good_neighbours_still_accepted_without_warning(capsys, overrides):
+    code = plan.main(_argv("dev", overrides))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = out.split("\nWarnings:\n", 1)[1].split("\n\n", 1)[0] if "\nWarnings:\n" in out else ""
+    for fragment in ("known-releases table", "cover every address", "not in the catalog"):
+        assert fragment not in warnings
+
+
+def test_an_encrypted_grid_url_in_the_stack_file_is_not_checked_offline(capsys, tmp_path, monkeypatch):
+    """The offline plan cannot decrypt `secure:` values; only the deployed stack checks them."""
+    from tools import harness
+
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text((harness.ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "__main__.py").symlink_to(harness.ROOT / "__main__.py")
+    (tmp_path / "stacks" / "Pulumi.sec.yaml").write_text(
+        "config:\n  alicloud:region: cn-hangzhou\n  gpu-k8s:instanceType: ecs.sgn7i-vws-m2s.xlarge\n"
+        "  gpu-k8s:gridDriverUrl:\n    secure: v1:AAAA\n"
+    )
+    monkeypatch.setattr(harness, "ROOT", tmp_path)
+    assert harness.effective_config("sec")["gpu-k8s:gridDriverUrl"] == config.OFFLINE_SECRET_MARKER
+    code, _, err = plan.main(["--stack", "sec"]), *capsys.readouterr()
+    assert code == 0, err
