@@ -54,11 +54,6 @@ def release_time(anchor_epoch: int, ttl_hours: Decimal) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:00Z")
 
 
-def diff_suppressed(old: str, new: str) -> bool:
-    """The provider's auto_release_time DiffSuppressFunc case 3 (resource_alicloud_instance.go l.506-516)."""
-    return bool(old) and bool(new) and new.startswith(old.strip(":0Z"))
-
-
 @dataclass(frozen=True, kw_only=True)
 class AutoReleaseArgs:
     ttl_hours: Decimal  # 0: auto-release off (no anchors)
