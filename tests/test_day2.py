@@ -334,3 +334,36 @@ def test_instances_are_deleted_before_they_are_replaced():
     # A replaced worker rejoins under the same node name; kubeadm join refuses while a Ready
     # Node of that name exists, i.e. while the old instance still runs.
     assert all(i.delete_before_replace for i in plain("mixed").of_type(INSTANCE))
+
+
+# --- make targets that replace resources: the URNs they pass are the engine's ---------------
+
+
+def engine_urn(run: ProgramRun, r) -> str:
+    """The URN the engine gives r: every ancestor's type joined by '$' (Pulumi's NewURN)."""
+    by_urn, types, parent = run.by_urn(), [r.type], r.parent
+    while parent in by_urn:
+        types.insert(0, by_urn[parent].type)
+        parent = by_urn[parent].parent
+    return f"urn:pulumi:{run.stack}::gpu-k8s::{'$'.join(types)}::{r.name}"
+
+
+def make_n(*args: str) -> str:
+    import subprocess
+
+    from tools.harness import ROOT
+
+    return subprocess.run(["make", "-s", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_make_replace_node_and_rejoin_name_the_real_resources():
+    run = plain("mixed")
+    recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
+    (instance_urn,) = re.findall(r"--replace='([^']+)'", recipe)
+    assert instance_urn == engine_urn(run, run.named("infer-2-instance"))
+    anchor = re.search(r"--urns='([^']+)'", recipe).group(1)
+    assert [r.name for r in run.resources if re.search(anchor, r.name)] == ["infer-2-ttl-anchor"]
+    assert run.named("infer-2-ttl-anchor").urn == engine_urn(run, run.named("infer-2-ttl-anchor"))
+    token = re.search(r"--urns='([^']+)'", make_n("rejoin", "NODE=infer-2", "STACK=mixed")).group(1)
+    (step,) = [r for r in run.resources if re.search(token, r.name)]
+    assert step.name == "infer-2-join-token" and step.urn == engine_urn(run, step)
