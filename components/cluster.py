@@ -9,11 +9,13 @@
 
 Workers depend on the control plane, never on each other, so the bootstrap critical
 path does not grow with the node count. Each worker has its own bootstrap token
-(kubeadm tokens live 2 h): its random value is kept per worker *instance*, so a worker
-that is replaced (or added days later) gets a new token, created on the control plane
-right before its join, and the join re-runs with it. A worker removed from the config is drained
-and deleted from Kubernetes by prune-nodes during `pulumi up`, before Pulumi releases
-its instance; `pulumi destroy` runs no remote command at all, so it never hangs on a
+(kubeadm tokens live 2 h): its random value is kept per worker *instance* (keepers), so
+a worker that is replaced (or added days later) gets a new token, created on the control
+plane right before its join, and the join re-runs with it. A join retried more than 2 h
+after its token step needs the token made again: `make rejoin NODE=<worker>`.
+
+A worker removed from the config is drained and deleted from Kubernetes by prune-nodes
+during `pulumi up`, before Pulumi releases its instance; `pulumi destroy` runs no remote command at all, so it never hangs on a
 node that is already gone.
 """
 

@@ -39,8 +39,8 @@ class NetworkArgs:
     region: str
     instance_types: tuple[str, ...]
     allowed_cidrs: tuple[str, ...]  # concrete CIDRs ("auto" already resolved)
+    stack: str  # tags the network, so a later run finds this stack's vSwitch and its zone
     spot: bool = False
-    stack: str = "dev"  # tags the network, so a later run finds this stack's vSwitch and its zone
     zone_id: str | None = None  # pinned (gpu-k8s:zoneId)
 
     def __post_init__(self):
@@ -50,6 +50,10 @@ class NetworkArgs:
             ipaddress.ip_network(cidr, strict=True)
         if not self.allowed_cidrs:
             raise ValueError("NetworkArgs.allowed_cidrs must not be empty")
+        if not self.stack:
+            raise ValueError("NetworkArgs.stack is required (it tags the network)")
+        if self.zone_id is not None and not self.zone_id.startswith(f"{self.region}-"):
+            raise ValueError(f"NetworkArgs.zone_id {self.zone_id!r} is not a zone of {self.region}")
 
 
 def _ingress_rules(allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str]]:
