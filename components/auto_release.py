@@ -15,7 +15,11 @@ instance (spot strategy, price limit, disk category: ForceNew, replacement-seman
 - `make replace-node NODE=<hostname>` replaces a node's instance together with its anchor.
 
 The anchors are direct children of this component (one level below the stack), so
-the offline plan prints the same URNs the engine uses.
+the offline plan prints the same URNs the engine uses. In a preview of a re-anchoring
+run (`make extend`, a ttlHours change) the anchors' stdout is unknown, so every
+instance shows an ``auto_release_time`` update whose value is computed at apply time.
+A node whose creation fails and is retried hours later keeps the anchor of the first
+try (same inputs, §2): RunInstances then refuses the old time; `make extend` fixes it.
 
 ECS rules (ModifyInstanceAutoReleaseTime API doc; replacement-semantics.md §1.3): the
 time is yyyy-MM-ddTHH:mm:ssZ in UTC, at least 30 minutes and at most 3 years ahead.

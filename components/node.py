@@ -96,8 +96,10 @@ class Node(pulumi.ComponentResource):
             internet_max_bandwidth_out=args.public_bandwidth_mbps,
             deletion_protection=False,
             tags={"managed-by": "gpu-k8s", "gpu-k8s-pool": args.pool, "gpu-k8s-role": args.role, **args.tags},
-            # Delete before replace: the new instance joins Kubernetes under the same node name,
-            # and kubeadm join refuses while a Ready Node of that name exists (the old instance).
+            # Delete before replace: the new instance joins Kubernetes under the same node name, and
+            # kubeadm join refuses while a Ready Node of that name exists, i.e. while the old instance
+            # runs (kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go: "a Node with name %q and
+            # status Ready already exists"). The new one is Ready to join minutes later (boot, driver).
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=IGNORED_CHANGES, delete_before_replace=True),
         )
         self.image_id = self.instance.image_id  # the image in state: what this node runs
