@@ -83,7 +83,9 @@ extend: install
 NODE_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:fleet:Fleet$$gpu-k8s:node:Node$$alicloud:ecs/instance:Instance::$(NODE)-instance
 replace-node: install
 	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
-	@anchor=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-ttl-anchor$$') || exit 2; \
+	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
+	  { echo "make replace-node: $(NODE) is not a worker of $(STACK) (the control plane: make down, make up)" >&2; exit 2; }; \
+	anchor=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-ttl-anchor$$') || exit 2; \
 	pulumi up -s $(STACK) --yes --replace='$(NODE_URN)' $${anchor:+--replace=$$anchor}
 
 # Run the GPU test again (after fixing its cause): new test pods and a new result check.
@@ -96,7 +98,9 @@ retest: install
 # has expired): make its token again, then join.
 rejoin: install
 	@[ -n "$(NODE)" ] || { echo "usage: make rejoin NODE=<worker hostname>" >&2; exit 2; }
-	pulumi up -s $(STACK) --yes $$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-join-token$$' | sed 's/^/--replace=/')
+	@token=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-join-token$$') && [ -n "$$token" ] || \
+	  { echo "make rejoin: $(NODE) is not a worker of $(STACK)" >&2; exit 2; }; \
+	pulumi up -s $(STACK) --yes --replace="$$token"
 
 kubeconfig:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig

@@ -361,7 +361,8 @@ def test_make_replace_node_and_rejoin_name_the_real_resources():
     recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
     (instance_urn,) = re.findall(r"--replace='([^']+)'", recipe)
     assert instance_urn == engine_urn(run, run.named("infer-2-instance"))
-    anchor = re.search(r"--urns='([^']+)'", recipe).group(1)
+    worker_check, anchor = re.findall(r"--urns='([^']+)'", recipe)
+    assert [r.name for r in run.resources if re.search(worker_check, r.name)] == ["infer-2-kubeadm-join"]
     assert [r.name for r in run.resources if re.search(anchor, r.name)] == ["infer-2-ttl-anchor"]
     assert run.named("infer-2-ttl-anchor").urn == engine_urn(run, run.named("infer-2-ttl-anchor"))
     token = re.search(r"--urns='([^']+)'", make_n("rejoin", "NODE=infer-2", "STACK=mixed")).group(1)
