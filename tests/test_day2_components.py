@@ -90,7 +90,7 @@ def effective_changes(before: ProgramRun, after: ProgramRun, urn: str) -> set[st
     """Input keys that differ between the runs, minus those the resource ignores (§5)."""
     a, b = before.by_urn()[urn], after.by_urn()[urn]
     keys = {k for k in a.inputs.keys() | b.inputs.keys() if canon(a.inputs.get(k)) != canon(b.inputs.get(k))}
-    return keys - set(b.ignore_changes)
+    return keys - set(b.options["ignoreChanges"])
 
 
 # --- 1. the image is chosen once -------------------------------------------------------
@@ -104,7 +104,7 @@ def test_a_newer_image_never_reaches_running_instances():
     for inst in instances:
         # The lookup's answer changed, but image_id is ignored: no ReplaceSystemDisk (§1.2).
         assert canon(inst.inputs["imageId"]) != canon(second.by_urn()[inst.urn].inputs["imageId"])
-        assert "imageId" in second.by_urn()[inst.urn].ignore_changes
+        assert "imageId" in second.by_urn()[inst.urn].options["ignoreChanges"]
         assert effective_changes(first, second, inst.urn) == set(), inst.name
 
 
@@ -158,7 +158,7 @@ def test_vswitch_ignores_zone_changes():
     first = stack("dev", World(zones=["cn-hangzhou-h", "cn-hangzhou-i"]))
     second = stack("dev", World(zones=["cn-hangzhou-i"]))
     vsw = first.named("gpu-k8s-vswitch")
-    assert "zoneId" in vsw.ignore_changes
+    assert "zoneId" in vsw.options["ignoreChanges"]
     assert effective_changes(first, second, vsw.urn) == set()
 
 
@@ -333,7 +333,7 @@ def test_ssh_steps_wait_for_port_22_and_the_provider_for_6443():
 def test_instances_are_deleted_before_they_are_replaced():
     # A replaced worker rejoins under the same node name; kubeadm join refuses while a Ready
     # Node of that name exists, i.e. while the old instance still runs.
-    assert all(i.delete_before_replace for i in plain("mixed").of_type(INSTANCE))
+    assert all(i.options["deleteBeforeReplace"] for i in plain("mixed").of_type(INSTANCE))
 
 
 # --- make targets that replace resources: the URNs they pass are the engine's ---------------
