@@ -33,6 +33,10 @@ class FleetArgs:
     def __post_init__(self):
         if sum(p.count for p in self.pools) < 1:
             raise ValueError("FleetArgs.pools must hold at least one node")
+        # Never a node silently without auto-release: a time for every node, or none (off).
+        expected = set(hostnames(self.pools, self.control_plane_instance_type))
+        if self.auto_release_times and set(self.auto_release_times) != expected:
+            raise ValueError(f"FleetArgs.auto_release_times must name every node {sorted(expected)}, or none")
 
 
 def find_image(name_regex: str) -> str:

@@ -368,3 +368,29 @@ def test_make_replace_node_and_rejoin_name_the_real_resources():
     token = re.search(r"--urns='([^']+)'", make_n("rejoin", "NODE=infer-2", "STACK=mixed")).group(1)
     (step,) = [r for r in run.resources if re.search(token, r.name)]
     assert step.name == "infer-2-join-token" and step.urn == engine_urn(run, step)
+
+
+def test_fleet_refuses_release_times_that_miss_a_node():
+    from components import catalog
+    from components.config import NodePool
+    from components.fleet import FleetArgs
+
+    itype = "ecs.gn6i-c4g1.xlarge"
+    pool = NodePool(name="gpu", instance_type=itype, count=2, profile=catalog.profile_for(itype))
+    common = dict(
+        pools=(pool,),
+        control_plane_instance_type=None,
+        image_name_regex="^x",
+        image_id=None,
+        vswitch_id="vsw",
+        security_group_id="sg",
+        key_pair_name="k",
+        system_disk_gib=60,
+        public_bandwidth_mbps=10,
+        spot=False,
+        spot_price_limit=None,
+    )
+    FleetArgs(auto_release_times={"gpu-0": "t", "gpu-1": "t"}, **common)
+    FleetArgs(auto_release_times={}, **common)  # auto-release off
+    with pytest.raises(ValueError, match="every node"):
+        FleetArgs(auto_release_times={"gpu-0": "t"}, **common)
