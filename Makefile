@@ -7,7 +7,7 @@ STACK ?= dev
 PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
-.PHONY: help install plan plan-out lint test bench up down refresh-down extend retest kubeconfig ssh-key stack outputs
+.PHONY: help install plan plan-out lint test bench up down refresh-down extend replace-node rejoin retest kubeconfig ssh-key stack outputs
 .PHONY: gpu-top
 
 help:
@@ -17,6 +17,8 @@ help:
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
+	@echo "make replace-node NODE=x  replace one worker's instance (and its auto-release anchor)"
+	@echo "make rejoin NODE=x        a worker's join failed long after its token was made: new token, join"
 	@echo "make retest               run the GPU test pods again (after fixing a failure)"
 	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
 	@echo "make gpu-top [WATCH=5]    GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
@@ -65,12 +67,28 @@ refresh-down:
 	pulumi refresh -s $(STACK) --yes
 	pulumi destroy -s $(STACK) --yes --continue-on-error
 
-# Restart the auto-release countdown from now (optionally with a new TTL): the release
-# time is anchored to a timestamp resource; replacing it re-reads the clock.
-ANCHOR_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:auto_release:AutoRelease$$command:local:Command::gpu-k8s-ttl-anchor
-extend:
+# Restart every node's auto-release countdown from now (optionally with a new TTL): each
+# node's release time is anchored to its own timestamp command; replacing them all re-reads
+# the clock. Their URNs come from the offline plan (same program, same config), like retest's.
+TTL_ANCHORS = -ttl-anchor$$
+extend: install
 	@if [ -n "$(HOURS)" ]; then pulumi config set -s $(STACK) gpu-k8s:ttlHours "$(HOURS)"; fi
-	pulumi up -s $(STACK) --yes --replace '$(ANCHOR_URN)'
+	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(TTL_ANCHORS)') && [ -n "$$urns" ] || \
+	  { echo "make extend: no auto-release anchors in the plan of $(STACK) (ttlHours 0?)" >&2; exit 2; }; \
+	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
+
+# Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
+# its auto-release anchor so that the new instance gets a valid release time. A worker then
+# re-runs its bootstrap, gets a fresh join token and rejoins. Replacing the control plane
+# rebuilds the cluster: use make down / make up instead. (The instance URN is written out:
+# it sits two components deep, Fleet > Node, where the offline plan's URNs are not exact.)
+NODE_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:fleet:Fleet$$gpu-k8s:node:Node$$alicloud:ecs/instance:Instance::$(NODE)-instance
+replace-node: install
+	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
+	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
+	  { echo "make replace-node: $(NODE) is not a worker of $(STACK) (the control plane: make down, make up)" >&2; exit 2; }; \
+	anchor=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-ttl-anchor$$') || exit 2; \
+	pulumi up -s $(STACK) --yes --replace='$(NODE_URN)' $${anchor:+--replace=$$anchor}
 
 # Run the GPU test again (after fixing its cause): new test pods and a new result check.
 # Their URNs come from the offline plan, which runs the same program with the same config.
@@ -82,6 +100,14 @@ retest: install
 # more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.
 gpu-top: install
 	$(PY) -m tools.gpu_top $(if $(WATCH),--watch $(WATCH)) $(GPU_TOP)
+
+# A worker's join failed and is retried more than 2 h after its token was made (the token
+# has expired): make its token again, then join.
+rejoin: install
+	@[ -n "$(NODE)" ] || { echo "usage: make rejoin NODE=<worker hostname>" >&2; exit 2; }
+	@token=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-join-token$$') && [ -n "$$token" ] || \
+	  { echo "make rejoin: $(NODE) is not a worker of $(STACK)" >&2; exit 2; }; \
+	pulumi up -s $(STACK) --yes --replace="$$token"
 
 kubeconfig:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig

@@ -9,11 +9,12 @@ from components.cluster import KubeCluster, KubeClusterArgs
 from components.cni import Flannel, FlannelArgs
 from components.config import load_config
 from components.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.fleet import Fleet, FleetArgs
+from components.fleet import Fleet, FleetArgs, hostnames
 from components.monitoring import GpuMonitoring, GpuMonitoringArgs
 from components.network import Network, NetworkArgs
+from components.node import replacing_inputs
 from components.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
-from components.ssh_key import SshKey, SshKeyArgs
+from components.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
 
 # 1. Config: every key read and validated before anything is created.
 cfg = load_config()
@@ -27,24 +28,35 @@ network = Network(
         instance_types=cfg.instance_types,
         allowed_cidrs=allowed_cidrs,
         spot=cfg.spot,
+        stack=cfg.stack,
+        zone_id=cfg.zone_id,
     ),
 )
 
 # 3. Nodes: SSH key, auto-release time, pay-as-you-go GPU instances.
-ssh_key = SshKey("gpu-k8s-ssh", SshKeyArgs(key_pair_name=f"gpu-k8s-{cfg.stack}"))
-release = AutoRelease("gpu-k8s-ttl", AutoReleaseArgs(ttl_hours=cfg.ttl_hours))
+ssh_key = SshKey("gpu-k8s-ssh", SshKeyArgs(key_pair_prefix=key_pair_prefix("gpu-k8s", cfg.stack, cfg.region)))
+# One release anchor per node, re-taken when that node's instance is replaced.
+release = AutoRelease(
+    "gpu-k8s-ttl",
+    AutoReleaseArgs(
+        ttl_hours=cfg.ttl_hours,
+        hostnames=tuple(hostnames(cfg.pools, cfg.control_plane_instance_type)),
+        replace_triggers=replacing_inputs(cfg.spot, cfg.spot_price_limit),
+    ),
+)
 fleet = Fleet(
     "gpu-k8s",
     FleetArgs(
         pools=cfg.pools,
         control_plane_instance_type=cfg.control_plane_instance_type,
         image_name_regex=cfg.image_name_regex,
+        image_id=cfg.image_id,
         vswitch_id=network.vswitch.id,
         security_group_id=network.security_group.id,
         key_pair_name=ssh_key.key_pair_name,
         system_disk_gib=cfg.system_disk_gib,
         public_bandwidth_mbps=cfg.public_bandwidth_mbps,
-        auto_release_time=release.release_time,
+        auto_release_times=release.release_times,
         spot=cfg.spot,
         spot_price_limit=cfg.spot_price_limit,
     ),
@@ -69,6 +81,8 @@ cluster = KubeCluster(
             kubernetes_version=cfg.kubernetes_version,
         ),
         pod_cidr=cfg.pod_cidr,
+        ssh_rules=tuple(network.ssh_rules),
+        api_rules=tuple(network.api_rules),
     ),
 )
 
@@ -116,7 +130,7 @@ gpu_test = GpuSmokeTest(
 
 # 7. Exports: how to reach the cluster, what it costs, when it goes away.
 pulumi.export("region", cfg.region)
-pulumi.export("zone", network.zone_id)
+pulumi.export("zone", network.vswitch.zone_id)
 pulumi.export("allowedCidrs", list(allowed_cidrs))
 pulumi.export("controlPlaneIp", fleet.control_plane.public_ip)
 pulumi.export("nodes", fleet.describe())
@@ -124,6 +138,7 @@ pulumi.export("gpuTest", gpu_test.result)
 pulumi.export("gpuNodes", report.gpu_node_table(fleet, cluster, gpu_test))
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("sshPrivateKey", ssh_key.private_key)
-pulumi.export("autoReleaseTime", release.release_time or "off: the instances bill until `make down`")
+pulumi.export("autoReleaseTime", release.earliest or "off: the instances bill until `make down`")
+pulumi.export("imageId", fleet.control_plane.image_id)
 pulumi.export("cost", cost.stack_cost(cfg, fleet))
 pulumi.export("gpuMetrics", gpu_metrics.summary if gpu_metrics else "off (gpu-k8s:monitoring none)")

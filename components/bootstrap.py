@@ -55,6 +55,7 @@ class NodeBootstrapArgs:
     private_key: pulumi.Input[str]
     profile: GpuProfile | None  # None: no GPU steps (dedicated control plane)
     setup: NodeSetup
+    after: tuple[pulumi.Resource, ...] = ()  # what the first SSH step waits for (the port-22 rules)
 
     def __post_init__(self):
         if not self.hostname:
@@ -94,7 +95,7 @@ class NodeBootstrap(pulumi.ComponentResource):
         def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
             return remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
 
-        wait = step("wait-boot", "00-wait-boot.sh", [], timeout="20m")
+        wait = step("wait-boot", "00-wait-boot.sh", list(args.after), timeout="20m")
         base: list[pulumi.Resource] = [wait]
         self.gpu_verify = self.gpu_name = self.driver_version = None
         driver = None

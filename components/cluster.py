@@ -1,16 +1,21 @@
 """KubeCluster: kubeadm on the fleet, workers joined in parallel, kubeconfig and provider.
 
-    every node: NodeBootstrap (parallel across nodes)
-    control plane: kubeadm-init ─┬─> kubeconfig (secret) ─> Kubernetes provider
-                                 ├─> ca-hash (secret) ─┐
-                                 ├─> join-token ───────┼─> <worker>-join   (one per worker, parallel)
-                                 └─> prune-nodes       │
+    every node: NodeBootstrap (parallel across nodes), after the port-22 rules
+    control plane: kubeadm-init ─┬─> kubeconfig (secret) ─> Kubernetes provider (after the 6443 rules)
+                                 ├─> ca-hash (secret) ────────────┐
+                                 ├─> <worker>-join-token ─────────┴─> <worker>-kubeadm-join  (per worker, parallel)
+                                 └─> prune-nodes
     every node: node labels (after its init/join and its gpu-verify)
 
 Workers depend on the control plane, never on each other, so the bootstrap critical
-path does not grow with the node count. A worker removed from the config is drained
-and deleted from Kubernetes by prune-nodes during `pulumi up`, before Pulumi releases
-its instance; `pulumi destroy` runs no remote command at all, so it never hangs on a
+path does not grow with the node count. Each worker has its own bootstrap token
+(kubeadm tokens live 2 h): its random value is kept per worker *instance* (keepers), so
+a worker that is replaced (or added days later) gets a new token, created on the control
+plane right before its join, and the join re-runs with it. A join retried more than 2 h
+after its token step needs the token made again: `make rejoin NODE=<worker>`.
+
+A worker removed from the config is drained and deleted from Kubernetes by prune-nodes
+during `pulumi up`, before Pulumi releases its instance; `pulumi destroy` runs no remote command at all, so it never hangs on a
 node that is already gone.
 """
 
@@ -39,6 +44,8 @@ class KubeClusterArgs:
     private_key: pulumi.Input[str]
     setup: NodeSetup
     pod_cidr: str
+    ssh_rules: tuple[pulumi.Resource, ...] = ()  # security-group rules opening 22: every SSH step waits for them
+    api_rules: tuple[pulumi.Resource, ...] = ()  # rules opening 6443: the Kubernetes provider waits for them
 
     def __post_init__(self):
         if not self.fleet.nodes:
@@ -62,8 +69,8 @@ def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | N
     return labels
 
 
-def _bootstrap_token(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
-    """kubeadm bootstrap token [a-z0-9]{6}.[a-z0-9]{16}, generated once, kept secret."""
+def _bootstrap_token(name: str, parent: pulumi.Resource, instance_id: pulumi.Input[str]) -> pulumi.Output[str]:
+    """kubeadm bootstrap token [a-z0-9]{6}.[a-z0-9]{16}, kept secret; a new one per instance (keepers)."""
     parts = [
         random.RandomString(
             f"{name}-token-{role}",
@@ -72,6 +79,7 @@ def _bootstrap_token(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
             special=False,
             numeric=True,
             lower=True,
+            keepers={"instance": instance_id},
             opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["result"]),
         ).result
         for role, length in (("id", 6), ("secret", 16))
@@ -100,6 +108,7 @@ class KubeCluster(pulumi.ComponentResource):
                     private_key=args.private_key,
                     profile=node.profile,
                     setup=setup,
+                    after=args.ssh_rules,
                 ),
                 child,
             )
@@ -137,18 +146,21 @@ class KubeCluster(pulumi.ComponentResource):
         self.joins = {cp.hostname: self.init}
         if fleet.workers:
             ca_hash = on_control_plane("ca-hash", "42-ca-cert-hash.sh", [self.init], secret_stdout=True, timeout="5m")
-            token = _bootstrap_token(name, self)
-            # Re-runs whenever the set of workers changes, so a worker added days later
-            # still finds a live token (tokens expire after 2 h).
-            token_cmd = on_control_plane(
-                "join-token",
-                "43-join-token.sh",
-                [self.init],
-                env={"FOR_NODES": " ".join(w.hostname for w in fleet.workers)},
-                stdin=token,
-                timeout="5m",
-            )
             for worker in fleet.workers:
+                # A token per worker instance, made right before its join (after its own bootstrap),
+                # so it is live whenever that worker joins: first deploy, scale-out, replacement.
+                token = _bootstrap_token(worker.hostname, self, worker.instance.id)
+                token_cmd = remote.run_script(
+                    f"{worker.hostname}-join-token",
+                    script="43-join-token.sh",
+                    conn=cp_conn,
+                    env={"FOR_NODE": worker.hostname},
+                    stdin=token,
+                    after=[self.init],
+                    order_after=self.bootstraps[worker.hostname].kubernetes_ready,
+                    parent=self,
+                    timeout="5m",
+                )
                 self.joins[worker.hostname] = remote.run_script(
                     f"{worker.hostname}-kubeadm-join",
                     script="50-kubeadm-join.sh",
@@ -160,8 +172,9 @@ class KubeCluster(pulumi.ComponentResource):
                         "IMAGE_REPOSITORY": args.image_repository,
                     },
                     stdin=pulumi.Output.concat(token, "\n", ca_hash.stdout.apply(str.strip), "\n"),
-                    after=self.bootstraps[worker.hostname].kubernetes_ready,
-                    order_after=[token_cmd, ca_hash],
+                    # A re-run (replacement) of the token step, e.g. `make rejoin`, re-runs the join.
+                    after=[*self.bootstraps[worker.hostname].kubernetes_ready, token_cmd],
+                    order_after=[ca_hash],
                     parent=self,
                     timeout="20m",
                 )
@@ -184,7 +197,7 @@ class KubeCluster(pulumi.ComponentResource):
             kubeconfig=self.kubeconfig,
             delete_unreachable=True,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.joins.values())),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.joins.values(), *args.api_rules]),
         )
         self.node_labels = {}
         for node in fleet.nodes:

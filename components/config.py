@@ -23,8 +23,11 @@ from components import catalog, cuda
 PROJECT = "gpu-k8s"
 
 MAX_NODES = 64
-# ECS AutoReleaseTime must be at least 30 minutes and at most 3 years ahead.
-MIN_TTL_HOURS = Decimal("0.5")
+# ECS AutoReleaseTime must be at least 30 minutes and at most 3 years ahead
+# (ModifyInstanceAutoReleaseTime API doc). Each node's time is anchored shortly before
+# its RunInstances call, so the shortest TTL keeps a 15-minute margin above the API's
+# 30 minutes for the resources created in between (VPC, vSwitch, key pair).
+MIN_TTL_HOURS = Decimal("0.75")
 MAX_TTL_HOURS = Decimal(3 * 365 * 24)
 
 SMOKE_TESTS = ("vectoradd", "tensorflow", "none")
@@ -41,6 +44,8 @@ _K8S_VERSION_RE = re.compile(r"^1\.(\d{2})\.\d{1,2}$")
 _TOOLKIT_VERSION_RE = re.compile(r"^1\.\d{1,2}\.\d{1,2}$")
 _CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
+# An ECS image id: a system image (ubuntu_22_04_x64_20G_alibase_20240130.vhd) or a custom one (m-bp1...).
+_ECS_IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,127}$")
 # An image reference: repository[:tag][@sha256:digest], lower-case, no spaces.
 IMAGE_REF_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:\d+/[a-z0-9._/-]+)?(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 # The device plugin reads its config file (CONFIG_FILE) since v0.12.0.
@@ -140,6 +145,8 @@ class StackConfig:
     dcgm_exporter_version: str
     prometheus_version: str
     dcgm_counters: str | None  # a replacement counters CSV's text; None = NVIDIA's default
+    image_id: str | None = None  # pinned ECS image (None: newest match of image_name_regex)
+    zone_id: str | None = None  # pinned zone (None: the existing vSwitch's zone, else a lookup)
 
     @property
     def instance_types(self) -> tuple[str, ...]:
@@ -348,6 +355,22 @@ def parse_device_plugin_version(value: str) -> str:
     return value
 
 
+def parse_image_id(value: str) -> str | None:
+    if not value:
+        return None
+    accepted = "an ECS image id such as ubuntu_22_04_x64_20G_alibase_20240130.vhd or m-bp1abc..., or empty (lookup)"
+    return _match("imageId", value, _ECS_IMAGE_ID_RE, accepted)
+
+
+def parse_zone_id(value: str, region: str) -> str | None:
+    if not value:
+        return None
+    accepted = f"a zone of {region} such as {region}-h, or empty (chosen once by the zone lookup)"
+    if not value.startswith(f"{region}-") or not re.match(r"^[a-z0-9-]+$", value):
+        raise ConfigError("zoneId", value, accepted)
+    return value
+
+
 def parse_pod_cidr(value: str) -> str:
     try:
         net = ipaddress.ip_network(value, strict=True)
@@ -444,6 +467,8 @@ def load_config() -> StackConfig:
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
         **parse_monitoring(cfg),
+        image_id=parse_image_id(cfg.get("imageId") or ""),
+        zone_id=parse_zone_id(cfg.get("zoneId") or "", region),
     )
     _check_releases(loaded)
     warn_world_open(loaded.allowed_cidrs)

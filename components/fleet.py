@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,26 +20,41 @@ class FleetArgs:
     pools: tuple[NodePool, ...]
     control_plane_instance_type: str | None
     image_name_regex: str
+    image_id: str | None  # pinned (gpu-k8s:imageId); None: look up the newest match once per run
     vswitch_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     key_pair_name: pulumi.Input[str]
     system_disk_gib: int
     public_bandwidth_mbps: int
-    auto_release_time: pulumi.Input[str] | None
+    auto_release_times: Mapping[str, pulumi.Input[str]]  # per hostname (AutoRelease); empty: off
     spot: bool
     spot_price_limit: Decimal | None
 
     def __post_init__(self):
         if sum(p.count for p in self.pools) < 1:
             raise ValueError("FleetArgs.pools must hold at least one node")
+        # Never a node silently without auto-release: a time for every node, or none (off).
+        expected = set(hostnames(self.pools, self.control_plane_instance_type))
+        if self.auto_release_times and set(self.auto_release_times) != expected:
+            raise ValueError(f"FleetArgs.auto_release_times must name every node {sorted(expected)}, or none")
 
 
 def find_image(name_regex: str) -> str:
-    """Newest system image whose name matches (e.g. Ubuntu 22.04 x64)."""
+    """Newest system image whose name matches (e.g. Ubuntu 22.04 x64).
+
+    Read on every run, so its answer changes when Aliyun publishes a newer image; it only
+    reaches nodes created from now on (the instances ignore later image_id changes).
+    """
     images = alicloud.ecs.get_images(name_regex=name_regex, owners="system", most_recent=True, os_type="linux")
     if not images.images:
         raise ConfigError("imageNameRegex", name_regex, "a regex matching an Aliyun system image in this region")
     return images.images[0].id
+
+
+def hostnames(pools: tuple[NodePool, ...], control_plane_instance_type: str | None) -> list[str]:
+    """Every node's hostname, the dedicated control plane first (what AutoRelease anchors)."""
+    dedicated = control_plane_instance_type is not None
+    return ([CONTROL_PLANE_HOSTNAME] if dedicated else []) + [h for h, _, _ in plan_nodes(pools, dedicated)]
 
 
 def plan_nodes(pools: tuple[NodePool, ...], dedicated_control_plane: bool) -> list[tuple[str, NodePool, str]]:
@@ -58,17 +74,17 @@ class Fleet(pulumi.ComponentResource):
     nodes: list[Node]
 
     def __init__(self, name: str, args: FleetArgs, opts: pulumi.ResourceOptions | None = None):
-        image_id = find_image(args.image_name_regex)
+        # The image a node created in this run gets: pinned, or the lookup's current answer.
+        self.new_node_image_id = args.image_id or find_image(args.image_name_regex)
         super().__init__("gpu-k8s:fleet:Fleet", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         common = dict(
-            image_id=image_id,
+            image_id=self.new_node_image_id,
             vswitch_id=args.vswitch_id,
             security_group_id=args.security_group_id,
             key_pair_name=args.key_pair_name,
             system_disk_gib=args.system_disk_gib,
             public_bandwidth_mbps=args.public_bandwidth_mbps,
-            auto_release_time=args.auto_release_time,
             spot=args.spot,
             spot_price_limit=args.spot_price_limit,
         )
@@ -77,7 +93,13 @@ class Fleet(pulumi.ComponentResource):
             Node(
                 hostname,
                 NodeArgs(
-                    hostname=hostname, pool=pool.name, instance_type=pool.instance_type, profile=pool.profile, role=role, **common
+                    hostname=hostname,
+                    pool=pool.name,
+                    instance_type=pool.instance_type,
+                    profile=pool.profile,
+                    role=role,
+                    auto_release_time=args.auto_release_times.get(hostname),
+                    **common,
                 ),
                 child,
             )
@@ -92,6 +114,7 @@ class Fleet(pulumi.ComponentResource):
                     instance_type=args.control_plane_instance_type,
                     profile=None,
                     role=CONTROL_PLANE,
+                    auto_release_time=args.auto_release_times.get(CONTROL_PLANE_HOSTNAME),
                     **common,
                 ),
                 child,
@@ -115,6 +138,8 @@ class Fleet(pulumi.ComponentResource):
                 "publicIp": n.public_ip,
                 "privateIp": n.private_ip,
                 "ssh": n.ssh_command,
+                "imageId": n.image_id,
+                "autoReleaseTime": n.auto_release_time or "off",
             }
             for n in self.nodes
         }

@@ -1,4 +1,17 @@
-"""Network: VPC, one vSwitch in a zone that sells the GPU types, a locked-down security group."""
+"""Network: VPC, one vSwitch in a zone that sells the GPU types, a locked-down security group.
+
+The zone is chosen once (replacement-semantics.md §1.1, §1.5): ``get_zones`` answers
+from live stock, and a vSwitch whose zone changes is replaced (ForceNew). So:
+
+1. the zone of this stack's existing vSwitch (found by name and tags) is kept; otherwise
+2. ``gpu-k8s:zoneId`` pins it (it must sell every type now); otherwise
+3. the first zone where ``get_zones`` says every type sells, with an ESSD system disk.
+
+The vSwitch also ignores later ``zone_id`` changes, so the first zone stays in state
+whatever the lookup says. Once a zone is known, a lookup that no longer lists it (a type
+sold out) is a warning, not an error, so `make extend` and other day-2 runs still work;
+on the first deploy it is a clear error.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +21,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 
+from components import catalog
 from components.config import ConfigError
+from components.node import SYSTEM_DISK_CATEGORY
 
 VPC_CIDR = "10.0.0.0/16"
 VSWITCH_CIDR = "10.0.0.0/20"
 # Ports reachable from allowedCidrs only; everything else stays closed from outside.
 PUBLIC_PORTS = {"ssh": 22, "kube-api": 6443}
+# GPU families whose system disk may be ESSD (aliyun-gpu-ecs.md "System disk categories", Aliyun
+# docs): gn7i/gn7e/vgn7i-vws/sgn7i-vws take only ESSD; gn6i/gn6v/vgn6i-vws also SSD and ultra.
+ESSD_FAMILIES = frozenset({"gn7i", "gn7e", "vgn7i-vws", "sgn7i-vws", "gn6i", "gn6v", "vgn6i-vws"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,7 +39,9 @@ class NetworkArgs:
     region: str
     instance_types: tuple[str, ...]
     allowed_cidrs: tuple[str, ...]  # concrete CIDRs ("auto" already resolved)
+    stack: str  # tags the network, so a later run finds this stack's vSwitch and its zone
     spot: bool = False
+    zone_id: str | None = None  # pinned (gpu-k8s:zoneId)
 
     def __post_init__(self):
         if not self.instance_types:
@@ -30,6 +50,10 @@ class NetworkArgs:
             ipaddress.ip_network(cidr, strict=True)
         if not self.allowed_cidrs:
             raise ValueError("NetworkArgs.allowed_cidrs must not be empty")
+        if not self.stack:
+            raise ValueError("NetworkArgs.stack is required (it tags the network)")
+        if self.zone_id is not None and not self.zone_id.startswith(f"{self.region}-"):
+            raise ValueError(f"NetworkArgs.zone_id {self.zone_id!r} is not a zone of {self.region}")
 
 
 def _ingress_rules(allowed_cidrs: tuple[str, ...]) -> list[tuple[str, int, str]]:
@@ -41,25 +65,77 @@ def _rule_suffix(cidr: str) -> str:
     return cidr.replace(".", "-").replace("/", "-")
 
 
-def pick_zone(region: str, instance_types: tuple[str, ...], spot: bool) -> str:
-    """A zone where every instance type can be created with a vSwitch (first match)."""
+def essd_supported(instance_type: str) -> bool | None:
+    """True where the catalog knows the type takes an ESSD system disk; None where it does not know."""
+    try:
+        family = catalog.profile_for(instance_type).family
+    except catalog.UnknownInstanceType:
+        return None
+    return True if family in ESSD_FAMILIES else None
+
+
+def stack_tags(stack: str) -> dict[str, str]:
+    return {"managed-by": "gpu-k8s", "gpu-k8s-stack": stack}
+
+
+def sellable_zones(instance_types: tuple[str, ...], spot: bool) -> list[str]:
+    """Zones where every type can be created now, with an ESSD system disk (alphabetical)."""
     common: list[str] | None = None
     for itype in instance_types:
         zones = alicloud.get_zones(
             available_instance_type=itype,
             available_resource_creation="VSwitch",
+            available_disk_category=SYSTEM_DISK_CATEGORY,
             instance_charge_type="PostPaid",
             spot_strategy="SpotAsPriceGo" if spot else None,
         )
         ids = [z.id for z in zones.zones]
         common = ids if common is None else [z for z in common if z in ids]
-    if not common:
+    return common or []
+
+
+def existing_zone(vswitch_name: str, stack: str) -> str | None:
+    """The zone of this stack's vSwitch if it exists already (found by name and tags), else None."""
+    found = alicloud.vpc.get_switches(vswitch_name=vswitch_name, tags=stack_tags(stack))
+    zones = sorted({v.zone_id for v in found.vswitches or [] if v.zone_id})
+    return zones[0] if zones else None
+
+
+def pick_zone(
+    region: str, instance_types: tuple[str, ...], spot: bool, *, pinned: str | None = None, existing: str | None = None
+) -> str:
+    """The zone of the vSwitch: the existing one, else the pinned one, else the first that sells every type."""
+    types = ", ".join(instance_types)
+    sellable = sellable_zones(instance_types, spot)
+    if existing is not None:
+        if pinned is not None and pinned != existing:
+            pulumi.log.warn(
+                f"gpu-k8s:zoneId is {pinned}, but this stack's vSwitch is in {existing}: the zone is chosen once and "
+                f"kept. To move the cluster, `make down`, then `make up` with zoneId {pinned}."
+            )
+        if existing not in sellable:
+            pulumi.log.warn(
+                f"zone {existing} does not currently sell every type ({types}) with a {SYSTEM_DISK_CATEGORY} disk: "
+                "running nodes are unaffected, but a node created now may fail (sold out); retry later."
+            )
+        return existing
+    if pinned is not None:
+        if pinned not in sellable:
+            raise ConfigError(
+                "zoneId",
+                pinned,
+                f"a zone of {region} that sells {types} with a {SYSTEM_DISK_CATEGORY} system disk now "
+                f"({', '.join(sellable) or 'none does'}), or empty",
+            )
+        return pinned
+    if not sellable:
         raise ConfigError(
             "instanceType",
-            ", ".join(instance_types),
-            f"instance types sold together in one zone of {region} (none found; try another region or type)",
+            types,
+            f"instance types sold together in one zone of {region} with a {SYSTEM_DISK_CATEGORY} system disk "
+            "(none found; try another region or type)",
         )
-    return common[0]
+    return sellable[0]
 
 
 class Network(pulumi.ComponentResource):
@@ -69,18 +145,28 @@ class Network(pulumi.ComponentResource):
     zone_id: str
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
-        # Look the zone up first: no zone means a clear error before anything exists.
-        self.zone_id = pick_zone(args.region, args.instance_types, args.spot)
+        # Look the zone up first: no zone on a first deploy is a clear error before anything exists.
+        for itype in args.instance_types:
+            if essd_supported(itype) is None:
+                pulumi.log.warn(
+                    f"the catalog does not know whether {itype} takes a {SYSTEM_DISK_CATEGORY} system disk; "
+                    f"the zone lookup (get_zones available_disk_category={SYSTEM_DISK_CATEGORY}) checks it at deploy time"
+                )
+        existing = existing_zone(f"{name}-vswitch", args.stack)
+        self.zone_id = pick_zone(args.region, args.instance_types, args.spot, pinned=args.zone_id, existing=existing)
         super().__init__("gpu-k8s:network:Network", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.vpc = alicloud.vpc.Network(f"{name}-vpc", vpc_name=f"{name}-vpc", cidr_block=VPC_CIDR, opts=child)
+        tags = stack_tags(args.stack)
+        self.vpc = alicloud.vpc.Network(f"{name}-vpc", vpc_name=f"{name}-vpc", cidr_block=VPC_CIDR, tags=tags, opts=child)
         self.vswitch = alicloud.vpc.Switch(
             f"{name}-vswitch",
             vswitch_name=f"{name}-vswitch",
             vpc_id=self.vpc.id,
             cidr_block=VSWITCH_CIDR,
             zone_id=self.zone_id,
-            opts=child,
+            tags=tags,
+            # zone_id is ForceNew: never let a later lookup replace the vSwitch (and strand the nodes).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["zone_id"]),
         )
         # inner_access_policy=Accept: nodes in the group reach each other on every port
         # (kubelet, flannel VXLAN, etcd); nothing else is open by default.
@@ -108,6 +194,10 @@ class Network(pulumi.ComponentResource):
             )
             for role, port, cidr in _ingress_rules(args.allowed_cidrs)
         ]
+        # What SSH steps and the Kubernetes provider must wait for.
+        roles = [role for role, _, _ in _ingress_rules(args.allowed_cidrs)]
+        self.ssh_rules = [rule for rule, role in zip(self.rules, roles, strict=True) if role == "ssh"]
+        self.api_rules = [rule for rule, role in zip(self.rules, roles, strict=True) if role == "kube-api"]
         self.register_outputs(
             {
                 "vpcId": self.vpc.id,

@@ -1,4 +1,11 @@
-"""Node: one pay-as-you-go ECS instance (a GPU node, or a dedicated control plane)."""
+"""Node: one pay-as-you-go ECS instance (a GPU node, or a dedicated control plane).
+
+Day 2 (replacement-semantics.md §1.2): on alicloud_instance a changed ``image_id`` is an
+in-place stop, ReplaceSystemDisk, start that wipes the node while Pulumi reports
+success. The image is therefore chosen when the instance is created and then ignored
+(``ignore_changes``): a newer image, or a new ``imageId``, only reaches nodes created
+later. Replacing a node on purpose is ``make replace-node NODE=<hostname>``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,9 @@ from components.catalog import GpuProfile
 from components.config import DNS_LABEL_RE
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
+SYSTEM_DISK_CATEGORY = "cloud_essd"  # ForceNew on the instance; the zone lookup checks every type takes it
+# Inputs the instance keeps from its creation (see the module docstring).
+IGNORED_CHANGES = ["image_id"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +37,7 @@ class NodeArgs:
     key_pair_name: pulumi.Input[str]
     system_disk_gib: int
     public_bandwidth_mbps: int
-    auto_release_time: pulumi.Input[str] | None = None
+    auto_release_time: pulumi.Input[str] | None = None  # from this node's own anchor (auto_release.py)
     spot: bool = False
     spot_price_limit: Decimal | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -47,6 +57,11 @@ def _spot_strategy(spot: bool, limit: Decimal | None) -> str:
     return "SpotWithPriceLimit" if limit is not None else "SpotAsPriceGo"
 
 
+def replacing_inputs(spot: bool, limit: Decimal | None) -> tuple[str, ...]:
+    """The instance inputs this program sets that are ForceNew (§1.2): a change replaces the instance."""
+    return (_spot_strategy(spot, limit), str(limit) if limit is not None else "", SYSTEM_DISK_CATEGORY)
+
+
 class Node(pulumi.ComponentResource):
     instance: alicloud.ecs.Instance
     public_ip: pulumi.Output[str]
@@ -59,6 +74,8 @@ class Node(pulumi.ComponentResource):
         self.hostname = args.hostname
         self.profile = args.profile
         strategy = _spot_strategy(args.spot, args.spot_price_limit)
+        limit = float(args.spot_price_limit) if args.spot_price_limit is not None else None
+        self.auto_release_time = args.auto_release_time
         self.instance = alicloud.ecs.Instance(
             f"{name}-instance",
             instance_name=f"gpu-k8s-{args.hostname}",
@@ -70,17 +87,22 @@ class Node(pulumi.ComponentResource):
             key_name=args.key_pair_name,  # key only: no password is ever set
             instance_charge_type="PostPaid",
             spot_strategy=strategy,
-            spot_price_limit=float(args.spot_price_limit) if args.spot_price_limit is not None else None,
-            auto_release_time=args.auto_release_time,
-            system_disk_category="cloud_essd",
+            spot_price_limit=limit,
+            auto_release_time=self.auto_release_time,
+            system_disk_category=SYSTEM_DISK_CATEGORY,
             system_disk_size=args.system_disk_gib,
             # PayByTraffic: outbound bytes only; the public IP goes with the instance.
             internet_charge_type="PayByTraffic",
             internet_max_bandwidth_out=args.public_bandwidth_mbps,
             deletion_protection=False,
             tags={"managed-by": "gpu-k8s", "gpu-k8s-pool": args.pool, "gpu-k8s-role": args.role, **args.tags},
-            opts=pulumi.ResourceOptions(parent=self),
+            # Delete before replace: the new instance joins Kubernetes under the same node name, and
+            # kubeadm join refuses while a Ready Node of that name exists, i.e. while the old instance
+            # runs (kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go: "a Node with name %q and
+            # status Ready already exists"). The new one is Ready to join minutes later (boot, driver).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=IGNORED_CHANGES, delete_before_replace=True),
         )
+        self.image_id = self.instance.image_id  # the image in state: what this node runs
         self.public_ip = self.instance.public_ip
         self.private_ip = self.instance.private_ip
         self.ssh_command = self.public_ip.apply(lambda ip: f"ssh -i gpu-k8s.pem -o StrictHostKeyChecking=accept-new root@{ip}")
@@ -89,6 +111,8 @@ class Node(pulumi.ComponentResource):
                 "publicIp": self.public_ip,
                 "privateIp": self.private_ip,
                 "ssh": self.ssh_command,
+                "imageId": self.image_id,
+                "autoReleaseTime": self.auto_release_time or "off",
                 "gpu": args.profile.summary() if args.profile else "none (control plane)",
             }
         )

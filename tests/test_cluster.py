@@ -177,7 +177,7 @@ def test_workers_join_in_parallel_after_the_control_plane(program):
     assert "train-0-kubeadm-join" not in commands(run)  # the first GPU node is the control plane
     for w, join in zip(workers, joins, strict=True):
         d = deps(run, join)
-        assert {"gpu-k8s-join-token", "gpu-k8s-ca-hash", f"{w}-bootstrap-container-runtime"} <= d
+        assert {f"{w}-join-token", "gpu-k8s-ca-hash", f"{w}-bootstrap-container-runtime"} <= d
         assert not d & set(joins)  # never behind another worker
         assert env(run, join)["CONTROL_PLANE_ENDPOINT"].endswith(":6443")
         assert env(run, join)["NODE_NAME"] == w
@@ -221,8 +221,8 @@ def test_count_change_touches_only_the_changed_nodes(before, after):
     old_nodes = {f"train-{i}" for i in range(before[0])} | {f"infer-{i}" for i in range(before[1])}
     new_nodes = {f"train-{i}" for i in range(after[0])} | {f"infer-{i}" for i in range(after[1])}
     kept = old_nodes & new_nodes
-    # Cluster-wide steps that must react to the node set (token refresh, pruning, GPU checks).
-    cluster_wide = ("gpu-k8s-join-token", "gpu-k8s-prune-nodes", "gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result")
+    # Cluster-wide steps that must react to the node set (pruning, GPU checks).
+    cluster_wide = ("gpu-k8s-prune-nodes", "gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result")
     for urn in ra.keys() & rb.keys():
         name = ra[urn].name
         if name.startswith(cluster_wide) or name.startswith("gpu-k8s-smoke-pod-") or ra[urn].type.startswith("gpu-k8s:"):
@@ -230,7 +230,8 @@ def test_count_change_touches_only_the_changed_nodes(before, after):
         if ra[urn].type == "pulumi:providers:kubernetes":
             continue
         assert canon(ra[urn].inputs) == canon(rb[urn].inputs), name
-    node_of = lambda r: r.name.split("-bootstrap")[0].split("-kubeadm-join")[0].split("-labels")[0].split("-instance")[0]  # noqa: E731
+    # Per-node resources (instance, anchor, bootstrap, token, join, labels) are named <node>-<role>.
+    node_of = lambda r: r.name.split("-", 2)[0] + "-" + r.name.split("-", 2)[1]  # noqa: E731
     only_a = {node_of(ra[u]) for u in ra.keys() - rb.keys() if ra[u].name.startswith(("train-", "infer-"))}
     only_b = {node_of(rb[u]) for u in rb.keys() - ra.keys() if rb[u].name.startswith(("train-", "infer-"))}
     assert only_a == old_nodes - new_nodes

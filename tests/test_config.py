@@ -17,17 +17,17 @@ def error_of(fn, *args, **kwargs) -> ConfigError:
 def test_error_message_names_key_value_and_what_is_accepted():
     err = error_of(config.parse_ttl_hours, "0.1")
     assert str(err).startswith("gpu-k8s:ttlHours: '0.1' is not accepted; expected ")
-    assert "0.5" in str(err) and "3 years" in str(err)
+    assert "0.75" in str(err) and "3 years" in str(err)
 
 
 @pytest.mark.parametrize(
-    "value,hours", [("4", Decimal(4)), ("0.5", Decimal("0.5")), ("0", Decimal(0)), ("26280", Decimal(26280))]
+    "value,hours", [("4", Decimal(4)), ("0.75", Decimal("0.75")), ("0", Decimal(0)), ("26280", Decimal(26280))]
 )
 def test_ttl_hours_accepted(value, hours):
     assert config.parse_ttl_hours(value) == hours
 
 
-@pytest.mark.parametrize("value", ["0.49", "-1", "26281", "four", "", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0.49", "0.5", "-1", "26281", "four", "", "nan", "inf"])
 def test_ttl_hours_rejected(value):
     assert error_of(config.parse_ttl_hours, value).key == "ttlHours"
 

@@ -26,7 +26,7 @@ def test_dev_stack_is_one_postpaid_vgpu_node(program):
     assert i["systemDiskCategory"] == "cloud_essd" and i["systemDiskSize"] == 60
     assert i["internetMaxBandwidthOut"] > 0 and i["internetChargeType"] == "PayByTraffic"
     assert i["imageId"].startswith("<image-id")
-    assert i["keyName"] == "gpu-k8s-dev"
+    assert i["keyName"].startswith("gpu-k8s-dev-cn-hangzhou-")  # project-stack-region-<public key hash>
     assert "password" not in i
     assert run.outputs["nodes"]["gpu-0"]["driver"] == "grid"
     assert run.outputs["nodes"]["gpu-0"]["ssh"].endswith("root@" + run.outputs["controlPlaneIp"])
@@ -119,15 +119,16 @@ def test_ttl_inputs_do_not_depend_on_wall_clock():
 
 def test_release_time_is_anchor_plus_ttl():
     run, _ = anchor_and_release(1_800_000_000)  # 2027-01-15T08:00:00Z
-    assert run.outputs["autoReleaseTime"] == "2027-01-15T12:00:00Z"
-    assert run.of_type(INSTANCE)[0].inputs["autoReleaseTime"] == "2027-01-15T12:00:00Z"
+    # 12:00 would end in 0, which the provider's diff suppression mishandles: 12:01 (auto_release.py).
+    assert run.outputs["autoReleaseTime"] == "2027-01-15T12:01:00Z"
+    assert run.of_type(INSTANCE)[0].inputs["autoReleaseTime"] == "2027-01-15T12:01:00Z"
 
 
 def test_changing_ttl_replaces_the_anchor():
     _, (a4,) = anchor_and_release(1_800_000_000)
     run6, (a6,) = anchor_and_release(1_800_000_000, ttlHours="6")
     assert a4.inputs["triggers"] != a6.inputs["triggers"]  # triggers change => replace => new anchor
-    assert run6.outputs["autoReleaseTime"] == "2027-01-15T14:00:00Z"
+    assert run6.outputs["autoReleaseTime"] == "2027-01-15T14:01:00Z"
 
 
 def test_ttl_zero_omits_auto_release_and_warns(program):
@@ -186,19 +187,24 @@ def test_mainland_china_without_mirrors_is_warned(program):
     assert not any("registryMirrors" in w for w in program("dev", **{"alicloud:region": "ap-southeast-1"}).warnings)
 
 
-def test_make_extend_replaces_the_real_anchor():
-    # `make extend` restarts the countdown by replacing the anchor: its URN must exist.
+def test_make_extend_replaces_every_nodes_anchor():
+    # `make extend` restarts every node's countdown by replacing all anchors (URNs from the plan).
     import re
     import subprocess
 
+    from tools import plan
     from tools.harness import ROOT
 
-    urn = subprocess.run(
-        ["make", "-s", "-n", "-C", str(ROOT), "extend", "STACK=dev"], capture_output=True, text=True, check=True
+    recipe = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "extend", "STACK=mixed"], capture_output=True, text=True, check=True
     ).stdout
-    replaced = re.search(r"--replace '([^']+)'", urn).group(1)
-    run = run_program("dev")
-    assert replaced in {r.urn for r in anchors_of(run)}
+    pattern = re.search(r"--urns='([^']+)'", recipe).group(1)
+    run = plan.plan("mixed", [])
+    chosen = sorted(r.urn for r in run.resources if re.search(pattern, r.name))
+    anchors = anchors_of(run)
+    assert chosen == sorted(a.urn for a in anchors) and len(anchors) == 6
+    # One level below the stack: the plan's URN is the engine's (parent type + own type).
+    assert all(a.urn.split("::")[2] == "gpu-k8s:auto_release:AutoRelease$command:local:Command" for a in anchors)
 
 
 def test_grid_driver_url_is_secret_on_stdin_only(program):

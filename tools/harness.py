@@ -57,6 +57,8 @@ class Resource:
     outputs: dict
     custom: bool
     additional_secret_outputs: list[str] = field(default_factory=list)
+    # Resource options the engine's diff reads (same shape as issue-9b's engine model).
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +110,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 outputs=self.resources[response.urn].state if response.urn in self.resources else {},
                 custom=request.custom,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
+                options={
+                    "ignoreChanges": list(request.ignoreChanges),
+                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                },
             )
         )
         return response

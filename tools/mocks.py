@@ -84,6 +84,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         token, a = args.token, args.args
         if token == "alicloud:index/getZones:getZones":
             return {"ids": [ZONE], "zones": [{"id": ZONE, "localName": ZONE}]}
+        if token == "alicloud:vpc/getSwitches:getSwitches":
+            # Placeholder: no vSwitch of this stack exists yet (a first deploy), so the zone is looked up.
+            return {"ids": [], "vswitches": []}
         if token == "alicloud:ecs/getImages:getImages":
             return {
                 "ids": [IMAGE_ID],

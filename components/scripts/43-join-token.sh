@@ -2,8 +2,8 @@
 # 43-join-token.sh: make sure the bootstrap token that workers join with exists.
 #
 # Runs on: the control-plane node, as root, after 40-kubeadm-init.
-# Inputs (environment): none read. (The caller may pass FOR_NODES, the worker names, only
-#   so that the step re-runs when workers are added; the script ignores it.)
+# Inputs (environment): none read. (The caller passes FOR_NODE, the worker this token is
+#   for, so the plan shows it; each worker gets its own token; the script ignores it.)
 # Knobs: GPU_K8S_ROOT (path prefix, tests only).
 # stdin: one line, the bootstrap token [a-z0-9]{6}.[a-z0-9]{16}. Secret: never printed
 #   or logged (it is on kubeadm's argv on this node for a moment: local and root-only).

@@ -85,7 +85,7 @@ join_cluster() {
   if ((rc != 0)); then
     # Undo the half-done join so that the next `pulumi up` starts from a clean node.
     kubeadm reset -f >&2 || warn "kubeadm reset -f failed too: run it on the node by hand"
-    die "kubeadm join failed (exit $rc): see its output above; check that 43-join-token ran and that port 6443 of $ENDPOINT is reachable; the node was reset, so run pulumi up again"
+    die "kubeadm join failed (exit $rc): see its output above; check that port 6443 of $ENDPOINT is reachable and that the join token is live (it lives 2 h from this node's join-token step; if that is longer ago, run make rejoin NODE=$NODE_NAME); the node was reset, so run pulumi up again"
   fi
 }
 
