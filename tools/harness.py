@@ -7,6 +7,7 @@ one mock world. Mocks are strict: an invoke the program was not written to make 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import runpy
@@ -20,9 +21,11 @@ import yaml
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tools import engine
 from tools.mocks import PlaceholderMocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +60,11 @@ class Resource:
     outputs: dict
     custom: bool
     additional_secret_outputs: list[str] = field(default_factory=list)
+    id: str = ""
+    # What the engine reads from RegisterResource besides inputs (tools/engine.py):
+    # ignoreChanges, replaceOnChanges, deleteBeforeReplace, protect, retainOnDelete.
+    options: dict = field(default_factory=dict)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +76,12 @@ class ProgramRun:
     warnings: list[str]
     placeholders: dict[str, str]
     seconds: float
+    # What would make `pulumi up` fail: a step that fails at deploy time (mocks.failures),
+    # or the program raising because of it. (pulumi.log.error alone does not: reference §5.)
+    errors: list[str] = field(default_factory=list)
+    # With a previous state: the engine's plan per resource (tools/engine.py), in order.
+    changes: list[engine.Change] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # names of the steps that failed (not in state)
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -82,35 +96,84 @@ class ProgramRun:
         return {r.urn: r for r in self.resources}
 
 
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
-    """MockMonitor that also keeps parent, provider and dependencies of each resource."""
+def _options(request) -> dict:
+    """The resource options the engine's diff uses, as RegisterResource carries them."""
+    return {
+        "ignoreChanges": list(request.ignoreChanges),
+        "replaceOnChanges": list(request.replaceOnChanges),
+        "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+        "protect": bool(request.protect),
+        "retainOnDelete": bool(request.retainOnDelete),
+    }
 
-    def __init__(self, mocks: PlaceholderMocks):
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also keeps parent, provider, dependencies and options of each resource.
+
+    With ``previous`` (the state a first run left, by URN) it plays the engine: each
+    registration is diffed against its previous state (tools/engine.py) and the mocks
+    answer accordingly: the old id and outputs for ``same``, the old id and fresh
+    outputs for ``update``, a new id for ``create``/``replace`` (PlaceholderMocks.respond).
+    """
+
+    def __init__(self, mocks: PlaceholderMocks, previous: dict[str, engine.State] | None = None):
         super().__init__(mocks)
         self.records: list[Resource] = []
+        self.previous = previous
+        self.changes: list[engine.Change] = []
+        self._replaced_providers: set[str] = set()
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
-            return response
+            return super().RegisterResource(request)
+        pulumi_mocks._ensure_event_loop()  # noqa: SLF001 - as MockMonitor.RegisterResource does
+        recorded = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        options = _options(request)
+        change, old = None, None
+        if self.previous is not None:
+            old = self.previous.get(urn)
+            current = engine.State(urn, request.type, request.name, "", canonical(recorded), {}, request.provider, options)
+            provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else ""
+            change = engine.diff_resource(old, current, provider_replaced=provider_urn in self._replaced_providers)
+            if change.op == engine.REPLACE and request.type.startswith("pulumi:providers:"):
+                self._replaced_providers.add(urn)
+            self.changes.append(change)
+        args = pulumi_mocks.MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=rpc.deserialize_properties(request.object),
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
+        if isinstance(self.mocks, PlaceholderMocks):
+            rid, state = self.mocks.respond(args, change.op if change else engine.CREATE, old)
+        else:
+            rid, state = self.mocks.new_resource(args)
+        obj = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, rid, state)
         deps = set(request.dependencies)
         for prop_deps in request.propertyDependencies.values():
             deps.update(prop_deps.urns)
         self.records.append(
             Resource(
-                urn=response.urn,
+                urn=urn,
                 type=request.type,
                 name=request.name,
                 parent=request.parent,
                 provider=request.provider,
                 dependencies=sorted(deps),
-                inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
-                outputs=self.resources[response.urn].state if response.urn in self.resources else {},
+                inputs=recorded,
+                outputs=state,
                 custom=request.custom,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
+                id=rid,
+                options=options,
+                property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()},
             )
         )
-        return response
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
 
 
 class _WarningCollector(logging.Handler):
@@ -162,11 +225,18 @@ def run_program(
     config: dict[str, str] | None = None,
     mocks: PlaceholderMocks | None = None,
     program: Path | None = None,
+    previous: ProgramRun | list[engine.State] | None = None,
 ) -> ProgramRun:
-    """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards."""
+    """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards.
+
+    ``previous``: the state a first `pulumi up` left (a ProgramRun, or states loaded
+    from a saved plan). The run then plays a second `pulumi up` against it: stable ids,
+    old outputs where nothing changed, and ``changes`` says what the engine would do.
+    """
     cfg = config if config is not None else effective_config(stack, overrides)
     mocks = mocks or PlaceholderMocks()
-    monitor = _RecordingMonitor(mocks)
+    before = states(previous) if isinstance(previous, ProgramRun) else previous
+    monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None)
     collector = _WarningCollector()
     logger = logging.getLogger(f"gpu-k8s.plan.{id(monitor)}")
     logger.propagate = False
@@ -191,8 +261,23 @@ def run_program(
             runpy.run_path(str(main), run_name="__main__")
             exported.update(settings.get_root_resource().outputs)
 
-        _sync_await(run_pulumi_func(program))
-        outputs = {key: _sync_await(_resolve_output(value)) for key, value in exported.items()}
+        errors: list[str] = []
+        try:
+            _sync_await(run_pulumi_func(program))
+        except Exception as err:
+            # A step the mocks failed (as the real one would) may make the program raise;
+            # that is `pulumi up` failing, which the caller reports. Anything else is a bug.
+            if not getattr(mocks, "failures", None):
+                raise
+            errors.append(f"the program raised: {' '.join(str(err).split())}")
+        outputs = {}
+        for key, value in exported.items():
+            try:
+                outputs[key] = _sync_await(_resolve_output(value))
+            except Exception as err:
+                if not getattr(mocks, "failures", None):
+                    raise
+                outputs[key] = f"<not set: {' '.join(str(err).split())[:200]}>"
     finally:
         settings.configure(saved_settings)
         runtime_config.CONFIG.set(saved_config)
@@ -207,6 +292,9 @@ def run_program(
         warnings=collector.messages,
         placeholders=dict(mocks.placeholders),
         seconds=time.perf_counter() - started,
+        errors=[*getattr(mocks, "failures", []), *errors],
+        changes=list(monitor.changes) if before is not None else [],
+        failed=list(getattr(mocks, "failed", [])),
     )
 
 
@@ -228,6 +316,37 @@ async def _resolve_output(value: object) -> object:
     if await output.is_secret():
         return {SECRET_SIG: SECRET_VALUE, "value": resolved}
     return resolved
+
+
+def canonical(value: object) -> object:
+    """A JSON-safe form of inputs/outputs for saving and comparing state (tools/engine.py).
+
+    Like ``redact`` but a secret becomes ``[secret <digest>]``: 12 hex digits of the
+    SHA-256 of its value, so a changed secret shows as a change while the saved plan
+    holds no secret text. Text assets become a digest of their text.
+    """
+    if is_secret(value):
+        plain = json.dumps(reveal(value), sort_keys=True, default=str)
+        return f"[secret {hashlib.sha256(plain.encode()).hexdigest()[:12]}]"
+    if isinstance(value, pulumi.asset.StringAsset):
+        return f"<text asset sha256:{hashlib.sha256(value.text.encode()).hexdigest()[:12]}>"
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return redact(value)
+
+
+def state_of(r: Resource) -> engine.State:
+    return engine.State(r.urn, r.type, r.name, r.id, canonical(r.inputs), canonical(r.outputs), r.provider, r.options)
+
+
+def states(run: ProgramRun) -> list[engine.State]:
+    """The state a `pulumi up` of this run leaves (custom resources and components alike).
+
+    A step that failed is not in it (reference §2: a failed create records nothing), so
+    the next `up` runs it again."""
+    return [state_of(r) for r in run.resources if r.name not in run.failed]
 
 
 def is_secret(value: object) -> bool:
