@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import runpy
 import sys
 import time
@@ -207,8 +208,81 @@ def stack_config(stack: str) -> dict[str, object]:
     return dict(data.get("config") or {})
 
 
+class ConfigTypeError(ValueError):
+    """A stack value the Pulumi CLI refuses against its type in Pulumi.yaml (before running)."""
+
+    def __init__(self, message: str, key: str, value: object, type_name: str):
+        super().__init__(message)
+        self.key, self.value, self.type_name = key, value, type_name
+
+
+def _whole_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _valid_content(decl: dict, value: object) -> bool:
+    """workspace.ValidateConfigValue: a value (plain string, or an object's content) vs a type."""
+    kind = decl.get("type")
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        if _whole_number(value):
+            return True
+        return isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value) is not None  # strconv.Atoi
+    if kind == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    items = decl.get("items")
+    if not isinstance(value, list) or not isinstance(items, dict):
+        return False
+    return all(_valid_content(items, item) for item in value)
+
+
+def _type_name(decl: dict) -> str:
+    items = decl.get("items")
+    return f"array<{_type_name(items)}>" if isinstance(items, dict) else str(decl.get("type"))
+
+
+def _raw_stack_scalars(stack: str) -> dict[str, str]:
+    """Top-level scalars of the stack file as the CLI stores them: the YAML text, a string."""
+    data = yaml.load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.BaseLoader) or {}
+    config = data.get("config") if isinstance(data, dict) else None
+    return {k: v for k, v in (config or {}).items() if isinstance(v, str)}
+
+
+def check_config_types(stack: str, values: dict[str, object]) -> None:
+    """Refuse stack values the way `pulumi up`/`preview` do (pkg/workspace/config.go).
+
+    ``values``: key -> a ``str`` for a value stored as plain text (a scalar in the stack
+    file, or ``pulumi config set KEY VALUE``, even when the text looks like JSON), or a
+    list/dict/int/bool for one stored as an object (a YAML list or map in the stack file,
+    or built with ``pulumi config set --path``). Only keys with an explicit ``type`` in
+    Pulumi.yaml are checked; a secure value is not (the CLI decrypts it first).
+    """
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()) or {}
+    for key, decl in sorted((project.get("config") or {}).items()):
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if not isinstance(decl, dict) or "type" not in decl or full not in values:
+            continue
+        value = values[full]
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            continue
+        if not _valid_content(decl, value):
+            name = _type_name(decl)
+            raise ConfigTypeError(f"Stack '{stack}' with configuration key '{key}' must be of type '{name}'", full, value, name)
+
+
 def effective_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
-    """Pulumi.yaml defaults < stack file < overrides, as the engine passes them (strings)."""
+    """Pulumi.yaml defaults < stack file < overrides, as the engine passes them (strings).
+
+    Stack values (file and overrides) are first type-checked as the CLI does
+    (``check_config_types``): an override ``str`` (or number, bool) is a plain-text value,
+    as ``pulumi config set`` stores it; lists and maps are objects.
+    """
+    stored = {**stack_config(stack), **_raw_stack_scalars(stack), **(overrides or {})}
+    # A scalar in the stack file is stored as its text (as a YAML scalar would be).
+    check_config_types(stack, {k: v if isinstance(v, str | list | dict) else json.dumps(v) for k, v in stored.items()})
     merged: dict[str, object] = {**project_defaults(), **stack_config(stack), **(overrides or {})}
     out: dict[str, str] = {}
     for key, value in merged.items():
@@ -337,8 +411,14 @@ def canonical(value: object) -> object:
     return redact(value)
 
 
+def secret_outputs(r: Resource) -> dict:
+    """The outputs with additional_secret_outputs marked secret, as the engine stores them."""
+    listed = set(r.additional_secret_outputs)
+    return {k: {SECRET_SIG: SECRET_VALUE, "value": v} if k in listed and not is_secret(v) else v for k, v in r.outputs.items()}
+
+
 def state_of(r: Resource) -> engine.State:
-    return engine.State(r.urn, r.type, r.name, r.id, canonical(r.inputs), canonical(r.outputs), r.provider, r.options)
+    return engine.State(r.urn, r.type, r.name, r.id, canonical(r.inputs), canonical(secret_outputs(r)), r.provider, r.options)
 
 
 def states(run: ProgramRun) -> list[engine.State]:
