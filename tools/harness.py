@@ -117,10 +117,13 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     outputs for ``update``, a new id for ``create``/``replace`` (PlaceholderMocks.respond).
     """
 
-    def __init__(self, mocks: PlaceholderMocks, previous: dict[str, engine.State] | None = None):
+    def __init__(
+        self, mocks: PlaceholderMocks, previous: dict[str, engine.State] | None = None, replace: frozenset[str] = frozenset()
+    ):
         super().__init__(mocks)
         self.records: list[Resource] = []
         self.previous = previous
+        self.replace = replace  # `pulumi up --replace URN`
         self.changes: list[engine.Change] = []
         self._replaced_providers: set[str] = set()
 
@@ -137,6 +140,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             current = engine.State(urn, request.type, request.name, "", canonical(recorded), {}, request.provider, options)
             provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else ""
             change = engine.diff_resource(old, current, provider_replaced=provider_urn in self._replaced_providers)
+            if urn in self.replace and old is not None:
+                change = engine.Change(urn, request.type, request.name, engine.REPLACE, ("--replace",), "asked with --replace")
             if change.op == engine.REPLACE and request.type.startswith("pulumi:providers:"):
                 self._replaced_providers.add(urn)
             self.changes.append(change)
@@ -300,17 +305,19 @@ def run_program(
     mocks: PlaceholderMocks | None = None,
     program: Path | None = None,
     previous: ProgramRun | list[engine.State] | None = None,
+    replace: list[str] | tuple[str, ...] = (),
 ) -> ProgramRun:
     """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards.
 
     ``previous``: the state a first `pulumi up` left (a ProgramRun, or states loaded
     from a saved plan). The run then plays a second `pulumi up` against it: stable ids,
     old outputs where nothing changed, and ``changes`` says what the engine would do.
+    ``replace``: URNs replaced whatever their diff, as `pulumi up --replace URN` does.
     """
     cfg = config if config is not None else effective_config(stack, overrides)
     mocks = mocks or PlaceholderMocks()
     before = states(previous) if isinstance(previous, ProgramRun) else previous
-    monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None)
+    monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None, frozenset(replace))
     collector = _WarningCollector()
     logger = logging.getLogger(f"gpu-k8s.plan.{id(monitor)}")
     logger.propagate = False

@@ -162,6 +162,13 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         if args.typ.startswith("kubernetes:") and not args.typ.startswith("pulumi:providers"):
             return rid, out  # the object's id is namespace/name, replaced or not
         rid = (old.id or rid) if op in (engine.SAME, engine.UPDATE) else next_id(args.name, old.id)
+        if op == engine.REPLACE and args.typ == "alicloud:ecs/instance:Instance":
+            # A new instance: new addresses (no EIP), so every step that dials it runs again.
+            n = self._host_number(rid)
+            public, private = f"{PUBLIC_IP_BASE}{n}", f"{PRIVATE_IP_BASE}{n}"
+            self.placeholders[public] = f"public IP of the replacement {args.name} (assigned by Aliyun)"
+            self.placeholders[private] = f"private IP of the replacement {args.name} (assigned by Aliyun)"
+            out.update(publicIp=public, privateIp=private, primaryIpAddress=private)
         if op == engine.SAME:
             from tools.harness import canonical
 

@@ -175,6 +175,7 @@ def plan(
     *,
     assume: list[str] | None = None,
     previous: list[engine.State] | None = None,
+    replace: list[str] | None = None,
 ) -> ProgramRun:
     """Run the program; ``overrides``: "KEY=VALUE" (plain) or ("path", "KEY[0]=VALUE") entries."""
     from components.config import ConfigError
@@ -190,7 +191,7 @@ def plan(
     mocks = PlaceholderMocks(**parse_assume(assume or []))
     try:
         _check_known_keys([*harness.stack_config(stack), *values])
-        return run_program(stack, values, mocks=mocks, previous=previous)
+        return run_program(stack, values, mocks=mocks, previous=previous, replace=replace or ())
     except FileNotFoundError as err:
         raise PlanError(str(err)) from None
     except yaml.YAMLError as err:
@@ -396,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--diff", type=Path, metavar="PREVIOUS.json", help="what `pulumi up` would change against a saved --json plan"
     )
+    parser.add_argument(
+        "--replace", action="append", default=[], metavar="URN", help="with --diff: as `pulumi up --replace URN` (repeatable)"
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     parser.add_argument("--out", type=Path, help="write plan.json, rendered scripts and manifests to DIR")
     parser.add_argument(
@@ -406,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         previous = load_previous(args.diff, args.stack) if args.diff else None
-        run = plan(args.stack, args.settings, assume=args.assume, previous=previous)
+        run = plan(args.stack, args.settings, assume=args.assume, previous=previous, replace=args.replace)
     except PlanError as err:
         print(f"gpu-k8s plan: {err}", file=sys.stderr)
         return 2
