@@ -126,6 +126,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.replace = replace  # `pulumi up --replace URN`
         self.changes: list[engine.Change] = []
         self._replaced_providers: set[str] = set()
+        self._ops: dict[str, str] = {}
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         urn = self.make_urn(request.parent, request.type, request.name)
@@ -142,6 +143,13 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             change = engine.diff_resource(old, current, provider_replaced=provider_urn in self._replaced_providers)
             if urn in self.replace and old is not None:
                 change = engine.Change(urn, request.type, request.name, engine.REPLACE, ("--replace",), "asked with --replace")
+            feeding = request.propertyDependencies["kubeconfig"].urns if "kubeconfig" in request.propertyDependencies else []
+            rerun = any(self._ops.get(u, engine.SAME) != engine.SAME for u in feeding)
+            if request.type == engine.K8S_PROVIDER and change.op == engine.SAME and rerun:
+                # §3: preview sees the kubeconfig unknown while its command re-runs.
+                note = "a preview shows a replace (kubeconfig unknown until its command re-runs); `up` keeps it if unchanged"
+                change = engine.Change(urn, request.type, request.name, engine.SAME, (), note)
+            self._ops[urn] = change.op
             if change.op == engine.REPLACE and request.type.startswith("pulumi:providers:"):
                 self._replaced_providers.add(urn)
             self.changes.append(change)

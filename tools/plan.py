@@ -281,6 +281,8 @@ def render_diff(run: ProgramRun, previous: Path) -> str:
     lines = [f"What a second `pulumi up -s {run.stack}` would do against {previous} (offline engine model):", ""]
     for c in run.changes:
         if c.op == engine.SAME:
+            if c.note:
+                lines.append(f"  {'':>2} {'same':<8} {c.type}  {c.name}  ({c.note})")
             continue
         keys = f"  [{', '.join(c.keys)}]" if c.keys else ""
         note = f"  ! {c.note}" if c.note.startswith("DESTRUCTIVE") else (f"  ({c.note})" if c.note else "")
