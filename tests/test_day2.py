@@ -266,3 +266,15 @@ def test_cli_bad_diff_input_is_one_line_exit_2(capsys, argv, message):
     code = plan.main(["--stack", "dev", *argv])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_an_updated_instance_keeps_its_addresses(mixed):
+    # replaced once (new addresses), then updated in place: the addresses stay
+    worker = mixed.named("infer-1-instance")
+    second = run_program("mixed", mocks=world(T0 + HOUR), previous=mixed, replace=[worker.urn])
+    ip = second.named("infer-1-instance").outputs["publicIp"]
+    assert ip != worker.outputs["publicIp"]
+    third = run_program("mixed", {"gpu-k8s:ttlHours": "6"}, mocks=world(T0 + 2 * HOUR), previous=second)
+    assert changed(third)["infer-1-instance"] == (UPDATE, ("autoReleaseTime",))
+    assert third.named("infer-1-instance").outputs["publicIp"] == ip
+    assert third.named("infer-1-instance").id == second.named("infer-1-instance").id == "<infer-1-instance id #2>"

@@ -152,7 +152,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
 
         same: the old id and outputs (nothing runs), except values the saved state only
         holds as digests (secrets), which are the mocks' own deterministic answers;
-        update: the old id, fresh outputs (a command runs again);
+        update: the old id, the new inputs, a command's new stdout, other computed outputs kept;
         create/replace: a new id, fresh outputs.
         """
         args.op = op  # read by new_resource: only steps that run produce failures
@@ -169,12 +169,15 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             self.placeholders[public] = f"public IP of the replacement {args.name} (assigned by Aliyun)"
             self.placeholders[private] = f"private IP of the replacement {args.name} (assigned by Aliyun)"
             out.update(publicIp=public, privateIp=private, primaryIpAddress=private)
-        if op == engine.SAME:
-            from tools.harness import canonical
+        from tools.harness import canonical
 
-            for key, saved in old.outputs.items():
-                if _holds_marker(saved) or (key in out and canonical(out[key]) == saved):
-                    continue
+        for key, saved in old.outputs.items() if op in (engine.SAME, engine.UPDATE) else ():
+            if _holds_marker(saved) or (key in out and canonical(out[key]) == saved):
+                continue
+            # same: nothing runs, the old outputs stand. update: inputs are new, a command's
+            # stdout is its new run's; other computed outputs (an instance's IPs, a random
+            # result: §4) stay what the resource has.
+            if op == engine.SAME or (key not in args.inputs and args.typ not in engine.COMMAND_TYPES):
                 out[key] = saved
         return rid, out
 
