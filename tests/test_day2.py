@@ -260,6 +260,7 @@ def test_cli_failed_gpu_test_exits_3_with_the_diagnosis(capsys):
         (["--assume", "now=tomorrow"], "expected an ISO 8601 UTC time"),
         (["--config", 'allowedCidrs=["203.0.113.7/32"]'], "Stack 'dev' with configuration key 'allowedCidrs' must be of type"),
         (["--diff", "/nonexistent.json"], "not a plan saved with --json"),
+        (["--replace", "urn:pulumi:dev::gpu-k8s::x"], "--replace needs --diff"),
     ],
 )
 def test_cli_bad_diff_input_is_one_line_exit_2(capsys, argv, message):
@@ -278,3 +279,17 @@ def test_an_updated_instance_keeps_its_addresses(mixed):
     assert changed(third)["infer-1-instance"] == (UPDATE, ("autoReleaseTime",))
     assert third.named("infer-1-instance").outputs["publicIp"] == ip
     assert third.named("infer-1-instance").id == second.named("infer-1-instance").id == "<infer-1-instance id #2>"
+
+
+def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not(dev):
+    # Steps chain on the ids of the steps they follow (triggers): a replace gives a new
+    # id and the steps after it are replaced too; an update keeps the id (reference §2).
+    boot = dev.named("gpu-0-bootstrap-wait-boot").urn
+    diff = changed(run_program("dev", mocks=world(T0 + HOUR), previous=dev, replace=[boot]))
+    assert diff["gpu-0-bootstrap-wait-boot"] == (REPLACE, ("--replace",))
+    for step in ("driver-prepare", "nvidia-driver", "gpu-verify", "container-runtime", "kube-packages"):
+        assert diff[f"gpu-0-bootstrap-{step}"] == (REPLACE, ("triggers",)), step
+    assert diff["gpu-k8s-kubeadm-init"] == (REPLACE, ("triggers",))
+    mirrors = {"gpu-k8s:registryMirrors": {"docker.io": "https://example.mirror.aliyuncs.com"}}
+    diff = changed(run_program("dev", mirrors, mocks=world(T0 + HOUR), previous=dev))
+    assert diff == {"gpu-0-bootstrap-container-runtime": (UPDATE, ("create",))}  # kubeadm init does not re-run

@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.replace and not args.diff:
+            raise PlanError("--replace needs --diff PREVIOUS.json (a replace is relative to what is deployed)")
         previous = load_previous(args.diff, args.stack) if args.diff else None
         run = plan(args.stack, args.settings, assume=args.assume, previous=previous, replace=args.replace)
     except PlanError as err:
