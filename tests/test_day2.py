@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tools import plan
-from tools.engine import CREATE, REPLACE, SAME, UPDATE
-from tools.harness import ROOT, ProgramRun, run_program
+from tools.engine import CREATE, REPLACE, SAME, UPDATE, diff_states
+from tools.harness import ROOT, ProgramRun, run_program, states
 from tools.mocks import PlaceholderMocks
 
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z, the first `pulumi up`
@@ -88,6 +88,10 @@ def test_ttl_change_replaces_the_anchor_and_moves_every_release_time(mixed):
     assert {n: v for n, v in diff.items() if n not in anchors} == dict.fromkeys(instances, (UPDATE, ("autoReleaseTime",)))
     for r in run.of_type(INSTANCE):  # now + 6 h, counted from this `up`
         assert when(r.inputs["autoReleaseTime"]) - at(later) >= timedelta(hours=6)
+    # the pure diff of the two states says the same as the run that played the engine
+    assert {c.urn: (c.op, c.keys) for c in diff_states(states(mixed), states(run))} == {
+        c.urn: (c.op, c.keys) for c in run.changes
+    }
 
 
 def test_make_extend_replaces_the_anchors_and_moves_every_node(mixed):
