@@ -297,3 +297,8 @@ def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not
     mirrors = {"gpu-k8s:registryMirrors": {"docker.io": "https://example.mirror.aliyuncs.com"}}
     diff = changed(run_program("dev", mirrors, mocks=world(T0 + HOUR), previous=dev))
     assert diff == {"gpu-0-bootstrap-container-runtime": (UPDATE, ("create",))}  # kubeadm init does not re-run
+
+
+def test_the_repo_copy_of_the_gpu_failure_fixture_matches_the_shared_one():
+    shared = ROOT.parent / "shared" / "fixtures" / "gpu-failures" / "messages.json"
+    assert json.loads(shared.read_text()) == json.loads((ROOT / "tools" / "fixtures" / "gpu-failures.json").read_text())

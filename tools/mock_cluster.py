@@ -126,7 +126,7 @@ def gpu_test_failure(proc: subprocess.CompletedProcess) -> str | None:
                 lines.append(f"{pod.get('pod')} on {pod.get('node') or 'no node'}: {pod.get('phase')}: {pod.get('diagnosis')}")
     if not lines:
         lines.append(" ".join((proc.stderr or proc.stdout or "no output").split())[-400:])
-    return f"GPU test FAILED (exit {proc.returncode}): " + "; ".join(lines)
+    return f"GPU test FAILED (exit {proc.returncode}):" + "".join(f"\n      {line}" for line in lines)
 
 
 def command_line(env: dict[str, str]) -> str:
