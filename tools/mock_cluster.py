@@ -111,7 +111,12 @@ def run_gpu_test_result(env: dict[str, str], outcome: str) -> subprocess.Complet
 
 
 def gpu_test_failure(proc: subprocess.CompletedProcess) -> str | None:
-    """Why the result step fails `pulumi up` (exit non-zero, or passed=false), else None."""
+    """Why the result step fails `pulumi up` (exit non-zero, or passed=false), else None.
+
+    passed=false counts as the step failing, as the script does once it exits non-zero on
+    a FAILED/TIMEOUT verdict (branch issue-12). Before that change the script exits 0 and
+    the program only logs the error, which does not fail `up` (reference §5).
+    """
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -126,7 +131,8 @@ def gpu_test_failure(proc: subprocess.CompletedProcess) -> str | None:
                 lines.append(f"{pod.get('pod')} on {pod.get('node') or 'no node'}: {pod.get('phase')}: {pod.get('diagnosis')}")
     if not lines:
         lines.append(" ".join((proc.stderr or proc.stdout or "no output").split())[-400:])
-    return f"GPU test FAILED (exit {proc.returncode}):" + "".join(f"\n      {line}" for line in lines)
+    head = f"GPU test FAILED (80-gpu-test-result.sh exit {proc.returncode}, passed={'true' if passed else 'false'}):"
+    return head + "".join(f"\n      {line}" for line in lines)
 
 
 def command_line(env: dict[str, str]) -> str:
