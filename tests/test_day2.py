@@ -251,10 +251,19 @@ def test_cli_diff_against_a_saved_plan(capsys, tmp_path):
     assert "+- replace  command:local:Command  gpu-k8s-ttl-anchor  [triggers]" in out
 
 
-def test_cli_failed_gpu_test_exits_3_with_the_diagnosis(capsys):
+def test_cli_failed_gpu_test_exits_3_with_the_diagnosis(capsys, tmp_path):
     code, out, _ = cli(capsys, "--stack", "dev", "--assume", "gpu-test=failed")
     assert code == 3
     assert "`pulumi up` would FAIL" in out and "unsatisfied condition: cuda>=12.3" in out
+    # saved as JSON, the failed step is marked and left out of the state the next diff plays against
+    code, saved, _ = cli(capsys, "--stack", "dev", "--json", "--assume", "gpu-test=failed")
+    doc = json.loads(saved)
+    assert code == 3 and "cuda>=12.3" in doc["errors"][0]
+    assert [r["name"] for r in doc["resources"] if r.get("failed")] == ["gpu-k8s-smoke-gpu-test-result"]
+    (tmp_path / "failed.json").write_text(saved)
+    code, out, _ = cli(capsys, "--stack", "dev", "--json", "--diff", str(tmp_path / "failed.json"))
+    ops = {c["urn"].rsplit("::", 1)[-1]: c["op"] for c in json.loads(out)["changes"] if c["op"] != "same"}
+    assert code == 0 and ops == {"gpu-k8s-smoke-gpu-test-result": "create"}
 
 
 @pytest.mark.parametrize(
