@@ -210,16 +210,17 @@ def test_a_json_string_for_an_array_key_is_refused_as_the_cli_does():
 def test_a_plain_string_for_an_array_in_the_stack_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "stacks").mkdir()
     (tmp_path / "Pulumi.yaml").write_text((harness.ROOT / "Pulumi.yaml").read_text())
-    (tmp_path / "stacks" / "Pulumi.s.yaml").write_text(
-        "config:\n  gpu-k8s:allowedCidrs: '[\"1.2.3.4/32\"]'\n  gpu-k8s:spot: True\n"
-    )
+    stack = tmp_path / "stacks" / "Pulumi.s.yaml"
+    stack.write_text("config:\n  gpu-k8s:allowedCidrs: '[\"1.2.3.4/32\"]'\n")
     monkeypatch.setattr(harness, "ROOT", tmp_path)
-    with pytest.raises(
-        harness.ConfigTypeError, match="Stack 's' with configuration key 'allowedCidrs' must be of type 'array<string>'"
-    ):
+    refused = "Stack 's' with configuration key 'allowedCidrs' must be of type 'array<string>'"
+    with pytest.raises(harness.ConfigTypeError, match=refused):
         harness.effective_config("s")
-    # A YAML list is an object: accepted. `True` is stored as the text "True": not a boolean.
-    (tmp_path / "stacks" / "Pulumi.s.yaml").write_text("config:\n  gpu-k8s:allowedCidrs: [1.2.3.4/32]\n  gpu-k8s:spot: True\n")
+    # A YAML list is an object; True and 2.0 are a YAML bool and number (stored "true", "2").
+    stack.write_text("config:\n  gpu-k8s:allowedCidrs: [1.2.3.4/32]\n  gpu-k8s:spot: True\n  gpu-k8s:nodeCount: 2.0\n")
+    harness.effective_config("s")
+    # `yes` is text to the CLI's YAML decoder (not YAML 1.1's bool): not a boolean.
+    stack.write_text("config:\n  gpu-k8s:spot: yes\n")
     with pytest.raises(harness.ConfigTypeError, match="'spot' must be of type 'boolean'"):
         harness.effective_config("s")
 

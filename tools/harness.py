@@ -257,11 +257,26 @@ def _type_name(decl: dict) -> str:
     return f"array<{_type_name(items)}>" if isinstance(items, dict) else str(decl.get("type"))
 
 
+_YAML_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _stored_scalar(raw: str) -> str:
+    """The text the CLI stores for a top-level YAML scalar (config/object.go: yaml.v3 decodes
+    true/True/TRUE and false forms as bools, numbers as numbers, then MarshalString writes
+    them as JSON; anything else, e.g. ``yes``, stays the text)."""
+    if raw in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return raw.lower()
+    if _YAML_FLOAT.fullmatch(raw) and not re.fullmatch(r"[-+]?[0-9]+", raw):
+        number = float(raw)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e21 else json.dumps(number)
+    return raw
+
+
 def _raw_stack_scalars(stack: str) -> dict[str, str]:
-    """Top-level scalars of the stack file as the CLI stores them: the YAML text, a string."""
+    """Top-level scalars of the stack file as the CLI stores them (text, not objects)."""
     data = yaml.load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.BaseLoader) or {}
     config = data.get("config") if isinstance(data, dict) else None
-    return {k: v for k, v in (config or {}).items() if isinstance(v, str)}
+    return {k: _stored_scalar(v) for k, v in (config or {}).items() if isinstance(v, str)}
 
 
 def check_config_types(stack: str, values: dict[str, object]) -> None:
