@@ -311,3 +311,16 @@ def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not
 def test_the_repo_copy_of_the_gpu_failure_fixture_matches_the_shared_one():
     shared = ROOT.parent / "shared" / "fixtures" / "gpu-failures" / "messages.json"
     assert json.loads(shared.read_text()) == json.loads((ROOT / "tools" / "fixtures" / "gpu-failures.json").read_text())
+
+
+def test_scale_in_deletes_the_removed_node_and_prunes_it_first(mixed):
+    pools = [
+        {"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2},
+        {"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 3},
+    ]
+    run = run_program("mixed", {"gpu-k8s:nodePools": pools}, mocks=world(T0 + HOUR), previous=mixed)
+    diff = changed(run)
+    deleted = {n for n, (op, _) in diff.items() if op == "delete"}
+    assert "infer-3-instance" in deleted and all(n.startswith(("infer-3", "gpu-k8s-smoke-pod-infer-3")) for n in deleted)
+    assert diff["gpu-k8s-prune-nodes"] == (UPDATE, ("create",))  # drains and deletes infer-3 from Kubernetes
+    assert len(run.changes) == len({c.urn for c in run.changes}) == len(run.resources) + len(deleted)

@@ -397,9 +397,16 @@ def run_program(
         placeholders=dict(mocks.placeholders),
         seconds=time.perf_counter() - started,
         errors=[*getattr(mocks, "failures", []), *errors],
-        changes=list(monitor.changes) if before is not None else [],
+        changes=_with_deletes(monitor.changes, before, monitor.records) if before is not None else [],
         failed=list(getattr(mocks, "failed", [])),
     )
+
+
+def _with_deletes(changes: list[engine.Change], before: list[engine.State], now: list[Resource]) -> list[engine.Change]:
+    """The registered resources' changes, then a delete for each previous one not registered."""
+    registered = {r.urn for r in now}
+    gone = [s for s in before if s.urn not in registered]
+    return [*changes, *(c for c in engine.diff_states(gone, []) if c.op == engine.DELETE)]
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
