@@ -115,3 +115,14 @@ kubeconfig:
 
 ssh-key:
 	umask 077; pulumi stack output -s $(STACK) --show-secrets sshPrivateKey > gpu-k8s.pem
+
+# What a second `pulumi up` would do, offline: `make plan-save` once (the state a deploy
+# leaves), change config, then `make diff [ASSUME='image=m-x now=2027-01-15T12:00:00Z']`.
+.PHONY: plan-save diff
+plan-save: install
+	@mkdir -p plan-out/$(STACK)
+	$(PY) -m tools.plan --stack $(STACK) --json > plan-out/$(STACK)/before.json
+	@echo "saved plan-out/$(STACK)/before.json"
+
+diff: install
+	$(PY) -m tools.plan --stack $(STACK) --diff plan-out/$(STACK)/before.json $(foreach fact,$(ASSUME),--assume $(fact))

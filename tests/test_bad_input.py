@@ -3,6 +3,8 @@ the key) or warned (exit 0, a warning), through the plan CLI in-process, never a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from components import config
@@ -69,9 +71,15 @@ WARNED = [
 
 
 def _argv(stack: str, overrides: list[str]) -> list[str]:
+    """A JSON list for the array key allowedCidrs goes in as the CLI takes it (--path entries)."""
     argv = ["--stack", stack]
     for o in overrides:
-        argv += ["--config", o]
+        key, _, value = o.partition("=")
+        if key == "allowedCidrs" and value.startswith("["):
+            for i, item in enumerate(json.loads(value)):
+                argv += ["--config-path", f"{key}[{i}]={item}"]
+        else:
+            argv += ["--config", o]
     return argv
 
 

@@ -36,12 +36,16 @@ def test_json_plan_has_resources_dependencies_and_redacted_secrets(capsys):
     assert doc["stack"] == "dev"
     by_name = {r["name"]: r for r in doc["resources"]}
     for r in doc["resources"]:
-        assert set(r) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs"}
+        assert set(r) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs", "id", "options", "outputs"}
     # implicit dependency from an Output input: the vSwitch uses the VPC's id
     assert by_name["gpu-k8s-vpc"]["urn"] in by_name["gpu-k8s-vswitch"]["dependencies"]
     assert by_name["gpu-k8s-sg"]["urn"] in by_name["gpu-0-instance"]["dependencies"]
     assert doc["outputs"]["sshPrivateKey"] == "[secret]"
     assert "PLACEHOLDER" not in json.dumps(doc["outputs"])  # no secret text leaks into outputs
+    # nor into the saved state (inputs, resource outputs): secrets are digests there
+    text = json.dumps(doc)
+    assert "PRIVATE KEY" not in text and "certificate-authority" not in text
+    assert by_name["gpu-k8s-kubeconfig"]["outputs"]["stdout"].startswith("[secret ")
 
 
 def test_config_override_changes_the_plan(capsys):
@@ -65,12 +69,13 @@ BAD_INPUTS = [
     (["ttlHours=0.25"], "gpu-k8s:ttlHours: '0.25'"),
     (["ttlHours=30000"], "gpu-k8s:ttlHours: '30000'"),
     (["nodeCount=-1"], "gpu-k8s:nodeCount: '-1'"),
-    (["nodeCount=two"], "gpu-k8s:nodeCount: 'two'"),
-    (['allowedCidrs=["10.0.0.300/32"]'], "gpu-k8s:allowedCidrs: '10.0.0.300/32'"),
+    # The Pulumi CLI's own type check comes first (Pulumi.yaml `type: integer`).
+    (["nodeCount=two"], "Stack 'dev' with configuration key 'nodeCount' must be of type 'integer'"),
+    ([("path", "allowedCidrs[0]=10.0.0.300/32")], "gpu-k8s:allowedCidrs: '10.0.0.300/32'"),
     (["alicloud:region=hangzhou"], "alicloud:region: 'hangzhou'"),
     (["spotPriceLimit=0.5"], "gpu-k8s:spotPriceLimit: '0.5'"),
     (["spot=true", "spotPriceLimit=0.12345"], "gpu-k8s:spotPriceLimit: '0.12345'"),
-    (["spot=yes"], "gpu-k8s:spot: 'yes'"),
+    (["spot=yes"], "Stack 'dev' with configuration key 'spot' must be of type 'boolean'"),
     (["instanceType=ecs.g7.large"], "gpu-k8s:instanceType: 'ecs.g7.large'"),
     (["driverVersion=latest"], "gpu-k8s:driverVersion: 'latest'"),
     (["kubernetesVersion=1.34"], "gpu-k8s:kubernetesVersion: '1.34'"),
@@ -101,7 +106,7 @@ P4_BAD_INPUTS = [
 def test_bad_input_exits_2_with_one_line(capsys, stack, overrides, start):
     argv = ["--stack", stack]
     for o in overrides:
-        argv += ["--config", o]
+        argv += ["--config-path", o[1]] if isinstance(o, tuple) else ["--config", o]
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert out == ""

@@ -7,8 +7,10 @@ one mock world. Mocks are strict: an invoke the program was not written to make 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import runpy
 import sys
 import time
@@ -20,9 +22,11 @@ import yaml
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tools import engine
 from tools.mocks import PlaceholderMocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,8 +61,11 @@ class Resource:
     outputs: dict
     custom: bool
     additional_secret_outputs: list[str] = field(default_factory=list)
-    # Resource options the engine's diff reads (same shape as issue-9b's engine model).
+    id: str = ""
+    # What the engine reads from RegisterResource besides inputs (tools/engine.py):
+    # ignoreChanges, replaceOnChanges, deleteBeforeReplace, protect, retainOnDelete.
     options: dict = field(default_factory=dict)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +77,12 @@ class ProgramRun:
     warnings: list[str]
     placeholders: dict[str, str]
     seconds: float
+    # What would make `pulumi up` fail: a step that fails at deploy time (mocks.failures),
+    # or the program raising because of it. (pulumi.log.error alone does not: reference §5.)
+    errors: list[str] = field(default_factory=list)
+    # With a previous state: the engine's plan per resource (tools/engine.py), in order.
+    changes: list[engine.Change] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # names of the steps that failed (not in state)
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -84,39 +97,105 @@ class ProgramRun:
         return {r.urn: r for r in self.resources}
 
 
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
-    """MockMonitor that also keeps parent, provider and dependencies of each resource."""
+def _options(request) -> dict:
+    """The resource options the engine's diff uses, as RegisterResource carries them."""
+    return {
+        "ignoreChanges": list(request.ignoreChanges),
+        "replaceOnChanges": list(request.replaceOnChanges),
+        "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+        "protect": bool(request.protect),
+        "retainOnDelete": bool(request.retainOnDelete),
+    }
 
-    def __init__(self, mocks: PlaceholderMocks):
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also keeps parent, provider, dependencies and options of each resource.
+
+    With ``previous`` (the state a first run left, by URN) it plays the engine: each
+    registration is diffed against its previous state (tools/engine.py) and the mocks
+    answer accordingly: the old id and outputs for ``same``, the old id and fresh
+    outputs for ``update``, a new id for ``create``/``replace`` (PlaceholderMocks.respond).
+    """
+
+    def __init__(
+        self, mocks: PlaceholderMocks, previous: dict[str, engine.State] | None = None, replace: frozenset[str] = frozenset()
+    ):
         super().__init__(mocks)
         self.records: list[Resource] = []
+        self.previous = previous
+        self.replace = replace  # `pulumi up --replace URN`
+        self.changes: list[engine.Change] = []
+        self._replaced_providers: set[str] = set()
+        self._ops: dict[str, str] = {}
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
-            return response
+            return super().RegisterResource(request)
+        pulumi_mocks._ensure_event_loop()  # noqa: SLF001 - as MockMonitor.RegisterResource does
+        recorded = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        options = _options(request)
+        change, old = None, None
+        if self.previous is not None:
+            old = self.previous.get(urn)
+            current = engine.State(urn, request.type, request.name, "", canonical(recorded), {}, request.provider, options)
+            provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else ""
+            change = engine.diff_resource(old, current, provider_replaced=provider_urn in self._replaced_providers)
+            if urn in self.replace and old is not None:
+                change = engine.Change(urn, request.type, request.name, engine.REPLACE, ("--replace",), "asked with --replace")
+            feeding = request.propertyDependencies["kubeconfig"].urns if "kubeconfig" in request.propertyDependencies else []
+            rerun = any(self._ops.get(u, engine.SAME) != engine.SAME for u in feeding)
+            if request.type == engine.K8S_PROVIDER and change.op == engine.SAME and rerun:
+                # §3: preview sees the kubeconfig unknown while its command re-runs.
+                note = "a preview shows a replace (kubeconfig unknown until its command re-runs); `up` keeps it if unchanged"
+                change = engine.Change(urn, request.type, request.name, engine.SAME, (), note)
+            self._ops[urn] = change.op
+            if change.op == engine.REPLACE and request.type.startswith("pulumi:providers:"):
+                self._replaced_providers.add(urn)
+            self.changes.append(change)
+        args = pulumi_mocks.MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=rpc.deserialize_properties(request.object),
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
+        if isinstance(self.mocks, PlaceholderMocks):
+            rid, state = self.mocks.respond(args, change.op if change else engine.CREATE, old)
+        else:
+            rid, state = self.mocks.new_resource(args)
+        obj = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, rid, state)
         deps = set(request.dependencies)
         for prop_deps in request.propertyDependencies.values():
             deps.update(prop_deps.urns)
         self.records.append(
             Resource(
-                urn=response.urn,
+                urn=urn,
                 type=request.type,
                 name=request.name,
                 parent=request.parent,
                 provider=request.provider,
                 dependencies=sorted(deps),
-                inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
-                outputs=self.resources[response.urn].state if response.urn in self.resources else {},
+                inputs=recorded,
+                outputs=state,
                 custom=request.custom,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
-                options={
-                    "ignoreChanges": list(request.ignoreChanges),
-                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
-                },
+                id=rid,
+                options=options,
+                property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()},
             )
         )
-        return response
+        if isinstance(self.mocks, PlaceholderMocks) and request.name in self.mocks.failed:
+            # The step failed (its create exited non-zero): the engine records nothing and
+            # the program's outputs that depend on it never resolve (reference §2).
+            raise StepFailed(request.name)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
+
+
+class StepFailed(Exception):
+    """A remote step the mock cloud failed; its error is already in ``mocks.failures``."""
 
 
 class _WarningCollector(logging.Handler):
@@ -150,8 +229,96 @@ def stack_config(stack: str) -> dict[str, object]:
     return dict(data.get("config") or {})
 
 
+class ConfigTypeError(ValueError):
+    """A stack value the Pulumi CLI refuses against its type in Pulumi.yaml (before running)."""
+
+    def __init__(self, message: str, key: str, value: object, type_name: str):
+        super().__init__(message)
+        self.key, self.value, self.type_name = key, value, type_name
+
+
+def _whole_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _valid_content(decl: dict, value: object) -> bool:
+    """workspace.ValidateConfigValue: a value (plain string, or an object's content) vs a type."""
+    kind = decl.get("type")
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        if _whole_number(value):
+            return True
+        return isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value) is not None  # strconv.Atoi
+    if kind == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    items = decl.get("items")
+    if not isinstance(value, list) or not isinstance(items, dict):
+        return False
+    return all(_valid_content(items, item) for item in value)
+
+
+def _type_name(decl: dict) -> str:
+    items = decl.get("items")
+    return f"array<{_type_name(items)}>" if isinstance(items, dict) else str(decl.get("type"))
+
+
+_YAML_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _stored_scalar(raw: str) -> str:
+    """The text the CLI stores for a top-level YAML scalar (config/object.go: yaml.v3 decodes
+    true/True/TRUE and false forms as bools, numbers as numbers, then MarshalString writes
+    them as JSON; anything else, e.g. ``yes``, stays the text)."""
+    if raw in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return raw.lower()
+    if _YAML_FLOAT.fullmatch(raw) and not re.fullmatch(r"[-+]?[0-9]+", raw):
+        number = float(raw)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e21 else json.dumps(number)
+    return raw
+
+
+def _raw_stack_scalars(stack: str) -> dict[str, str]:
+    """Top-level scalars of the stack file as the CLI stores them (text, not objects)."""
+    data = yaml.load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.BaseLoader) or {}
+    config = data.get("config") if isinstance(data, dict) else None
+    return {k: _stored_scalar(v) for k, v in (config or {}).items() if isinstance(v, str)}
+
+
+def check_config_types(stack: str, values: dict[str, object]) -> None:
+    """Refuse stack values the way `pulumi up`/`preview` do (pkg/workspace/config.go).
+
+    ``values``: key -> a ``str`` for a value stored as plain text (a scalar in the stack
+    file, or ``pulumi config set KEY VALUE``, even when the text looks like JSON), or a
+    list/dict/int/bool for one stored as an object (a YAML list or map in the stack file,
+    or built with ``pulumi config set --path``). Only keys with an explicit ``type`` in
+    Pulumi.yaml are checked; a secure value is not (the CLI decrypts it first).
+    """
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()) or {}
+    for key, decl in sorted((project.get("config") or {}).items()):
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if not isinstance(decl, dict) or "type" not in decl or full not in values:
+            continue
+        value = values[full]
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            continue
+        if not _valid_content(decl, value):
+            name = _type_name(decl)
+            raise ConfigTypeError(f"Stack '{stack}' with configuration key '{key}' must be of type '{name}'", full, value, name)
+
+
 def effective_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
-    """Pulumi.yaml defaults < stack file < overrides, as the engine passes them (strings)."""
+    """Pulumi.yaml defaults < stack file < overrides, as the engine passes them (strings).
+
+    Stack values (file and overrides) are first type-checked as the CLI does
+    (``check_config_types``): an override ``str`` (or number, bool) is a plain-text value,
+    as ``pulumi config set`` stores it; lists and maps are objects.
+    """
+    stored = {**stack_config(stack), **_raw_stack_scalars(stack), **(overrides or {})}
+    # A scalar in the stack file is stored as its text (as a YAML scalar would be).
+    check_config_types(stack, {k: v if isinstance(v, str | list | dict) else json.dumps(v) for k, v in stored.items()})
     merged: dict[str, object] = {**project_defaults(), **stack_config(stack), **(overrides or {})}
     out: dict[str, str] = {}
     for key, value in merged.items():
@@ -168,11 +335,21 @@ def run_program(
     config: dict[str, str] | None = None,
     mocks: PlaceholderMocks | None = None,
     program: Path | None = None,
+    previous: ProgramRun | list[engine.State] | None = None,
+    replace: list[str] | tuple[str, ...] = (),
 ) -> ProgramRun:
-    """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards."""
+    """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards.
+
+    ``previous``: the state a first `pulumi up` left (a ProgramRun, or states loaded
+    from a saved plan). The run then plays a second `pulumi up` against it: stable ids,
+    old outputs where nothing changed, and ``changes`` says what the engine would do.
+    ``replace``: URNs replaced whatever their diff, as `pulumi up --replace URN` does.
+    """
     cfg = config if config is not None else effective_config(stack, overrides)
     mocks = mocks or PlaceholderMocks()
-    monitor = _RecordingMonitor(mocks)
+    before = states(previous) if isinstance(previous, ProgramRun) else previous
+    mocks.existing = list(before or [])
+    monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None, frozenset(replace))
     collector = _WarningCollector()
     logger = logging.getLogger(f"gpu-k8s.plan.{id(monitor)}")
     logger.propagate = False
@@ -197,8 +374,24 @@ def run_program(
             runpy.run_path(str(main), run_name="__main__")
             exported.update(settings.get_root_resource().outputs)
 
-        _sync_await(run_pulumi_func(program))
-        outputs = {key: _sync_await(_resolve_output(value)) for key, value in exported.items()}
+        errors: list[str] = []
+        try:
+            _sync_await(run_pulumi_func(program))
+        except Exception as err:
+            # A step the mocks failed (as the real one would) may make the program raise;
+            # that is `pulumi up` failing, which the caller reports. Anything else is a bug.
+            if not getattr(mocks, "failures", None):
+                raise
+            if not isinstance(err, StepFailed):
+                errors.append(f"the program raised: {' '.join(str(err).split())}")
+        outputs = {}
+        for key, value in exported.items():
+            try:
+                outputs[key] = _sync_await(_resolve_output(value))
+            except Exception as err:
+                if not getattr(mocks, "failures", None):
+                    raise
+                outputs[key] = f"<not set: {' '.join(str(err).split())[:200]}>"
     finally:
         settings.configure(saved_settings)
         runtime_config.CONFIG.set(saved_config)
@@ -213,7 +406,17 @@ def run_program(
         warnings=collector.messages,
         placeholders=dict(mocks.placeholders),
         seconds=time.perf_counter() - started,
+        errors=[*getattr(mocks, "failures", []), *errors],
+        changes=_with_deletes(monitor.changes, before, monitor.records) if before is not None else [],
+        failed=list(getattr(mocks, "failed", [])),
     )
+
+
+def _with_deletes(changes: list[engine.Change], before: list[engine.State], now: list[Resource]) -> list[engine.Change]:
+    """The registered resources' changes, then a delete for each previous one not registered."""
+    registered = {r.urn for r in now}
+    gone = [s for s in before if s.urn not in registered]
+    return [*changes, *(c for c in engine.diff_states(gone, []) if c.op == engine.DELETE)]
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -234,6 +437,43 @@ async def _resolve_output(value: object) -> object:
     if await output.is_secret():
         return {SECRET_SIG: SECRET_VALUE, "value": resolved}
     return resolved
+
+
+def canonical(value: object) -> object:
+    """A JSON-safe form of inputs/outputs for saving and comparing state (tools/engine.py).
+
+    Like ``redact`` but a secret becomes ``[secret <digest>]``: 12 hex digits of the
+    SHA-256 of its value, so a changed secret shows as a change while the saved plan
+    holds no secret text. Text assets become a digest of their text.
+    """
+    if is_secret(value):
+        plain = json.dumps(reveal(value), sort_keys=True, default=str)
+        return f"[secret {hashlib.sha256(plain.encode()).hexdigest()[:12]}]"
+    if isinstance(value, pulumi.asset.StringAsset):
+        return f"<text asset sha256:{hashlib.sha256(value.text.encode()).hexdigest()[:12]}>"
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return redact(value)
+
+
+def secret_outputs(r: Resource) -> dict:
+    """The outputs with additional_secret_outputs marked secret, as the engine stores them."""
+    listed = set(r.additional_secret_outputs)
+    return {k: {SECRET_SIG: SECRET_VALUE, "value": v} if k in listed and not is_secret(v) else v for k, v in r.outputs.items()}
+
+
+def state_of(r: Resource) -> engine.State:
+    return engine.State(r.urn, r.type, r.name, r.id, canonical(r.inputs), canonical(secret_outputs(r)), r.provider, r.options)
+
+
+def states(run: ProgramRun) -> list[engine.State]:
+    """The state a `pulumi up` of this run leaves (custom resources and components alike).
+
+    A step that failed is not in it (reference §2: a failed create records nothing), so
+    the next `up` runs it again."""
+    return [state_of(r) for r in run.resources if r.name not in run.failed]
 
 
 def is_secret(value: object) -> bool:

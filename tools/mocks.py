@@ -3,18 +3,27 @@
 Every value that only the cloud knows at deploy time (zone, image id, IPs, command
 output) is an obvious placeholder, and each one is recorded in ``placeholders`` with
 a label so the plan can print a legend. Invokes are strict: an unknown token fails.
+
+Facts a later run may meet (``python -m tools.plan --assume``): the newest image
+(``image``), the zones that still sell the types (``zones``), the deployer's clock
+(``clock``) and what the GPU test pods do (``gpu_test``: a failing outcome is the real
+result script's verdict, tools/mock_cluster.py). Ids are stable per resource: the
+same id for ``same``/``update`` against a previous state, a new one on create/replace
+(``respond``, called by the harness's engine model).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import shlex
 import time
 import zlib
 from collections.abc import Callable
 
 from pulumi.runtime import mocks as pulumi_mocks
+
+from tools import engine, mock_cluster
 
 PUBLIC_IP_BASE = "203.0.113."  # RFC 5737 TEST-NET-3: documentation only
 PRIVATE_IP_BASE = "192.0.2."  # RFC 5737 TEST-NET-1: documentation only
@@ -54,20 +63,59 @@ def command_env(create: str) -> dict[str, str]:
     return env
 
 
-def _digest(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+_GENERATION = re.compile(r" #(\d+)>$")
+
+
+def next_id(name: str, old_id: str | None) -> str:
+    """``<name id>`` at first create, ``<name id #2>``, ``#3`` ... at each replacement."""
+    if not old_id:
+        return f"<{name} id>"
+    m = _GENERATION.search(old_id)
+    return f"<{name} id #{int(m.group(1)) + 1 if m else 2}>"
+
+
+def _holds_marker(value: object) -> bool:
+    """A saved value that stands for something the state file does not hold (a secret, an asset)."""
+    if isinstance(value, str):
+        return value.startswith(("[secret", "<text asset", "file:", "[unknown]"))
+    if isinstance(value, dict):
+        return any(_holds_marker(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_marker(v) for v in value)
+    return False
 
 
 class PlaceholderMocks(pulumi_mocks.Mocks):
     """Strict mocks with labelled placeholders. ``clock`` is injectable for TTL tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        image: str | None = None,
+        zones: list[str] | None = None,
+        gpu_test: str | None = None,
+    ):
+        if gpu_test is not None and gpu_test not in mock_cluster.GPU_TEST_OUTCOMES:
+            raise ValueError(f"gpu_test {gpu_test!r}: expected one of {', '.join(mock_cluster.GPU_TEST_OUTCOMES)}")
         self.clock = clock
+        self.image = image
+        self.zones = zones
+        self.gpu_test = gpu_test
+        # What the cloud holds from an earlier `pulumi up` (engine states; set by the harness).
+        self.existing: list[engine.State] = []
         self.placeholders: dict[str, str] = {
             ZONE: "availability zone Aliyun picks for the instance type (get_zones at deploy time)",
             IMAGE_ID: "system image id (get_images at deploy time)",
         }
+        if zones is not None:
+            self.placeholders.pop(ZONE)
+        if image is not None:
+            self.placeholders.pop(IMAGE_ID)
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
+        # Steps that fail at deploy time (they make `pulumi up` fail): messages, resource names.
+        self.failures: list[str] = []
+        self.failed: list[str] = []
         self._hosts: dict[int, str] = {}
         # Extra stdout producers for remote commands, by resource-name suffix.
         self.command_stdout: dict[str, Callable[[dict, dict[str, str]], str]] = {
@@ -83,14 +131,21 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.invokes.append(args)
         token, a = args.token, args.args
         if token == "alicloud:index/getZones:getZones":
-            return {"ids": [ZONE], "zones": [{"id": ZONE, "localName": ZONE}]}
+            zones = [ZONE] if self.zones is None else self.zones
+            return {"ids": zones, "zones": [{"id": z, "localName": z} for z in zones]}
         if token == "alicloud:vpc/getSwitches:getSwitches":
-            # Placeholder: no vSwitch of this stack exists yet (a first deploy), so the zone is looked up.
-            return {"ids": [], "vswitches": []}
-        if token == "alicloud:ecs/getImages:getImages":
+            # The cloud has what an earlier `pulumi up` created: this stack's vSwitch (a
+            # previous state given to the harness), else none (a first deploy).
+            found = [s for s in self.existing if s.type == "alicloud:vpc/switch:Switch"]
             return {
-                "ids": [IMAGE_ID],
-                "images": [{"id": IMAGE_ID, "imageId": IMAGE_ID, "name": IMAGE_ID, "osType": "linux"}],
+                "ids": [s.id for s in found],
+                "vswitches": [{"id": s.id, "zoneId": s.outputs.get("zoneId", ""), "vpcId": s.outputs.get("vpcId", "")} for s in found],
+            }
+        if token == "alicloud:ecs/getImages:getImages":
+            image = self.image or IMAGE_ID
+            return {
+                "ids": [image],
+                "images": [{"id": image, "imageId": image, "name": image, "osType": "linux"}],
             }
         if token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":
             # Offline there is no price list: the program falls back to its estimate.
@@ -102,9 +157,50 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         raise NotImplementedError(f"strict mocks: unexpected invoke {token} with {sorted(a)}")
 
     # --- resources ---------------------------------------------------------------------
+    def respond(self, args: pulumi_mocks.MockResourceArgs, op: str, old: engine.State | None):
+        """Id and outputs as the engine leaves them after ``op`` against ``old`` (its state).
+
+        same: the old id and outputs (nothing runs), except values the saved state only
+        holds as digests (secrets), which are the mocks' own deterministic answers;
+        update: the old id, the new inputs, a command's new stdout, other computed outputs kept;
+        create/replace: a new id, fresh outputs.
+        """
+        args.op = op  # read by new_resource: only steps that run produce failures
+        rid, out = self.new_resource(args)
+        if old is None:
+            return rid, out
+        if args.typ.startswith("kubernetes:") and not args.typ.startswith("pulumi:providers"):
+            return rid, out  # the object's id is namespace/name, replaced or not
+        rid = (old.id or rid) if op in (engine.SAME, engine.UPDATE) else next_id(args.name, old.id)
+        if op == engine.REPLACE and args.typ == "alicloud:ecs/instance:Instance":
+            # A new instance: new addresses (no EIP), so every step that dials it runs again.
+            n = self._host_number(rid)
+            public, private = f"{PUBLIC_IP_BASE}{n}", f"{PRIVATE_IP_BASE}{n}"
+            self.placeholders[public] = f"public IP of the replacement {args.name} (assigned by Aliyun)"
+            self.placeholders[private] = f"private IP of the replacement {args.name} (assigned by Aliyun)"
+            out.update(publicIp=public, privateIp=private, primaryIpAddress=private)
+        if op == engine.REPLACE and args.typ == "random:index/randomString:RandomString":
+            # A replaced random string is a new random value (§4), so what it feeds changes.
+            m = _GENERATION.search(rid)
+            char = "xyzwvu"[(int(m.group(1)) - 1) % 6 if m else 0]
+            out["result"] = char * len(str(out.get("result", "")))
+            self.placeholders.setdefault(char * 6, "random bootstrap-token characters of a replacement (generated at deploy time)")
+        from tools.harness import canonical
+
+        for key, saved in old.outputs.items() if op in (engine.SAME, engine.UPDATE) else ():
+            if _holds_marker(saved) or (key in out and canonical(out[key]) == saved):
+                continue
+            # same: nothing runs, the old outputs stand. update: inputs are new, a command's
+            # stdout is its new run's; other computed outputs (an instance's IPs, a random
+            # result: §4) stay what the resource has.
+            if op == engine.SAME or (key not in args.inputs and args.typ not in engine.COMMAND_TYPES):
+                out[key] = saved
+        return rid, out
+
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         typ, name, inputs = args.typ, args.name, dict(args.inputs)
         rid = f"<{name} id>"
+        runs = getattr(args, "op", engine.CREATE) != engine.SAME
         out = dict(inputs)
         if typ == "alicloud:ecs/instance:Instance":
             n = self._host_number(name)
@@ -124,10 +220,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             out["result"] = ("x" * length)[:length]
             self.placeholders.setdefault("x" * 6, "random bootstrap-token characters (generated at deploy time)")
         elif typ == "command:remote:Command":
-            # A command whose inputs change is replaced and gets a new id; model that, so
-            # steps that chain on ids (triggers) show the cascade in tests.
-            rid = f"<{name} id {_digest(inputs)}>"
-            out.setdefault("stdout", self._remote_stdout(name, inputs))
+            # The id is stable (engine: same/update keep it; a replace gets a new one, respond),
+            # so steps that chain on ids (triggers) re-run only when an upstream is replaced.
+            out.setdefault("stdout", self._remote_stdout(name, inputs, runs))
             out.setdefault("stderr", "")
         elif typ == "command:local:Command":
             out.setdefault("stdout", str(int(self.clock())))
@@ -145,11 +240,13 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self._hosts[n] = name
         return n
 
-    def _remote_stdout(self, name: str, inputs: dict) -> str:
+    def _remote_stdout(self, name: str, inputs: dict, runs: bool = True) -> str:
         create = inputs.get("create") or ""
         env = command_env(create)
         for suffix, producer in self.command_stdout.items():
             if name.endswith(suffix):
+                if producer == self._gpu_test_result:  # not replaced by a test
+                    return self._gpu_test_result(inputs, env, name=name, runs=runs)
                 return producer(inputs, env)
         return ""
 
@@ -159,6 +256,11 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
     def _gpu_verify(self, inputs: dict, env: dict[str, str]) -> str:
         name = env.get("EXPECTED_GPU_NAME") or "<GPU name from nvidia-smi>"
         driver = env.get("DRIVER_VERSION") or "<driver version from nvidia-smi>"
+        recorded = mock_cluster.nvidia_smi_answer(name, driver)
+        if recorded is not None:
+            line, fixture = recorded
+            self.placeholders[line] = f"nvidia-smi of this GPU and driver as recorded in {fixture} (parsed)"
+            return line + "\n"
         line = f"{name}, {driver}, 0 MiB"
         self.placeholders[line] = "nvidia-smi's answer at deploy time (the plan shows the catalog's expectation)"
         return line + "\n"
@@ -171,8 +273,17 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.placeholders[answer] = "nvidia.com/gpu allocatable per GPU node, read from the cluster at deploy time"
         return answer + "\n"
 
-    def _gpu_test_result(self, inputs: dict, env: dict[str, str]) -> str:
-        """80-gpu-test-result.sh: every test pod Succeeded; logs are labelled placeholders."""
+    def _gpu_test_result(self, inputs: dict, env: dict[str, str], *, name: str = "", runs: bool = True) -> str:
+        """80-gpu-test-result.sh: with gpu_test failed/timeout, the real script's verdict over a
+        recorded failure (a failing step fails `pulumi up`); otherwise every test pod passes
+        with labelled placeholder logs (never a real result)."""
+        if self.gpu_test in mock_cluster.FAILURE_CASES and runs:
+            proc = mock_cluster.run_gpu_test_result(env, self.gpu_test)
+            why = mock_cluster.gpu_test_failure(proc)
+            if why is not None:
+                self.failures.append(f"{name}: {why}")
+                self.failed.append(name)
+            return proc.stdout
         pattern = env.get("SUCCESS_PATTERN", "")
         per_node = int(env.get("PODS_PER_NODE") or 1)
         pods = []

@@ -1,10 +1,17 @@
 """Offline plan: what `pulumi up -s <stack>` would create, without a cloud account.
 
     python -m tools.plan --stack dev [--config KEY=VALUE ...] [--json] [--out DIR]
+    python -m tools.plan --json > before.json
+    python -m tools.plan --assume image=m-new --diff before.json [--json]
 
 It evaluates the real __main__.py under the project's mocks with the stack's real
 config (Pulumi.yaml defaults < stacks/Pulumi.<stack>.yaml < --config). Values only the
 cloud knows are placeholders, listed in a legend. A config error exits 2 with one line.
+``--config KEY=VALUE`` stores VALUE as plain text, as ``pulumi config set`` does;
+``--config-path 'KEY[0]=VALUE'`` builds a list or map, as ``pulumi config set --path``.
+``--diff`` plays a second `pulumi up` against a plan saved with ``--json`` (tools/engine.py);
+``--assume`` sets what the mock cloud answers then. If `pulumi up` would fail (a failing
+GPU test), the plan says why and exits 3.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import re
 import shlex
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from tools import harness
-from tools.harness import ProgramRun, redact, run_program
+from tools import engine, harness
+from tools.harness import ProgramRun, canonical, redact, run_program
+from tools.mocks import PlaceholderMocks
 
 # Inputs worth a glance in the text tree, per resource type (others: none shown).
 KEY_INPUTS = {
@@ -110,35 +119,148 @@ class PlanError(Exception):
 
 
 def parse_override(text: str) -> tuple[str, object]:
+    """``pulumi config set KEY VALUE``: VALUE is stored as plain text, even '["a"]' (no JSON)."""
     if "=" not in text:
         raise PlanError(f"--config {text!r}: expected KEY=VALUE, e.g. gpu-k8s:instanceType=ecs.gn6i-c4g1.xlarge")
     key, raw = text.split("=", 1)
     key = key.strip()
     if ":" not in key:
         key = f"gpu-k8s:{key}"
-    # Lists and maps as YAML/JSON; everything else stays the string the CLI would store.
-    value: object = raw
-    if raw.strip().startswith(("[", "{")):
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise PlanError(f"--config {key}: {raw!r} is not valid YAML/JSON") from None
-    return key, value
+    return key, raw
 
 
-def plan(stack: str, overrides: list[str]) -> ProgramRun:
+_PATH_SEGMENT = re.compile(r'\.(?P<name>[A-Za-z_][\w-]*)|\[(?P<index>\d+)\]|\["(?P<quoted>[^"]+)"\]')
+
+
+def _path_value(raw: str) -> object:
+    """How `config set --path` stores a value inside an object (config/map.go adjustObjectValue)."""
+    if raw in ("true", "false"):
+        return raw == "true"
+    if not (len(raw) > 1 and raw[0] == "0") and re.fullmatch(r"[+-]?[0-9]+", raw):
+        return int(raw)
+    return raw
+
+
+def apply_path_override(values: dict[str, object], text: str) -> None:
+    """``pulumi config set --path 'KEY[0].name' VALUE``: create or extend a list/map under KEY."""
+    if "=" not in text:
+        raise PlanError(f"--config-path {text!r}: expected PATH=VALUE, e.g. 'allowedCidrs[0]=203.0.113.7/32'")
+    path, raw = text.split("=", 1)
+    path = path.strip() if ":" in path.split("[")[0].split(".")[0] else f"gpu-k8s:{path.strip()}"
+    m = re.match(r"[\w-]+:[A-Za-z_][\w-]*", path)
+    if not m:
+        raise PlanError(f"--config-path {text!r}: expected a key such as gpu-k8s:allowedCidrs[0]")
+    key, rest = m.group(0), path[m.end() :]
+    segments: list[str | int] = []
+    while rest:
+        seg = _PATH_SEGMENT.match(rest)
+        if not seg:
+            raise PlanError(f'--config-path {path!r}: cannot read {rest!r} (use name[0], name.field or name["a.b"])')
+        segments.append(int(seg["index"]) if seg["index"] is not None else seg["name"] or seg["quoted"])
+        rest = rest[seg.end() :]
+    if not segments:  # a single-segment path stores a plain string
+        values[key] = raw
+        return
+    parent: object = values
+    step: str | int = key
+    for nxt in segments:
+        container = parent[step] if _has(parent, step) else None
+        if not isinstance(container, list | dict):
+            container = [] if isinstance(nxt, int) else {}
+            _put(parent, step, container, path)
+        parent, step = container, nxt
+    _put(parent, step, _path_value(raw), path)
+
+
+def _has(container: object, step: str | int) -> bool:
+    if isinstance(container, dict):
+        return step in container
+    return isinstance(container, list) and isinstance(step, int) and step < len(container)
+
+
+def _put(container: object, step: str | int, value: object, path: str) -> None:
+    if isinstance(container, list):
+        if not isinstance(step, int) or step > len(container):
+            raise PlanError(f"--config-path {path!r}: array index out of range (as `pulumi config set --path` says)")
+        if step == len(container):
+            container.append(value)
+        else:
+            container[step] = value
+    elif isinstance(container, dict):
+        container[step] = value
+
+
+def parse_assume(facts: list[str]) -> dict[str, object]:
+    """--assume FACT=VALUE: what the mock cloud answers (PlaceholderMocks keyword arguments)."""
+    out: dict[str, object] = {}
+    for text in facts:
+        fact, _, value = text.partition("=")
+        fact = fact.strip()
+        if fact == "image" and value:
+            out["image"] = value
+        elif fact == "zones":
+            out["zones"] = [z.strip() for z in value.split(",") if z.strip()]
+        elif fact == "now":
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                when = None
+            if when is None or when.tzinfo is None:
+                raise PlanError(f"--assume now={value!r}: expected an ISO 8601 UTC time, e.g. now=2027-01-15T12:00:00Z")
+            out["clock"] = (lambda epoch: lambda: epoch)(when.astimezone(UTC).timestamp())
+        elif fact == "gpu-test" and value in ("passed", "failed", "timeout"):
+            out["gpu_test"] = value
+        else:
+            raise PlanError(
+                f"--assume {text!r}: expected image=<image id>, zones=<zone,zone>, now=<ISO 8601 UTC> "
+                "or gpu-test=passed|failed|timeout"
+            )
+    return out
+
+
+def plan(
+    stack: str,
+    overrides: list[str | tuple[str, str]],
+    *,
+    assume: list[str] | None = None,
+    previous: list[engine.State] | None = None,
+    replace: list[str] | None = None,
+) -> ProgramRun:
+    """Run the program; ``overrides``: "KEY=VALUE" (plain) or ("path", "KEY[0]=VALUE") entries."""
     from components.config import ConfigError
 
-    values = dict(parse_override(o) for o in overrides)
+    values: dict[str, object] = {}
+    for entry in overrides:
+        kind, text = entry if isinstance(entry, tuple) else ("plain", entry)
+        if kind == "path":
+            apply_path_override(values, text)
+        else:
+            key, value = parse_override(text)
+            values[key] = value
+    mocks = PlaceholderMocks(**parse_assume(assume or []))
     try:
         _check_known_keys([*harness.stack_config(stack), *values])
-        return run_program(stack, values)
+        return run_program(stack, values, mocks=mocks, previous=previous, replace=replace or ())
     except FileNotFoundError as err:
         raise PlanError(str(err)) from None
     except yaml.YAMLError as err:
         raise PlanError(f"stacks/Pulumi.{stack}.yaml or Pulumi.yaml is not valid YAML: {' '.join(str(err).split())}") from None
+    except harness.ConfigTypeError as err:
+        raise PlanError(f"config error: {err}: {_type_hint(err)}") from None
     except ConfigError as err:
         raise PlanError(f"config error: {err}") from None
+
+
+def _type_hint(err: harness.ConfigTypeError) -> str:
+    """What the CLI would accept instead (its own message names no value)."""
+    got = f"got {err.value!r} ({'plain text' if isinstance(err.value, str) else type(err.value).__name__})"
+    if err.type_name.startswith("array"):
+        return (
+            f"{got}; expected a list: `pulumi config set --path '{err.key}[0]' VALUE` "
+            f"(here --config-path '{err.key}[0]=VALUE') or a YAML list in the stack file"
+        )
+    expected = {"integer": "a whole number", "boolean": "true or false", "string": "text"}.get(err.type_name, err.type_name)
+    return f"{got}; expected {expected}"
 
 
 def _check_known_keys(keys: list[str]) -> None:
@@ -204,14 +326,68 @@ def as_json(run: ProgramRun) -> dict:
                 "parent": r.parent,
                 "provider": r.provider,
                 "dependencies": r.dependencies,
-                "inputs": redact(r.inputs),
+                # Secrets as "[secret <digest>]": a later --diff sees a change, never the value.
+                "inputs": canonical(r.inputs),
+                # The state a later --diff plays against (tools/engine.py).
+                "id": r.id,
+                "options": r.options,
+                "outputs": canonical(harness.secret_outputs(r)),
+                **({"failed": True} if r.name in run.failed else {}),
             }
             for r in run.resources
         ],
         "outputs": outputs,
         "placeholders": {**run.placeholders, **legend},
         "warnings": run.warnings,
+        "errors": run.errors,
     }
+
+
+def load_previous(path: Path, stack: str) -> list[engine.State]:
+    """The state a saved plan (``--json``) describes: what a first `pulumi up` left."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PlanError(f"--diff {path}: not a plan saved with --json ({' '.join(str(err).split())})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("resources"), list):
+        raise PlanError(f"--diff {path}: not a plan saved with --json (no resources)")
+    if doc.get("stack") != stack:
+        raise PlanError(
+            f"--diff {path}: saved for stack {doc.get('stack')!r}, not {stack!r}; expected --stack {doc.get('stack')}"
+        )
+    if any("id" not in r or "options" not in r for r in doc["resources"]):
+        raise PlanError(f"--diff {path}: saved without state (ids, options); expected a plan saved by this version's --json")
+    return [
+        engine.State(r["urn"], r["type"], r["name"], r["id"], r["inputs"], r.get("outputs") or {}, r["provider"], r["options"])
+        for r in doc["resources"]
+        if not r.get("failed")  # a failed step is not in state: the next up runs it again
+    ]
+
+
+_OP_MARK = {engine.UPDATE: "~", engine.REPLACE: "+-", engine.CREATE: "+", engine.DELETE: "-"}
+
+
+def render_diff(run: ProgramRun, previous: Path) -> str:
+    counts = engine.summary(run.changes)
+    lines = [f"What a second `pulumi up -s {run.stack}` would do against {previous} (offline engine model):", ""]
+    for c in run.changes:
+        if c.op == engine.SAME:
+            if c.note:
+                lines.append(f"  {'':>2} {'same':<8} {c.type}  {c.name}  ({c.note})")
+            continue
+        keys = f"  [{', '.join(c.keys)}]" if c.keys else ""
+        note = f"  ! {c.note}" if c.note.startswith("DESTRUCTIVE") else (f"  ({c.note})" if c.note else "")
+        lines.append(f"  {_OP_MARK[c.op]:>2} {c.op:<8} {c.type}  {c.name}{keys}{note}")
+    if all(c.op == engine.SAME for c in run.changes):
+        lines.append("  nothing changes")
+    lines += ["", ", ".join(f"{n} {op}" for op, n in counts.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def render_errors(run: ProgramRun) -> str:
+    lines = ["", "`pulumi up` would FAIL (exit 3 here):"]
+    lines += [f"    x {e}" for e in run.errors]
+    return "\n".join(lines) + "\n"
 
 
 def _short(value: object, limit: int = 90) -> str:
@@ -337,7 +513,36 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default dev)")
-    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument(
+        "--config",
+        dest="settings",
+        action="append",
+        default=[],
+        type=lambda t: ("plain", t),
+        metavar="KEY=VALUE",
+        help="override a config value as `pulumi config set` stores it: plain text (repeatable)",
+    )
+    parser.add_argument(
+        "--config-path",
+        dest="settings",
+        action="append",
+        type=lambda t: ("path", t),
+        metavar="PATH=VALUE",
+        help="as `pulumi config set --path`, e.g. 'allowedCidrs[0]=203.0.113.7/32' (repeatable)",
+    )
+    parser.add_argument(
+        "--assume",
+        action="append",
+        default=[],
+        metavar="FACT=VALUE",
+        help="what the cloud answers: image=ID, zones=Z1,Z2, now=ISO-8601-UTC, gpu-test=passed|failed|timeout",
+    )
+    parser.add_argument(
+        "--diff", type=Path, metavar="PREVIOUS.json", help="what `pulumi up` would change against a saved --json plan"
+    )
+    parser.add_argument(
+        "--replace", action="append", default=[], metavar="URN", help="with --diff: as `pulumi up --replace URN` (repeatable)"
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     parser.add_argument("--out", type=Path, help="write plan.json, rendered scripts and manifests to DIR")
     parser.add_argument(
@@ -347,12 +552,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.replace and not args.diff:
+            raise PlanError("--replace needs --diff PREVIOUS.json (a replace is relative to what is deployed)")
         if args.out:
             prepare_out(args.out)
-        run = plan(args.stack, args.config)
+        previous = load_previous(args.diff, args.stack) if args.diff else None
+        run = plan(args.stack, args.settings, assume=args.assume, previous=previous, replace=args.replace)
     except PlanError as err:
         print(f"gpu-k8s plan: {err}", file=sys.stderr)
         return 2
+    failed = 3 if run.errors else 0
+    if args.diff:
+        if args.json:
+            doc = {"changes": [c.as_dict() for c in run.changes], "errors": run.errors}
+            json.dump(doc, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(render_diff(run, args.diff) + (render_errors(run) if failed else ""))
+        return failed
     if args.urns is not None:
         try:
             pattern = re.compile(args.urns)
@@ -367,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(as_json(run), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_text(run))
+        sys.stdout.write(render_text(run) + (render_errors(run) if failed else ""))
     if args.out:
         try:
             written = write_out(run, args.out)
@@ -375,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu-k8s plan: --out {args.out}: cannot write there ({err.strerror or err})", file=sys.stderr)
             return 2
         print(f"wrote {len(written)} files under {args.out}", file=sys.stderr)
-    return 0
+    return failed
 
 
 if __name__ == "__main__":
