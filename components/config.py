@@ -36,7 +36,10 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _POOL_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$")
 _K8S_VERSION_RE = re.compile(r"^1\.(\d{2})\.\d{1,2}$")
-_TOOLKIT_VERSION_RE = re.compile(r"^1\.\d{1,2}\.\d{1,2}$")
+# The NVIDIA Container Toolkit lines step 20 is tested with (tests/test_runtime_real.py runs
+# the real nvidia-ctk 1.17.8 and 1.18.0): 1.17 edits config.toml, 1.18 writes a drop-in.
+_TOOLKIT_VERSION_RE = re.compile(r"^1\.1[78]\.\d{1,2}$")
+SUPPORTED_TOOLKITS = "a 1.17.x or 1.18.x release (the supported NVIDIA Container Toolkit lines), e.g. 1.17.8"
 _CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 # An image reference: repository[:tag][@sha256:digest], lower-case, no spaces.
@@ -268,6 +271,10 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def parse_container_toolkit_version(value: str) -> str:
+    return _match("containerToolkitVersion", value, _TOOLKIT_VERSION_RE, SUPPORTED_TOOLKITS)
+
+
 def parse_kubernetes_version(value: str) -> str:
     accepted = f"MAJOR.MINOR.PATCH from 1.{K8S_MIN_MINOR}.0 to 1.{K8S_MAX_MINOR}.x, e.g. 1.34.2"
     m = _K8S_VERSION_RE.match(value)
@@ -376,9 +383,7 @@ def load_config() -> StackConfig:
         cuda_toolkit_version=_match(
             "cudaToolkitVersion", cfg.get("cudaToolkitVersion") or "", _CUDA_VERSION_RE, "a CUDA version MAJOR.MINOR such as 12.2"
         ),
-        container_toolkit_version=_match(
-            "containerToolkitVersion", cfg.get("containerToolkitVersion") or "", _TOOLKIT_VERSION_RE, "a version such as 1.17.8"
-        ),
+        container_toolkit_version=parse_container_toolkit_version(cfg.get("containerToolkitVersion") or ""),
         install_docker=_bool(cfg, "installDocker"),
         registry_mirrors=registry_mirrors,
         kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),

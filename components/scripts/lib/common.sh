@@ -47,20 +47,38 @@ apt_update() {
 checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
 
-# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
+any_file_lacks() { # extended_regex file...: whether some file has no line matching it
+  local file
+  for file in "${@:2}"; do
+    grep -Eq "$1" "$file" || return 0
+  done
+  return 1
+}
+
+# --- containerd's pause image must be kubeadm's, from the same (reachable) registry. It is
+# set in config.toml and in every imported drop-in of config.d/ that holds a sandbox key
+# (nvidia-ctk >= 1.18 copies the whole CRI section of a version-2 config into
+# config.d/99-nvidia.toml, and an import overrides config.toml) ---
 align_sandbox_image() { # image_repository kubernetes_version containerd_config
-  local repo="$1" version="$2" config="$3" pause before
+  local repo="$1" version="$2" config="$3" pause before file key_re want_re
+  local -a files=()
   pause=$(kubeadm config images list --image-repository "$repo" --kubernetes-version "v$version" 2>/dev/null | grep pause | head -n 1) ||
     die "kubeadm config images list found no pause image for v$version in $repo"
   [[ -f "$config" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
-  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$config"; then
+  key_re="^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*="
+  files=("$config")
+  for file in "$(dirname "$config")"/config.d/*.toml; do
+    [[ -f "$file" ]] && grep -Eq "$key_re" "$file" && files+=("$file")
+  done
+  want_re="${key_re}[[:space:]]*[\"']${pause//./\\.}[\"']"
+  if ! any_file_lacks "$want_re" "${files[@]}"; then
     log "containerd already uses $pause, skipping"
     return 0
   fi
-  before=$(checksum "$config")
-  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$config"
-  grep -qF "\"$pause\"" "$config" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
-  if [[ "$(checksum "$config")" != "$before" ]]; then
+  before=$(cat "${files[@]}" | sha256sum)
+  sed -i -E "s#(${key_re}[[:space:]]*).*#\1\"$pause\"#" "${files[@]}"
+  ! any_file_lacks "$want_re" "${files[@]}" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
+  if [[ "$(cat "${files[@]}" | sha256sum)" != "$before" ]]; then
     log "containerd now uses $pause, restarting containerd"
     systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
   fi

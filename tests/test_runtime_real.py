@@ -1,0 +1,209 @@
+"""Step 20 (container runtime) against the REAL containerd and nvidia-ctk.
+
+The binaries come from ../shared/tools/bin (see its README: containerd 1.7.28, 2.1.4,
+2.1.5; nvidia-ctk 1.17.8, 1.18.0). The step runs exactly as rendered for a node
+(render_script: lib/common.sh inlined), with those binaries on PATH as ``containerd`` and
+``nvidia-ctk``; only what needs a network or a daemon (apt-get, curl, gpg, systemctl,
+kubeadm) is a stub. Every host path lives under GPU_K8S_ROOT, as in the other script tests.
+
+The verdict is containerd's own: ``containerd --config config.toml config dump``, the
+merged config (imports included) that containerd would run with, parsed as TOML.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from components.remote import render_script
+from tests.stubs import SCRIPTS_DIR, StubBin
+
+TOOLS = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "bin"
+CONTAINERD_VERSIONS = ("1.7.28", "2.1.4", "2.1.5")
+TOOLKIT_VERSIONS = ("1.17.8", "1.18.0")
+STATES = ("no-config", "config-default", "debian-minimal", "failed-run")
+
+pytestmark = pytest.mark.skipif(
+    not TOOLS.is_dir(), reason=f"real containerd/nvidia-ctk binaries not found at {TOOLS} (CI has them)"
+)
+
+# Debian's containerd package ships this /etc/containerd/config.toml: CRI on, no runc table.
+DEBIAN_MINIMAL = """version = 2
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+"""
+MIRRORS = "docker.io=https://abc.mirror.aliyuncs.com;registry.k8s.io=https://k8s.m.daocloud.io"
+REPO = "registry.aliyuncs.com/google_containers"
+K8S = "1.34.2"
+PAUSE = f"{REPO}/pause:3.10.1"  # what kubeadm v1.34.2 lists (stubbed below, as in the 40/50 tests)
+KUBEADM = r"""
+repo=""; prev=""; for a in "$@"; do [[ "$prev" == --image-repository ]] && repo="$a"; prev="$a"; done
+case "$*" in
+  "config images list"*) printf '%s\n' "$repo/kube-apiserver:v1.34.2" "$repo/pause:3.10.1" "$repo/etcd:3.6.4-0";;
+esac
+"""
+GUARD = r"""
+if [[ "$1 $2" == "runtime configure" && " $* " != *" --drop-in-config "* && " $* " != *" --help "* ]]; then
+  echo "test guard: nvidia-ctk >= 1.18 without --drop-in-config writes the HOST's /etc/containerd/config.d" >&2; exit 97
+fi
+"""
+
+
+def _tool(name: str, tmp: Path) -> Path:
+    """The binary itself, or a +x copy when the shared folder lost the run bit."""
+    path = TOOLS / name
+    if os.access(path, os.X_OK):
+        return path
+    copy = tmp / name
+    shutil.copy(path, copy)
+    copy.chmod(copy.stat().st_mode | stat.S_IXUSR)
+    return copy
+
+
+def _node(tmp_path: Path, containerd: str, toolkit: str) -> StubBin:
+    sb = StubBin(tmp_path)
+    (sb.dir / "containerd").symlink_to(_tool(f"containerd-{containerd}", tmp_path))
+    ctk = _tool(f"nvidia-ctk-{toolkit}", tmp_path)
+    if toolkit >= "1.18":  # its default drop-in path is the host's /etc: never write there from a test
+        sb.add("nvidia-ctk", body=GUARD + f'exec {ctk} "$@"')
+    else:
+        (sb.dir / "nvidia-ctk").symlink_to(ctk)
+    for name in ("apt-get", "curl", "gpg", "systemctl"):
+        sb.add(name)
+    sb.add("kubeadm", body=KUBEADM)
+    (sb.root / "etc").mkdir()
+    return sb
+
+
+def _containerd(sb: StubBin, *args: str) -> str:
+    return subprocess.run([str(sb.dir / "containerd"), *args], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def _prepare(sb: StubBin, state: str, toolkit: str) -> None:
+    config = sb.root / "etc/containerd/config.toml"
+    if state == "no-config":
+        return
+    config.parent.mkdir(parents=True)
+    if state == "debian-minimal":
+        config.write_text(DEBIAN_MINIMAL)
+        return
+    config.write_text(_containerd(sb, "config", "default"))
+    if state == "failed-run":
+        # Where the step used to die: nvidia-ctk ran (1.18: drop-in + imports), SystemdCgroup
+        # and config_path not set yet.
+        drop_in = ["--drop-in-config", str(config.parent / "config.d/99-nvidia.toml")] if toolkit >= "1.18" else []
+        subprocess.run(
+            [str(sb.dir / "nvidia-ctk"), "runtime", "configure", "--runtime=containerd", "--set-as-default"]
+            + [f"--config={config}", *drop_in],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+
+
+def _run_step(sb: StubBin, toolkit: str) -> subprocess.CompletedProcess:
+    script = sb.state / "opt/gpu-k8s/20-container-runtime.sh"  # alone, as on the node
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(render_script("20-container-runtime.sh"))
+    env = {
+        "PATH": str(sb.dir),
+        "HOME": str(sb.state),
+        "STUB_STATE": str(sb.state),
+        "GPU_K8S_ROOT": str(sb.root),
+        "LANG": "C.UTF-8",
+        "POLL_SECONDS": "0",
+        "CONTAINER_TOOLKIT_VERSION": toolkit,
+        "PACKAGE_MIRROR": "aliyun",
+        "REGISTRY_MIRRORS": MIRRORS,
+        "INSTALL_DOCKER": "false",
+    }
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _align_pause(sb: StubBin) -> subprocess.CompletedProcess:
+    """What 40-kubeadm-init / 50-kubeadm-join do to the same files: the lib's align_sandbox_image."""
+    lib = SCRIPTS_DIR / "lib/common.sh"
+    config = sb.root / "etc/containerd/config.toml"
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; STEP=test; source "{lib}"; align_sandbox_image "$@"', "-", REPO, K8S, str(config)],
+        env={"PATH": str(sb.dir), "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "etc").rglob("*")) if p.is_file()}
+
+
+def _merged(sb: StubBin) -> dict:
+    return tomllib.loads(_containerd(sb, "--config", str(sb.root / "etc/containerd/config.toml"), "config", "dump"))
+
+
+def _ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\nstderr:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("toolkit", TOOLKIT_VERSIONS)
+@pytest.mark.parametrize("containerd", CONTAINERD_VERSIONS)
+def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(
+    tmp_path: Path, containerd: str, toolkit: str, state: str
+):
+    sb = _node(tmp_path, containerd, toolkit)
+    _prepare(sb, state, toolkit)
+    first = _run_step(sb, toolkit)
+    _ok(first)
+    _ok(_align_pause(sb))
+
+    merged = _merged(sb)
+    plugins = merged["plugins"]
+    if containerd.startswith("1."):
+        assert merged["version"] == 2
+        cri = plugins["io.containerd.grpc.v1.cri"]
+        runtime, sandbox, registry = cri["containerd"], cri["sandbox_image"], cri["registry"]
+    else:
+        assert merged["version"] == 3
+        runtime = plugins["io.containerd.cri.v1.runtime"]["containerd"]
+        images = plugins["io.containerd.cri.v1.images"]
+        sandbox, registry = images["pinned_images"]["sandbox"], images["registry"]
+    runtimes = runtime["runtimes"]
+    assert runtime["default_runtime_name"] == "nvidia"
+    assert runtimes["nvidia"]["options"]["BinaryName"] == "/usr/bin/nvidia-container-runtime"
+    assert runtimes["nvidia"]["runtime_type"] == "io.containerd.runc.v2"
+    assert runtimes["runc"]["options"]["SystemdCgroup"] is True
+    assert runtimes["nvidia"]["options"]["SystemdCgroup"] is True
+    assert sandbox == PAUSE
+    assert registry["config_path"] == "/etc/containerd/certs.d"
+    hosts = (sb.root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
+    assert tomllib.loads(hosts)["host"]["https://abc.mirror.aliyuncs.com"]["capabilities"] == ["pull", "resolve"]
+    drop_in = sb.root / "etc/containerd/config.d/99-nvidia.toml"
+    assert drop_in.exists() == (toolkit >= "1.18")
+    if state == "debian-minimal":
+        backups = list((sb.root / "etc/containerd").glob("config.toml.gpu-k8s-*.bak"))
+        assert [b.read_text() for b in backups] == [DEBIAN_MINIMAL]
+
+    # A second run (and a second alignment) changes nothing and restarts nothing.
+    files = _snapshot(sb.root)
+    sb.clear()
+    second = _run_step(sb, toolkit)
+    _ok(second)
+    _ok(_align_pause(sb))
+    assert _snapshot(sb.root) == files
+    assert not sb.calls("systemctl") or not sb.called("systemctl", "restart", "containerd")
+    assert not sb.calls("apt-get")
+    assert "unchanged, not restarting containerd" in second.stderr
