@@ -68,6 +68,7 @@ PASSTHROUGH = (
     "realpath",
     "od",
     "python3",
+    "flock",
 )
 
 

@@ -11,8 +11,8 @@
 # It sets no shell options (the caller has `set -euo pipefail`) and runs nothing at load
 # time: it only defines functions. What each one needs from the caller:
 #   log, warn, die         STEP (the log prefix, e.g. "20-container-runtime")
-#   apt_get                nothing
-#   apt_update             POLL_SECONDS (pause between tries; 5 when unset);
+#   apt_get                nothing (APT_LOCK_WAIT, GPU_K8S_ROOT optional)
+#   apt_update             POLL_SECONDS (pause unit between tries; 5 when unset);
 #                          APT_MIRROR_HINT (optional: what to check besides the network
 #                          when every try fails; default "its apt mirror")
 #   checksum, same_content nothing
@@ -29,16 +29,28 @@ die() {
   exit 1
 }
 
-# --- apt: never prompts, waits up to 600 s for the dpkg lock (steps run in parallel and
-# unattended-upgrades holds it on first boot), and keeps stdout clean ---
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
+# --- apt: never prompts and keeps stdout clean. Steps run in parallel on a node (driver,
+# runtime, packages): every apt-get of every step holds one gpu-k8s lock (flock(1), up to
+# APT_LOCK_WAIT s, default 1800), so two steps never run apt-get at once; dpkg's own
+# DPkg::Lock::Timeout (600 s) waits for unattended-upgrades, which does not take our lock.
+# That option does not cover `apt-get update`'s /var/lib/apt/lists/lock: apt_update retries
+# with a growing pause (POLL_SECONDS x try: 5+10+15+20 s by default) ---
+apt_get() {
+  local lock="${GPU_K8S_ROOT:-}/var/lib/gpu-k8s/apt.lock" wait="${APT_LOCK_WAIT:-1800}" rc=0
+  mkdir -p "${lock%/*}"
+  DEBIAN_FRONTEND=noninteractive flock -E 75 -w "$wait" "$lock" apt-get -o DPkg::Lock::Timeout=600 "$@" >&2 || rc=$?
+  if ((rc == 75)); then
+    warn "another gpu-k8s step held ${lock#"${GPU_K8S_ROOT:-}"} for over ${wait}s"
+  fi
+  return "$rc"
+}
 
 apt_update() {
   local try
   for try in 1 2 3 4 5; do
     apt_get update && return 0
     warn "apt-get update failed (try $try of 5)"
-    sleep "${POLL_SECONDS:-5}"
+    ((try == 5)) || sleep $((${POLL_SECONDS:-5} * try))
   done
   die "apt-get update failed 5 times: check the node's outbound network and ${APT_MIRROR_HINT:-its apt mirror}"
 }
