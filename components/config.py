@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 
 import pulumi
 
-from components import catalog, cuda
+from components import catalog, cuda, downloads
 
 PROJECT = "gpu-k8s"
 
@@ -363,6 +363,7 @@ def load_config() -> StackConfig:
     _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version)
     registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
     _warn_unreachable_registries(region, registry_mirrors)
+    _warn_unverified_driver(driver_version, pools)
     grid_url = cfg.get_secret("gridDriverUrl")
     return StackConfig(
         stack=pulumi.get_stack(),
@@ -401,6 +402,14 @@ def load_config() -> StackConfig:
 
 # Registries the cluster pulls from that are often unreachable from mainland China.
 _FOREIGN_REGISTRIES = ("docker.io", "nvcr.io")
+
+
+def _warn_unverified_driver(driver_version: str, pools: tuple[NodePool, ...]) -> None:
+    if any(p.profile.driver == catalog.TESLA for p in pools) and not downloads.tesla_run_sha256(driver_version):
+        pulumi.log.warn(
+            f"gpu-k8s:driverVersion {driver_version}: download unverified: no published SHA-256 is known for "
+            f"NVIDIA-Linux-x86_64-{driver_version}.run (components/downloads.py), so step 11 installs it unchecked"
+        )
 
 
 def _warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:

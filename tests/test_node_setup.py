@@ -7,23 +7,32 @@ matrix for step 20 is tests/test_runtime_real.py.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from components import bootstrap, catalog, config, downloads
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tests.test_script_behaviour import (
     APT_GET,
     CONTAINERD,
     CONTAINERD_DEFAULT,
     CURL,
+    DPKG,
+    FAKE_RUN,
     GPG,
     KUBE,
     KUBEADM_VERSION,
     NVIDIA_CTK,
+    NVIDIA_SMI,
     RUNTIME,
+    TESLA,
     defer,
+    failed,
+    ok,
     write,
 )
 
@@ -113,3 +122,99 @@ def test_apt_lock_wait_is_bounded(rt: StubBin):
     assert result.returncode == 1
     assert "another gpu-k8s step held /var/lib/gpu-k8s/apt.lock for over 0s" in result.stderr
     assert not rt.calls("apt-get")
+
+
+# ================================================================ downloads and keys
+
+BOUNDED = ("--connect-timeout", "--speed-limit", "--speed-time", "--retry")
+
+
+def test_no_script_calls_curl_except_through_the_bounded_helper():
+    for path in sorted(SCRIPTS_DIR.glob("*.sh")):
+        for line in path.read_text().splitlines():
+            code = line.split("#", 1)[0]
+            assert not re.search(r"(^|[\s|;&(])curl\s", code), f"{path.name}: unbounded curl: {line.strip()}"
+    lib = (SCRIPTS_DIR / "lib/common.sh").read_text()
+    helper = next(line for line in lib.splitlines() if line.strip().startswith("curl "))
+    assert all(flag in helper for flag in BOUNDED)
+
+
+def test_runtime_downloads_are_bounded_and_keys_verified(rt: StubBin):
+    result = ok(rt.run("20-container-runtime.sh", RUNTIME))
+    curls = rt.calls("curl")
+    assert curls and all(all(flag in c for flag in BOUNDED) for c in curls)
+    assert "NVIDIA Container Toolkit key fingerprint C95B321B61E88C1809C4F759DDCAE044F796ECB0 verified" in result.stderr
+
+
+def test_runtime_refuses_a_key_with_another_fingerprint(rt: StubBin):
+    write(rt.state / "gpg-fpr", "0123456789ABCDEF0123456789ABCDEF01234567")
+    failed(
+        rt.run("20-container-runtime.sh", RUNTIME),
+        "20-container-runtime",
+        "NVIDIA Container Toolkit key downloaded has fingerprint 0123456789ABCDEF0123456789ABCDEF01234567",
+        "not the published C95B321B61E88C1809C4F759DDCAE044F796ECB0",
+    )
+    assert not (rt.root / "usr/share/keyrings/nvidia-container-toolkit-keyring.gpg").exists()
+    assert not rt.called("apt-get", "install", "nvidia-container-toolkit=1.17.8-1")
+
+
+@pytest.fixture
+def drv(tmp_path: Path) -> StubBin:
+    sb = StubBin(tmp_path)
+    sb.add("nvidia-smi", body=NVIDIA_SMI)
+    sb.add("curl", body=CURL).add("apt-get", body=APT_GET).add("dpkg", body=DPKG)
+    sb.add("uname", stdout="5.15.0-91-generic\n")
+    write(sb.state / "curl-payload", FAKE_RUN)
+    return sb
+
+
+def test_driver_download_is_bounded_and_unverified_without_a_checksum(drv: StubBin):
+    result = ok(drv.run("11-nvidia-driver.sh", TESLA))
+    curls = drv.calls("curl")
+    assert curls and all(all(flag in c for flag in BOUNDED) for c in curls)
+    assert "NVIDIA-Linux-x86_64-535.129.03.run is not checksum-verified" in result.stderr
+
+
+def test_driver_checksum_verified_when_known(drv: StubBin):
+    sha = hashlib.sha256(FAKE_RUN.encode()).hexdigest()
+    result = ok(drv.run("11-nvidia-driver.sh", {**TESLA, "DRIVER_SHA256": sha}))
+    assert "NVIDIA-Linux-x86_64-535.129.03.run SHA-256 verified" in result.stderr
+
+
+def test_driver_with_another_checksum_is_refused_and_removed(drv: StubBin):
+    failed(
+        drv.run("11-nvidia-driver.sh", {**TESLA, "DRIVER_SHA256": "0" * 64}),
+        "11-nvidia-driver",
+        "expected " + "0" * 64,
+        "not NVIDIA's",
+    )
+    assert not (drv.root / "var/cache/gpu-k8s/NVIDIA-Linux-x86_64-535.129.03.run").exists()
+    assert not (drv.state / "installer-runs").exists()
+
+
+def test_driver_env_carries_a_known_checksum_only(monkeypatch):
+    setup = bootstrap.NodeSetup(
+        driver_version="535.129.03",
+        install_cuda_toolkit=False,
+        cuda_toolkit_version="12.2",
+        grid_driver_url=None,
+        container_toolkit_version="1.17.8",
+        package_mirror="aliyun",
+        kubernetes_version="1.34.2",
+    )
+    tesla = catalog.profile_for("ecs.gn6i-c4g1.xlarge")
+    assert tesla.driver == catalog.TESLA
+    assert "DRIVER_SHA256" not in bootstrap._driver_env(tesla, setup)
+    monkeypatch.setitem(downloads.TESLA_RUN_SHA256, "535.129.03", "a" * 64)
+    assert bootstrap._driver_env(tesla, setup)["DRIVER_SHA256"] == "a" * 64
+
+
+def test_plan_warns_that_an_unlisted_tesla_driver_is_unverified(monkeypatch):
+    warnings: list[str] = []
+    monkeypatch.setattr(config.pulumi.log, "warn", lambda msg, *a, **k: warnings.append(msg))
+    pools = config.parse_pools("ecs.gn6i-c4g1.xlarge", 1, [], spot=False)
+    config._warn_unverified_driver("535.129.03", pools)
+    assert len(warnings) == 1 and "download unverified" in warnings[0] and "535.129.03" in warnings[0]
+    monkeypatch.setitem(downloads.TESLA_RUN_SHA256, "535.129.03", "a" * 64)
+    config._warn_unverified_driver("535.129.03", pools)
+    assert len(warnings) == 1

@@ -55,12 +55,24 @@ out=""; prev=""; for a in "$@"; do [[ "$prev" == -o ]] && out="$a"; prev="$a"; d
 if [[ " $* " == *" -K - "* ]]; then cat >"$STUB_STATE/curl-config"; fi
 if [[ -e "$STUB_STATE/curl-fail" ]]; then echo "curl: (22) The requested URL returned error: 404" >&2; exit 22; fi
 if [[ -n "$out" ]]; then
-  if [[ -e "$STUB_STATE/curl-payload" ]]; then cp "$STUB_STATE/curl-payload" "$out"; else echo payload >"$out"; fi
+  if [[ -e "$STUB_STATE/curl-payload" ]]; then cp "$STUB_STATE/curl-payload" "$out"; else echo "payload ${!#}" >"$out"; fi
 fi
 """
+# gpg: --dearmor writes a keyring; --show-keys lists the key the curl stub "downloaded"
+# (its URL is in the file) with that publisher's published fingerprint, or $STUB_STATE/gpg-fpr.
 GPG = r"""
 out=""; prev=""; for a in "$@"; do [[ "$prev" == -o ]] && out="$a"; prev="$a"; done
 if [[ -n "$out" ]]; then echo keyring >"$out"; fi
+if [[ " $* " == *" --show-keys "* ]]; then
+  case "$(cat "${!#}")" in
+    *libnvidia-container*) fpr=C95B321B61E88C1809C4F759DDCAE044F796ECB0;;
+    *docker*) fpr=9DC858229FC7DD38854AE2D88D81803C0EBFCD88;;
+    *kubernetes*|*k8s*) fpr=DE15B14486CD377B9E876E1A234654DA9A296436;;
+    *) exit 2;;
+  esac
+  [[ -e "$STUB_STATE/gpg-fpr" ]] && fpr=$(cat "$STUB_STATE/gpg-fpr")
+  printf 'pub:-:4096:1:%s:1506556193:::-:::scSC::::::23::0:\nfpr:::::::::%s:\n' "${fpr: -16}" "$fpr"
+fi
 """
 
 

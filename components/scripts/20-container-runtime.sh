@@ -44,7 +44,12 @@ readonly DOCKER_CONFIG="$ROOT/etc/docker/daemon.json"
 readonly NVIDIA_KEYRING=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
 readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.gpg
 readonly MANAGED="# managed by gpu-k8s"
-readonly CURL=(curl --retry 5 --retry-delay 5 --retry-all-errors -fsSL)
+# Published key fingerprints: NVIDIA's libnvidia-container key (gpg on
+# https://nvidia.github.io/libnvidia-container/gpgkey, quoted in NVIDIA/libnvidia-container#280
+# and NVIDIA/nvidia-container-toolkit#650), Docker's (docs.docker.com install guide,
+# docker/docs#11990). Aliyun's mirrors serve the same keys.
+readonly NVIDIA_KEY_FPR=C95B321B61E88C1809C4F759DDCAE044F796ECB0
+readonly DOCKER_KEY_FPR=9DC858229FC7DD38854AE2D88D81803C0EBFCD88
 if [[ "$PACKAGE_MIRROR" == aliyun ]]; then
   readonly TOOLKIT_REPO=https://mirrors.aliyun.com/libnvidia-container DOCKER_REPO=https://mirrors.aliyun.com/docker-ce/linux/ubuntu
 else
@@ -61,9 +66,10 @@ apt_install() { # keep our /etc/containerd/config.toml when containerd.io brings
 }
 
 # --- a signed apt source: the dearmored key plus one deb line ---
-add_apt_repo() { # key_url keyring list_file deb_line
+add_apt_repo() { # key_url keyring list_file deb_line fingerprint name
   if [[ ! -s "$ROOT$2" ]]; then
-    "${CURL[@]}" -o "$TMP/key" "$1" || die "download of $1 failed: check the node's network or gpu-k8s:kubernetesMirror"
+    fetch_url -o "$TMP/key" "$1" || die "download of $1 failed: check the node's network or gpu-k8s:kubernetesMirror"
+    verify_key "$TMP/key" "$5" "$6"
     mkdir -p "$(dirname "$ROOT$2")"
     gpg --batch --yes --dearmor -o "$ROOT$2" "$TMP/key" || die "gpg --dearmor of $1 failed"
   fi
@@ -88,7 +94,7 @@ install_docker() { # docker-ce brings containerd.io, which then replaces Ubuntu'
   codename=$(sed -n 's/^VERSION_CODENAME=//p' "$ROOT/etc/os-release" 2>/dev/null | tr -d '"') || true
   [[ -n "$codename" ]] || die "cannot read VERSION_CODENAME from /etc/os-release"
   add_apt_repo "$DOCKER_REPO/gpg" "$DOCKER_KEYRING" /etc/apt/sources.list.d/docker.list \
-    "deb [arch=amd64 signed-by=$DOCKER_KEYRING] $DOCKER_REPO $codename stable"
+    "deb [arch=amd64 signed-by=$DOCKER_KEYRING] $DOCKER_REPO $codename stable" "$DOCKER_KEY_FPR" Docker
   pin_containerd_io
   apt_update
   apt_install docker-ce docker-ce-cli containerd.io
@@ -263,7 +269,7 @@ install_toolkit() {
     return 0
   fi
   add_apt_repo "$TOOLKIT_REPO/gpgkey" "$NVIDIA_KEYRING" /etc/apt/sources.list.d/nvidia-container-toolkit.list \
-    "deb [signed-by=$NVIDIA_KEYRING] $TOOLKIT_REPO/stable/deb/amd64 /"
+    "deb [signed-by=$NVIDIA_KEYRING] $TOOLKIT_REPO/stable/deb/amd64 /" "$NVIDIA_KEY_FPR" "NVIDIA Container Toolkit"
   apt_update
   apt_install --allow-downgrades "nvidia-container-toolkit=$v" "nvidia-container-toolkit-base=$v" \
     "libnvidia-container-tools=$v" "libnvidia-container1=$v"

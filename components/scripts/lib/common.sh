@@ -15,6 +15,8 @@
 #   apt_update             POLL_SECONDS (pause unit between tries; 5 when unset);
 #                          APT_MIRROR_HINT (optional: what to check besides the network
 #                          when every try fails; default "its apt mirror")
+#   fetch_url              curl's arguments (e.g. -o FILE URL, or -K - -o FILE)
+#   verify_key             arguments: the downloaded key file, its published fingerprint, a name
 #   checksum, same_content nothing
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
@@ -53,6 +55,27 @@ apt_update() {
     ((try == 5)) || sleep $((${POLL_SECONDS:-5} * try))
   done
   die "apt-get update failed 5 times: check the node's outbound network and ${APT_MIRROR_HINT:-its apt mirror}"
+}
+
+# --- downloads: every curl has a connect timeout, stall detection (a try slower than 1 KiB/s
+# for 60 s is aborted) and 5 bounded retries, so a stalled transfer fails within minutes
+# instead of hanging until the step's 30-40 min timeout ---
+fetch_url() {
+  curl --connect-timeout 20 --speed-limit 1024 --speed-time 60 --retry 5 --retry-delay 5 --retry-all-errors -fsSL "$@"
+}
+
+# --- an apt repository key must be the publisher's: every primary key in the downloaded
+# file has the published fingerprint (a mirror or proxy serving another key is refused) ---
+verify_key() { # key_file published_fingerprint name
+  local fprs fpr
+  fprs=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null |
+    awk -F: '$1 == "pub" { p = 1; next } p && $1 == "fpr" { print $10; p = 0 }') || true
+  [[ -n "$fprs" ]] || die "the $3 key downloaded is not an OpenPGP key: check the mirror"
+  for fpr in $fprs; do
+    [[ "$fpr" == "$2" ]] ||
+      die "the $3 key downloaded has fingerprint $fpr, not the published $2: refusing to trust it (check the mirror or proxy)"
+  done
+  log "$3 key fingerprint $2 verified"
 }
 
 # --- files: the SHA-256 of a file (empty when it is missing); whether it holds exactly $2 ---
