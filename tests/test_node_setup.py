@@ -23,9 +23,12 @@ from tests.test_script_behaviour import (
     CURL,
     DPKG,
     FAKE_RUN,
+    FAST,
     GPG,
     KUBE,
     KUBEADM_VERSION,
+    LSMOD,
+    LSPCI_P4,
     NVIDIA_CTK,
     NVIDIA_SMI,
     RUNTIME,
@@ -218,3 +221,51 @@ def test_plan_warns_that_an_unlisted_tesla_driver_is_unverified(monkeypatch):
     monkeypatch.setitem(downloads.TESLA_RUN_SHA256, "535.129.03", "a" * 64)
     config._warn_unverified_driver("535.129.03", pools)
     assert len(warnings) == 1
+
+
+# ================================================================ kernel headers follow upgrades
+
+# dpkg-query -W -f='${Status} ${Package}\n' 'linux-image-generic*' on a 22.04 HWE image
+DPKG_QUERY_HWE = r"""
+[[ "$*" == *"linux-image-generic*"* ]] || exit 1
+printf '%s\n' "install ok installed linux-image-generic-hwe-22.04" "unknown ok not-installed linux-image-generic"
+"""
+
+
+@pytest.fixture
+def prep(tmp_path: Path) -> StubBin:
+    sb = StubBin(tmp_path)
+    sb.add("lspci", stdout=LSPCI_P4).add("lsmod", stdout=LSMOD)
+    sb.add("uname", stdout="6.8.0-49-generic\n")
+    sb.add("apt-get", body=APT_GET).add("dpkg", body=DPKG)
+    sb.add("modprobe").add("update-initramfs").add("systemd-run")
+    return sb
+
+
+def test_driver_prepare_installs_the_headers_meta_package_of_the_installed_kernel_meta(prep: StubBin):
+    prep.add("dpkg-query", body=DPKG_QUERY_HWE)
+    ok(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "tesla"}))
+    assert prep.called("apt-get", "install", "dkms", "linux-headers-6.8.0-49-generic", "linux-headers-generic-hwe-22.04")
+    prep.clear()
+    result = ok(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "tesla"}))
+    assert not prep.calls("apt-get")
+    assert "build tools and kernel headers already installed, skipping" in result.stderr
+
+
+def test_driver_prepare_falls_back_to_the_flavour_headers_meta_package(prep: StubBin):
+    ok(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "tesla"}))  # no dpkg-query answer
+    assert prep.called("apt-get", "install", "linux-headers-6.8.0-49-generic", "linux-headers-generic")
+
+
+def test_kernel_headers_lists_the_running_kernel_and_the_meta_package(tmp_path: Path):
+    lib = SCRIPTS_DIR / "lib/common.sh"
+    sb = StubBin(tmp_path)
+    sb.add("uname", stdout="5.15.0-91-generic\n").add("dpkg-query", body=DPKG_QUERY_HWE)
+    out = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; STEP=t; source "{lib}"; kernel_headers'],
+        env={"PATH": str(sb.dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "linux-headers-5.15.0-91-generic\nlinux-headers-generic-hwe-22.04\n"

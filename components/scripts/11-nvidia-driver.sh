@@ -133,7 +133,8 @@ grid_via_url() { # the URL goes to curl on stdin (-K -), never on argv or in log
   [[ "$GRID_URL" =~ ^https?://[^[:space:]\"\\]+$ ]] || die "the GRID driver URL on stdin is not an http(s) URL (not shown)"
   if ! command -v dkms >/dev/null 2>&1; then
     apt_update
-    apt_get install -y --no-install-recommends gcc make dkms "linux-headers-$(uname -r)" || die "apt-get install of the GRID .run build tools failed"
+    # shellcheck disable=SC2046 # one package name per line
+    apt_get install -y --no-install-recommends gcc make dkms $(kernel_headers) || die "apt-get install of the GRID .run build tools failed"
   fi
   mkdir -p "$CACHE"
   log "downloading the GRID driver from gpu-k8s:gridDriverUrl"

@@ -17,6 +17,7 @@
 #                          when every try fails; default "its apt mirror")
 #   fetch_url              curl's arguments (e.g. -o FILE URL, or -K - -o FILE)
 #   verify_key             arguments: the downloaded key file, its published fingerprint, a name
+#   kernel_headers         nothing (runs uname -r and dpkg-query)
 #   checksum, same_content nothing
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
@@ -76,6 +77,23 @@ verify_key() { # key_file published_fingerprint name
       die "the $3 key downloaded has fingerprint $fpr, not the published $2: refusing to trust it (check the mirror or proxy)"
   done
   log "$3 key fingerprint $2 verified"
+}
+
+# --- kernel headers that follow kernel upgrades: the running kernel's, plus the headers meta
+# package of the installed kernel meta (linux-image-generic -> linux-headers-generic,
+# linux-image-generic-hwe-22.04 -> linux-headers-generic-hwe-22.04; else the flavour's,
+# e.g. linux-headers-generic). When unattended-upgrades brings a new kernel through its
+# meta package, the headers meta brings the matching headers, and DKMS's kernel and header
+# hooks (/etc/kernel/postinst.d/dkms, /etc/kernel/header_postinst.d/dkms) rebuild nvidia.ko
+# for it, so the GPU is still there after the reboot. One package per line on stdout. ---
+kernel_headers() {
+  local release flavour meta
+  release=$(uname -r)
+  flavour=${release##*-}
+  meta=$(dpkg-query -W -f='${Status} ${Package}\n' "linux-image-${flavour}*" 2>/dev/null |
+    awk '$1 == "install" && $3 == "installed" { print $4 }' | head -n 1) || true
+  meta=${meta#linux-image-}
+  printf '%s\n' "linux-headers-$release" "linux-headers-${meta:-$flavour}"
 }
 
 # --- files: the SHA-256 of a file (empty when it is missing); whether it holds exactly $2 ---
