@@ -140,6 +140,7 @@ class NodeBootstrap(pulumi.ComponentResource):
                 "PACKAGE_MIRROR": setup.package_mirror,
                 "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
                 "INSTALL_DOCKER": str(setup.install_docker).lower(),
+                "NVIDIA_RUNTIME": str(profile is not None).lower(),  # no GPU: runc stays the default
             },
             timeout="30m",
         )

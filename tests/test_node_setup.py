@@ -8,11 +8,13 @@ matrix for step 20 is tests/test_runtime_real.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import env_of
 
 from components import bootstrap, catalog, config, downloads
 from tests.stubs import SCRIPTS_DIR, StubBin
@@ -269,3 +271,51 @@ def test_kernel_headers_lists_the_running_kernel_and_the_meta_package(tmp_path: 
         check=True,
     ).stdout
     assert out == "linux-headers-5.15.0-91-generic\nlinux-headers-generic-hwe-22.04\n"
+
+
+# ================================================================ Docker mirrors, non-GPU nodes
+
+MIRROR = "https://abc.mirror.aliyuncs.com"
+
+
+def with_docker(rt: StubBin) -> StubBin:
+    rt.add("docker")
+    defer(rt, "docker", "docker-ce")
+    pending = rt.state / "pending/containerd.io"
+    pending.mkdir(parents=True)
+    (rt.state / "pending/containerd/containerd").rename(pending / "containerd")
+    write(rt.state / "containerd-version", "2.1.5")
+    return rt
+
+
+def test_docker_pulls_through_the_docker_hub_mirror(rt: StubBin):
+    env = {**RUNTIME, "INSTALL_DOCKER": "true", "REGISTRY_MIRRORS": f"docker.io={MIRROR};quay.io=https://q.example.com"}
+    ok(with_docker(rt).run("20-container-runtime.sh", env))
+    daemon = json.loads((rt.root / "etc/docker/daemon.json").read_text())
+    assert daemon["registry-mirrors"] == [MIRROR]
+    assert "nvidia" in daemon["runtimes"]  # nvidia-ctk's edit is kept
+    assert rt.called("systemctl", "restart", "docker")
+    rt.clear()
+    ok(rt.run("20-container-runtime.sh", env))
+    assert not rt.called("systemctl", "restart", "docker")
+
+
+def test_docker_without_a_docker_hub_mirror_keeps_daemon_json_as_nvidia_ctk_wrote_it(rt: StubBin):
+    ok(with_docker(rt).run("20-container-runtime.sh", {**RUNTIME, "INSTALL_DOCKER": "true"}))
+    assert "registry-mirrors" not in json.loads((rt.root / "etc/docker/daemon.json").read_text())
+
+
+def test_non_gpu_node_gets_containerd_without_the_nvidia_runtime(rt: StubBin):
+    result = ok(rt.run("20-container-runtime.sh", {**RUNTIME, "NVIDIA_RUNTIME": "false"}))
+    config = (rt.root / "etc/containerd/config.toml").read_text()
+    assert 'default_runtime_name = "runc"' in config and "runtimes.nvidia" not in config
+    assert "SystemdCgroup = true" in config and 'config_path = "/etc/containerd/certs.d"' in config
+    assert not rt.calls("nvidia-ctk") and not rt.calls("curl")
+    assert not rt.called("apt-get", "install", "nvidia-container-toolkit=1.17.8-1")
+    assert "runc stays containerd's default runtime" in result.stderr
+
+
+def test_program_passes_nvidia_runtime_per_node(program):
+    run = program("mixed", controlPlaneInstanceType="ecs.g7.large")
+    assert env_of(run.named("control-plane-bootstrap-container-runtime"))["NVIDIA_RUNTIME"] == "false"
+    assert env_of(run.named("train-0-bootstrap-container-runtime"))["NVIDIA_RUNTIME"] == "true"

@@ -113,7 +113,7 @@ def _prepare(sb: StubBin, state: str, toolkit: str) -> None:
         )
 
 
-def _run_step(sb: StubBin, toolkit: str) -> subprocess.CompletedProcess:
+def _run_step(sb: StubBin, toolkit: str, nvidia: bool = True) -> subprocess.CompletedProcess:
     script = sb.state / "opt/gpu-k8s/20-container-runtime.sh"  # alone, as on the node
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(render_script("20-container-runtime.sh"))
@@ -128,6 +128,7 @@ def _run_step(sb: StubBin, toolkit: str) -> subprocess.CompletedProcess:
         "PACKAGE_MIRROR": "aliyun",
         "REGISTRY_MIRRORS": MIRRORS,
         "INSTALL_DOCKER": "false",
+        "NVIDIA_RUNTIME": str(nvidia).lower(),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -207,3 +208,16 @@ def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(
     assert not sb.calls("systemctl") or not sb.called("systemctl", "restart", "containerd")
     assert not sb.calls("apt-get")
     assert "unchanged, not restarting containerd" in second.stderr
+
+
+@pytest.mark.parametrize("containerd", CONTAINERD_VERSIONS)
+def test_step_20_on_a_node_without_a_gpu_keeps_runc_the_default(tmp_path: Path, containerd: str):
+    sb = _node(tmp_path, containerd, "1.18.0")
+    _ok(_run_step(sb, "1.18.0", nvidia=False))
+    merged = _merged(sb)
+    cri = "io.containerd.grpc.v1.cri" if containerd.startswith("1.") else "io.containerd.cri.v1.runtime"
+    runtime = merged["plugins"][cri]["containerd"]
+    assert runtime["default_runtime_name"] == "runc"
+    assert "nvidia" not in runtime["runtimes"]
+    assert runtime["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert not (sb.root / "etc/containerd/config.d").exists()

@@ -315,15 +315,48 @@ restart_if_changed() { # service file checksum_before [checksum_now]
   fi
 }
 
+# --- `docker pull` uses Docker Hub's mirror too: daemon.json "registry-mirrors" (Docker
+# applies it to Docker Hub only) from the docker.io entry of REGISTRY_MIRRORS. Without a
+# docker.io entry the key is left as it is. ---
+docker_hub_mirror() {
+  local entry
+  local -a entries=()
+  IFS=';' read -r -a entries <<<"$REGISTRY_MIRRORS"
+  for entry in "${entries[@]}"; do
+    [[ "${entry%%=*}" == docker.io ]] && printf '%s' "${entry#*=}"
+  done
+  return 0
+}
+
+set_docker_mirror() {
+  local url
+  url=$(docker_hub_mirror)
+  [[ -n "$url" ]] || return 0
+  mkdir -p "$(dirname "$DOCKER_CONFIG")"
+  python3 - "$DOCKER_CONFIG" "$url" <<'PY' || die "could not set registry-mirrors in ${DOCKER_CONFIG#"$ROOT"}: is it valid JSON?"
+import json, os, sys
+path, url = sys.argv[1], sys.argv[2]
+cfg = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+if cfg.get("registry-mirrors") != [url]:
+    cfg["registry-mirrors"] = [url]
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=4)
+        f.write("\n")
+PY
+}
+
 configure_docker() {
   local before
   before=$(checksum "$DOCKER_CONFIG")
-  if grep -q '"nvidia"' "$DOCKER_CONFIG" 2>/dev/null; then
+  if [[ "$NVIDIA_RUNTIME" != true ]]; then
+    log "no GPU on this node: docker keeps runc"
+  elif grep -q '"nvidia"' "$DOCKER_CONFIG" 2>/dev/null; then
     log "docker already has the nvidia runtime, skipping"
   else
     nvidia-ctk runtime configure --runtime=docker --config="$DOCKER_CONFIG" >&2 ||
       die "nvidia-ctk runtime configure --runtime=docker failed: see its output above"
   fi
+  set_docker_mirror
   restart_if_changed docker "$DOCKER_CONFIG" "$before"
 }
 
@@ -352,7 +385,7 @@ main() {
   verify_config
   write_mirrors
   restart_if_changed containerd "$CONFIG" "$before" "$(configs_checksum)"
-  if [[ "$INSTALL_DOCKER" == true && "$NVIDIA_RUNTIME" == true ]]; then
+  if [[ "$INSTALL_DOCKER" == true ]]; then
     configure_docker
   fi
 }
