@@ -76,10 +76,8 @@ def _node(tmp_path: Path, containerd: str, toolkit: str) -> StubBin:
     sb = StubBin(tmp_path)
     (sb.dir / "containerd").symlink_to(_tool(f"containerd-{containerd}", tmp_path))
     ctk = _tool(f"nvidia-ctk-{toolkit}", tmp_path)
-    if toolkit >= "1.18":  # its default drop-in path is the host's /etc: never write there from a test
-        sb.add("nvidia-ctk", body=GUARD + f'exec {ctk} "$@"')
-    else:
-        (sb.dir / "nvidia-ctk").symlink_to(ctk)
+    # A logged wrapper; 1.18's default drop-in path is the host's /etc: never write there from a test.
+    sb.add("nvidia-ctk", body=(GUARD if toolkit >= "1.18" else "") + f'exec {ctk} "$@"')
     for name in ("apt-get", "curl", "gpg", "systemctl"):
         sb.add(name)
     sb.add("kubeadm", body=KUBEADM)
@@ -205,8 +203,10 @@ def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(
     _ok(second)
     _ok(_align_pause(sb))
     assert _snapshot(sb.root) == files
-    assert not sb.calls("systemctl") or not sb.called("systemctl", "restart", "containerd")
+    assert not sb.called("systemctl", "restart", "containerd")
     assert not sb.calls("apt-get")
+    assert not sb.called("nvidia-ctk", "runtime", "configure", "--runtime=containerd")
+    assert "nvidia is already containerd's default runtime, skipping" in second.stderr
     assert "unchanged, not restarting containerd" in second.stderr
 
 

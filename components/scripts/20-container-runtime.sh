@@ -278,10 +278,12 @@ install_toolkit() {
 configure_nvidia_default() { # nvidia-ctk without --set-as-default leaves runc the default
   local help
   local -a drop_in=()
-  check_merged
-  if [[ -z "$PROBLEMS" ]]; then
-    log "nvidia is already containerd's default runtime, skipping"
-    return 0
+  if grep -qs nvidia-container-runtime "$CONFIG" "$DROP_IN"; then # else surely not set up yet
+    check_merged
+    if [[ -z "$PROBLEMS" ]]; then
+      log "nvidia is already containerd's default runtime, skipping"
+      return 0
+    fi
   fi
   help=$(nvidia-ctk runtime configure --help 2>&1) || true
   if [[ "$help" == *--drop-in-config* ]]; then
@@ -302,7 +304,7 @@ verify_config() {
     die "the config containerd runs with ('containerd config dump') lacks: $(paste -sd ';' <<<"$PROBLEMS" | sed 's/;/; /g'); pods would run without the GPU or with the wrong cgroup driver: fix ${CONFIG#"$ROOT"} (and ${DROP_IN#"$ROOT"}) by hand or upgrade the toolkit"
 }
 
-configs_checksum() { printf '%s %s' "$(checksum "$CONFIG")" "$(checksum "$DROP_IN")"; }
+configs_checksum() { sha256sum "$CONFIG" "$DROP_IN" 2>/dev/null || true; } # a missing file: no line
 
 restart_if_changed() { # service file checksum_before [checksum_now]
   if [[ "${4-$(checksum "$2")}" != "$3" ]]; then
