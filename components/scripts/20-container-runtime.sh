@@ -28,7 +28,10 @@ readonly APT_MIRROR_HINT="gpu-k8s:kubernetesMirror"
 readonly CONFIG="$ROOT/etc/containerd/config.toml"
 # nvidia-ctk >= 1.18 writes its runtime here (its default, passed explicitly so that the
 # $ROOT prefix holds) and only adds `imports = ["/etc/containerd/config.d/*.toml"]` to
-# config.toml; an imported file overrides config.toml, so both files get our settings.
+# config.toml. Imported files override the main one and maps merge per key
+# (containerd-config.toml(5), "imports"): the drop-in's copy of the CRI plugin section
+# replaces config.toml's (seen with `config dump` of 1.7.28: its sandbox_image and
+# config_path win), so both files get our settings and the merged result is checked.
 readonly DROP_IN="$ROOT/etc/containerd/config.d/99-nvidia.toml"
 readonly CERTS_PATH=/etc/containerd/certs.d
 # containerd.io (Docker's package) is pinned to the 2.x tested with the real binary
