@@ -17,6 +17,9 @@ import shutil
 import stat
 import subprocess
 import tomllib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -157,19 +160,57 @@ def _ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\nstderr:\n{result.stderr}"
 
 
-@pytest.mark.parametrize("state", STATES)
-@pytest.mark.parametrize("toolkit", TOOLKIT_VERSIONS)
-@pytest.mark.parametrize("containerd", CONTAINERD_VERSIONS)
-def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(
-    tmp_path: Path, containerd: str, toolkit: str, state: str
-):
-    sb = _node(tmp_path, containerd, toolkit)
-    _prepare(sb, state, toolkit)
-    first = _run_step(sb, toolkit)
-    _ok(first)
-    _ok(_align_pause(sb))
+@dataclass
+class Outcome:
+    """One matrix case, run to the end; the test asserts on it."""
 
-    merged = _merged(sb)
+    first: subprocess.CompletedProcess
+    align: subprocess.CompletedProcess
+    merged: dict | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    backups: list[str] = field(default_factory=list)
+    second: subprocess.CompletedProcess | None = None
+    align_again: subprocess.CompletedProcess | None = None
+    files_again: dict[str, bytes] = field(default_factory=dict)
+    calls_again: list[list[str]] = field(default_factory=list)
+
+
+def _scenario(tmp: Path, containerd: str, toolkit: str, state: str) -> Outcome:
+    """Step 20 (then the pause alignment of 40/50) twice on one node; stops at the first failure."""
+    sb = _node(tmp, containerd, toolkit)
+    _prepare(sb, state, toolkit)
+    out = Outcome(first=_run_step(sb, toolkit), align=_align_pause(sb))
+    if out.first.returncode or out.align.returncode:
+        return out
+    out.merged = _merged(sb)
+    out.files = _snapshot(sb.root)
+    out.backups = [b.read_text() for b in (sb.root / "etc/containerd").glob("config.toml.gpu-k8s-*.bak")]
+    sb.clear()
+    out.second, out.align_again = _run_step(sb, toolkit), _align_pause(sb)
+    out.files_again = _snapshot(sb.root)
+    out.calls_again = sb.calls()
+    return out
+
+
+CASES = [(c, t, s) for c in CONTAINERD_VERSIONS for t in TOOLKIT_VERSIONS for s in STATES]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str, str], Future]]:
+    """All cases at once, one per CPU (each is a chain of short real processes)."""
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    futures = {case: pool.submit(_scenario, tmp_path_factory.mktemp("-".join(case)), *case) for case in CASES}
+    yield futures
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.parametrize(("containerd", "toolkit", "state"), CASES, ids=["-".join(c) for c in CASES])
+def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(outcomes, containerd, toolkit, state):
+    out: Outcome = outcomes[(containerd, toolkit, state)].result(timeout=120)
+    _ok(out.first)
+    _ok(out.align)
+
+    merged = out.merged
     plugins = merged["plugins"]
     if containerd.startswith("1."):
         assert merged["version"] == 2
@@ -188,26 +229,21 @@ def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(
     assert runtimes["nvidia"]["options"]["SystemdCgroup"] is True
     assert sandbox == PAUSE
     assert registry["config_path"] == "/etc/containerd/certs.d"
-    hosts = (sb.root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
+    hosts = out.files["etc/containerd/certs.d/docker.io/hosts.toml"].decode()
     assert tomllib.loads(hosts)["host"]["https://abc.mirror.aliyuncs.com"]["capabilities"] == ["pull", "resolve"]
-    drop_in = sb.root / "etc/containerd/config.d/99-nvidia.toml"
-    assert drop_in.exists() == (toolkit >= "1.18")
-    if state == "debian-minimal":
-        backups = list((sb.root / "etc/containerd").glob("config.toml.gpu-k8s-*.bak"))
-        assert [b.read_text() for b in backups] == [DEBIAN_MINIMAL]
+    assert ("etc/containerd/config.d/99-nvidia.toml" in out.files) == (toolkit >= "1.18")
+    assert out.backups == ([DEBIAN_MINIMAL] if state == "debian-minimal" else [])
 
     # A second run (and a second alignment) changes nothing and restarts nothing.
-    files = _snapshot(sb.root)
-    sb.clear()
-    second = _run_step(sb, toolkit)
-    _ok(second)
-    _ok(_align_pause(sb))
-    assert _snapshot(sb.root) == files
-    assert not sb.called("systemctl", "restart", "containerd")
-    assert not sb.calls("apt-get")
-    assert not sb.called("nvidia-ctk", "runtime", "configure", "--runtime=containerd")
-    assert "nvidia is already containerd's default runtime, skipping" in second.stderr
-    assert "unchanged, not restarting containerd" in second.stderr
+    _ok(out.second)
+    _ok(out.align_again)
+    assert out.files_again == out.files
+    calls = out.calls_again
+    assert not [c for c in calls if c[:3] == ["systemctl", "restart", "containerd"]]
+    assert not [c for c in calls if c[0] == "apt-get"]
+    assert not [c for c in calls if c[0] == "nvidia-ctk" and "--runtime=containerd" in c]
+    assert "nvidia is already containerd's default runtime, skipping" in out.second.stderr
+    assert "unchanged, not restarting containerd" in out.second.stderr
 
 
 @pytest.mark.parametrize("containerd", CONTAINERD_VERSIONS)
