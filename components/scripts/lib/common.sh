@@ -19,10 +19,12 @@
 #   verify_key             arguments: the downloaded key file, its published fingerprint, a name
 #   kernel_headers         nothing (runs uname -r and dpkg-query)
 #   checksum, same_content nothing
+#   any_file_lacks         arguments: an extended regex and the files
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
 #                          /etc/containerd/config.toml (40-kubeadm-init, 50-kubeadm-join)
-# Every message goes to stderr; nothing here prints on stdout except checksum.
+# Every message goes to stderr; nothing here prints on stdout except checksum and
+# kernel_headers (and fetch_url when not given -o).
 
 # --- progress and failures: "[gpu-k8s <step>] ..." on stderr; die exits 1 ---
 log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
