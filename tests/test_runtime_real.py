@@ -8,6 +8,11 @@ kubeadm) is a stub. Every host path lives under GPU_K8S_ROOT, as in the other sc
 
 The verdict is containerd's own: ``containerd --config config.toml config dump``, the
 merged config (imports included) that containerd would run with, parsed as TOML.
+
+Matrix: {containerd} x {nvidia-ctk} x {no config; `config default`; Debian's minimal
+config; a config left by a failed run (nvidia-ctk done, SystemdCgroup and config_path not
+yet: where the step used to die)}. Each case runs step 20 and the pause-image alignment of
+40/50 twice; the cases run concurrently (module fixture), each test asserts on its own.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ pytestmark = pytest.mark.skipif(
     not TOOLS.is_dir(), reason=f"real containerd/nvidia-ctk binaries not found at {TOOLS} (CI has them)"
 )
 
-# Debian's containerd package ships this /etc/containerd/config.toml: CRI on, no runc table.
+# Debian's containerd package ships this /etc/containerd/config.toml (as quoted widely, e.g.
+# in nydus-snapshotter's docs): CRI on, CNI bin_dir /usr/lib/cni, no runc table.
 DEBIAN_MINIMAL = """version = 2
 
 [plugins]
