@@ -152,15 +152,3 @@ def test_kubernetes_mirror_auto_follows_region():
 @pytest.mark.parametrize("bad", ["10.244.0.0/24", "10.244.0.1/16", "x"])
 def test_pod_cidr_rejected(bad):
     assert error_of(config.parse_pod_cidr, bad).key == "podCidr"
-
-
-@pytest.mark.parametrize("value", ["1.17.8", "1.17.0", "1.18.0", "1.18.2"])
-def test_container_toolkit_versions_supported(value):
-    assert config.parse_container_toolkit_version(value) == value
-
-
-@pytest.mark.parametrize("value", ["1.16.2", "1.19.0", "2.0.0", "1.17", "latest", ""])
-def test_container_toolkit_versions_outside_the_tested_lines_rejected(value):
-    err = error_of(config.parse_container_toolkit_version, value)
-    assert err.key == "containerToolkitVersion"
-    assert "1.17.x or 1.18.x" in str(err)

@@ -319,3 +319,19 @@ def test_program_passes_nvidia_runtime_per_node(program):
     run = program("mixed", controlPlaneInstanceType="ecs.g7.large")
     assert env_of(run.named("control-plane-bootstrap-container-runtime"))["NVIDIA_RUNTIME"] == "false"
     assert env_of(run.named("train-0-bootstrap-container-runtime"))["NVIDIA_RUNTIME"] == "true"
+
+
+# ================================================================ supported toolkit lines (plan time)
+
+
+@pytest.mark.parametrize("value", ["1.17.8", "1.17.0", "1.18.0", "1.18.2"])
+def test_container_toolkit_versions_supported(value):
+    assert config.parse_container_toolkit_version(value) == value
+
+
+@pytest.mark.parametrize("value", ["1.16.2", "1.19.0", "2.0.0", "1.17", "latest", ""])
+def test_container_toolkit_versions_outside_the_tested_lines_rejected(value):
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_container_toolkit_version(value)
+    assert err.value.key == "containerToolkitVersion"
+    assert "1.17.x or 1.18.x" in str(err.value)
