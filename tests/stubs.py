@@ -64,11 +64,11 @@ PASSTHROUGH = (
     "paste",
     "comm",
     "timeout",
+    "flock",  # lib/common.sh apt_get: one apt lock per node
     "find",
     "realpath",
     "od",
     "python3",
-    "flock",
 )
 
 
