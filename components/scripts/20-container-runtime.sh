@@ -148,7 +148,8 @@ replace_if_changed() { # file new_text_file: rewrite in place only when the byte
 
 # --- kubelet uses the systemd cgroup driver: SystemdCgroup = true in the runc and nvidia
 # runtime options (set when the key is there, added when it is not: containerd 2.0.0-2.0.6
-# and 2.1.0-2.1.4 leave it out of `config default`) ---
+# and 2.1.0-2.1.4 leave it out of `config default`; containerd/containerd#12244 put it back,
+# released in 2.0.7 and 2.1.5) ---
 set_systemd_cgroup() { # file
   awk '
     function flush() {
