@@ -28,8 +28,9 @@ readonly APT_MIRROR_HINT="gpu-k8s:kubernetesMirror"
 readonly CONFIG="$ROOT/etc/containerd/config.toml"
 # nvidia-ctk >= 1.18 writes its runtime here (its default: defaultContainerdDropInConfigFilePath
 # in NVIDIA/nvidia-container-toolkit v1.18.0 cmd/nvidia-ctk/runtime/configure/configure.go;
-# passed explicitly so that the $ROOT prefix holds) and only adds `imports = ["/etc/containerd/config.d/*.toml"]` to
-# config.toml. Imported files override the main one and maps merge per key
+# passed explicitly so that the $ROOT prefix holds) and only adds
+# `imports = ["/etc/containerd/config.d/*.toml"]` to config.toml. Imported files override
+# the main one and maps merge per key
 # (containerd-config.toml(5), "imports"): the drop-in's copy of the CRI plugin section
 # replaces config.toml's (seen with `config dump` of 1.7.28: its sandbox_image and
 # config_path win), so both files get our settings and the merged result is checked.
