@@ -263,3 +263,27 @@ def test_step_20_on_a_node_without_a_gpu_keeps_runc_the_default(tmp_path: Path, 
     assert "nvidia" not in runtime["runtimes"]
     assert runtime["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
     assert not (sb.root / "etc/containerd/config.d").exists()
+
+
+# A hand-written config: CRI on, a runc table, no options table under it.
+HAND_WRITTEN = {
+    "1.7.28": 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+    '  runtime_type = "io.containerd.runc.v2"\n',
+    "2.1.5": "version = 3\n\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n"
+    "  runtime_type = 'io.containerd.runc.v2'\n",
+}
+
+
+@pytest.mark.parametrize("containerd", sorted(HAND_WRITTEN))
+def test_step_20_adds_runc_options_to_a_hand_written_config(tmp_path: Path, containerd: str):
+    sb = _node(tmp_path, containerd, "1.17.8")
+    config = sb.root / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(HAND_WRITTEN[containerd])
+    _ok(_run_step(sb, "1.17.8"))
+    assert not list(config.parent.glob("*.bak"))  # kept (nvidia-ctk reformats it), not replaced
+    cri = "io.containerd.grpc.v1.cri" if containerd.startswith("1.") else "io.containerd.cri.v1.runtime"
+    runtime = _merged(sb)["plugins"][cri]["containerd"]
+    assert runtime["default_runtime_name"] == "nvidia"
+    assert runtime["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert runtime["runtimes"]["nvidia"]["options"]["SystemdCgroup"] is True

@@ -183,6 +183,29 @@ ensure_runc_options() {
   printf '\n[%s.options]\n  SystemdCgroup = true\n' "$header" >>"$CONFIG"
 }
 
+# A config whose CRI registry table has no config_path key (or no such table): add it.
+ensure_registry_config_path() {
+  local table='plugins."io.containerd.grpc.v1.cri".registry' # config version 2 (1.7)
+  if grep -Eq '^[[:space:]]*version[[:space:]]*=[[:space:]]*3' "$CONFIG"; then
+    table="plugins.'io.containerd.cri.v1.images'.registry"
+  fi
+  awk -v table="$table" -v line="config_path = \"$CERTS_PATH\"" '
+    function name(s) { gsub(/^[[:space:]]*\[|\][[:space:]]*$|["\047]/, "", s); return s }
+    BEGIN { want = name("[" table "]") }
+    /^[[:space:]]*\[/ {
+      if (in_table && !seen) { print "  " line; seen = 1 }
+      in_table = (name($0) == want); found = found || in_table
+    }
+    in_table && /^[[:space:]]*config_path[[:space:]]*=/ { seen = 1 }
+    { print }
+    END {
+      if (in_table && !seen) print "  " line
+      else if (!found) printf "\n[%s]\n  %s\n", table, line
+    }
+  ' "$CONFIG" >"$TMP/edit" || die "could not edit ${CONFIG#"$ROOT"}"
+  replace_if_changed "$CONFIG" "$TMP/edit"
+}
+
 # --- registry mirrors live in certs.d: config_path of the CRI registry (and transfer) ---
 set_config_path() { # file
   sed -E "s#^([[:space:]]*config_path[[:space:]]*=[[:space:]]*)(\"\"|'')#\1\"$CERTS_PATH\"#" "$1" >"$TMP/edit" ||
@@ -383,6 +406,7 @@ main() {
   before=$(configs_checksum)
   ensure_config
   ensure_runc_options
+  ensure_registry_config_path
   patch_config "$CONFIG" # before nvidia-ctk: it copies runc's options into its runtime
   if [[ "$NVIDIA_RUNTIME" == true ]]; then
     install_toolkit
