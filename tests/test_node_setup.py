@@ -7,6 +7,7 @@ matrix for step 20 is tests/test_runtime_real.py.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
@@ -118,12 +119,9 @@ def test_apt_update_backs_off_and_gives_up(rt: StubBin):
 def test_apt_lock_wait_is_bounded(rt: StubBin):
     lock = rt.root / "var/lib/gpu-k8s/apt.lock"
     lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "10"])
-    try:
+    with lock.open("w") as held:  # another step holds the gpu-k8s apt lock (flock(2), as flock(1) takes it)
+        fcntl.flock(held, fcntl.LOCK_EX)
         result = rt.run("20-container-runtime.sh", {**RUNTIME, "APT_LOCK_WAIT": "0"})
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 1
     assert "another gpu-k8s step held /var/lib/gpu-k8s/apt.lock for over 0s" in result.stderr
     assert not rt.calls("apt-get")
