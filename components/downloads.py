@@ -2,10 +2,12 @@
 
 Apt repository keys are checked in the scripts against their published fingerprints (see
 20-container-runtime.sh and 30-kube-packages.sh). The Tesla driver is a .run file from
-us.download.nvidia.com: NVIDIA publishes no checksum list for these files (none on the
-download pages or next to the files), so a SHA-256 goes in this table only when it comes
-from NVIDIA itself. None has been sourced yet: every Tesla download is unverified, and the
-plan says so (config.py warns); step 11 verifies the .run when a version is listed here.
+us.download.nvidia.com. No NVIDIA-published checksum for these files was found (NVIDIA's
+redist JSON manifests, developer.download.nvidia.com/compute/nvidia-driver/redist/, cover
+the driver tarballs, not the .run), and third-party recipe checksums are not NVIDIA's: a
+SHA-256 goes in this table only when it comes from NVIDIA itself. None is listed yet, so
+every Tesla download is unverified and the plan says so (config.py warns); step 11
+verifies the .run when a version is listed here.
 """
 
 from __future__ import annotations
