@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_command as command
 
-from components import catalog, cuda, remote
+from components import catalog, cuda, downloads, remote
 from components.catalog import GpuProfile
 from components.nvidia_smi import parse_query
 
@@ -71,13 +71,17 @@ def _settle_command(prepare_stdout: str) -> str:
 
 
 def _driver_env(profile: GpuProfile, setup: NodeSetup) -> dict[str, str]:
-    return {
+    env = {
         "GPU_DRIVER": profile.driver,
         "DRIVER_VERSION": setup.driver_version if profile.driver == catalog.TESLA else "",
         "GRID_PLUGIN": profile.grid_plugin or "",
         "INSTALL_CUDA_TOOLKIT": str(setup.install_cuda_toolkit).lower(),
         "CUDA_TOOLKIT_VERSION": setup.cuda_toolkit_version,
     }
+    sha256 = downloads.tesla_run_sha256(setup.driver_version) if profile.driver == catalog.TESLA else ""
+    if sha256:  # only when known, so an unknown version's step inputs stay as they were
+        env["DRIVER_SHA256"] = sha256
+    return env
 
 
 class NodeBootstrap(pulumi.ComponentResource):
@@ -139,6 +143,7 @@ class NodeBootstrap(pulumi.ComponentResource):
                 "PACKAGE_MIRROR": setup.package_mirror,
                 "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
                 "INSTALL_DOCKER": str(setup.install_docker).lower(),
+                "NVIDIA_RUNTIME": str(profile is not None).lower(),  # no GPU: runc stays the default
             },
             timeout="30m",
         )

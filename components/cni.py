@@ -23,8 +23,9 @@ NAMESPACE = "kube-flannel"
 NAME = "flannel"
 CONFIG_MAP_NAME = "kube-flannel-cfg"
 DAEMONSET_NAME = "kube-flannel-ds"
-# v0.26.7's manifest pairs flanneld with this CNI plugin build.
-DEFAULT_CNI_PLUGIN_VERSION = "v1.7.1-flannel1"
+# The CNI plugin build upstream's Documentation/kube-flannel.yml pairs with the pinned flannel:
+# v1.6.2-flannel1 at tags v0.26.4 to v0.26.7 (v1.7.1-flannel1 only from v0.27.0 on).
+DEFAULT_CNI_PLUGIN_VERSION = "v1.6.2-flannel1"
 _FLANNEL_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 _CNI_PLUGIN_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(-flannel\d+)?$")
 
@@ -46,7 +47,7 @@ class FlannelArgs:
             raise ValueError(f"FlannelArgs.flannel_version {self.flannel_version!r}: expected a tag such as v0.26.7")
         if not _CNI_PLUGIN_VERSION_RE.match(self.cni_plugin_version):
             raise ValueError(
-                f"FlannelArgs.cni_plugin_version {self.cni_plugin_version!r}: expected a tag such as v1.7.1-flannel1"
+                f"FlannelArgs.cni_plugin_version {self.cni_plugin_version!r}: expected a tag such as v1.6.2-flannel1"
             )
 
 

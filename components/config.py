@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pulumi
 
-from components import catalog, cuda
+from components import catalog, cuda, downloads
 
 PROJECT = "gpu-k8s"
 
@@ -41,7 +41,10 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _POOL_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$")
 _K8S_VERSION_RE = re.compile(r"^1\.(\d{2})\.\d{1,2}$")
-_TOOLKIT_VERSION_RE = re.compile(r"^1\.\d{1,2}\.\d{1,2}$")
+# The NVIDIA Container Toolkit lines step 20 is tested with (tests/test_runtime_real.py runs
+# the real nvidia-ctk 1.17.8 and 1.18.0): 1.17 edits config.toml, 1.18 writes a drop-in.
+_TOOLKIT_VERSION_RE = re.compile(r"^1\.1[78]\.\d{1,2}$")
+SUPPORTED_TOOLKITS = "a 1.17.x or 1.18.x release (the supported NVIDIA Container Toolkit lines), e.g. 1.17.8"
 _CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 # An ECS image id: a system image (ubuntu_22_04_x64_20G_alibase_20240130.vhd) or a custom one (m-bp1...).
@@ -304,6 +307,10 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def parse_container_toolkit_version(value: str) -> str:
+    return _match("containerToolkitVersion", value, _TOOLKIT_VERSION_RE, SUPPORTED_TOOLKITS)
+
+
 def parse_kubernetes_version(value: str) -> str:
     accepted = f"MAJOR.MINOR.PATCH from 1.{K8S_MIN_MINOR}.0 to 1.{K8S_MAX_MINOR}.x, e.g. 1.34.2"
     m = _K8S_VERSION_RE.match(value)
@@ -430,6 +437,7 @@ def load_config() -> StackConfig:
     check_registry_mirror_urls(registry_mirrors)
     _warn_unreachable_registries(region, registry_mirrors)
     check_grid_driver_url(cfg.get("gridDriverUrl"))
+    _warn_unverified_driver(driver_version, pools)
     grid_url = cfg.get_secret("gridDriverUrl")
     loaded = StackConfig(
         stack=pulumi.get_stack(),
@@ -451,9 +459,7 @@ def load_config() -> StackConfig:
         cuda_toolkit_version=_match(
             "cudaToolkitVersion", cfg.get("cudaToolkitVersion") or "", _CUDA_VERSION_RE, "a CUDA version MAJOR.MINOR such as 12.2"
         ),
-        container_toolkit_version=_match(
-            "containerToolkitVersion", cfg.get("containerToolkitVersion") or "", _TOOLKIT_VERSION_RE, "a version such as 1.17.8"
-        ),
+        container_toolkit_version=parse_container_toolkit_version(cfg.get("containerToolkitVersion") or ""),
         install_docker=_bool(cfg, "installDocker"),
         registry_mirrors=registry_mirrors,
         kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
@@ -507,6 +513,14 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
 
 # Registries the cluster pulls from that are often unreachable from mainland China.
 _FOREIGN_REGISTRIES = ("docker.io", "nvcr.io")
+
+
+def _warn_unverified_driver(driver_version: str, pools: tuple[NodePool, ...]) -> None:
+    if any(p.profile.driver == catalog.TESLA for p in pools) and not downloads.tesla_run_sha256(driver_version):
+        pulumi.log.warn(
+            f"gpu-k8s:driverVersion {driver_version}: download unverified: no published SHA-256 is known for "
+            f"NVIDIA-Linux-x86_64-{driver_version}.run (components/downloads.py), so step 11 installs it unchecked"
+        )
 
 
 def _warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:

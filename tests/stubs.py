@@ -64,6 +64,7 @@ PASSTHROUGH = (
     "paste",
     "comm",
     "timeout",
+    "flock",  # lib/common.sh apt_get: one apt lock per node
     "find",
     "realpath",
     "od",

@@ -43,7 +43,8 @@ def test_daemonset_matches_upstream(run):
     assert pod["serviceAccountName"] == "flannel"
     init = {c["name"]: c for c in pod["initContainers"]}
     assert list(init) == ["install-cni-plugin", "install-cni"]
-    assert init["install-cni-plugin"]["image"] == "docker.io/flannel/flannel-cni-plugin:v1.7.1-flannel1"
+    # upstream kube-flannel.yml at v0.26.7 (flannel-io/flannel, Documentation/kube-flannel.yml)
+    assert init["install-cni-plugin"]["image"] == "docker.io/flannel/flannel-cni-plugin:v1.6.2-flannel1"
     assert init["install-cni"]["image"] == "docker.io/flannel/flannel:v0.26.7"
     assert init["install-cni"]["args"][-1] == "/etc/cni/net.d/10-flannel.conflist"
     (main,) = pod["containers"]

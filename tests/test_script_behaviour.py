@@ -55,12 +55,24 @@ out=""; prev=""; for a in "$@"; do [[ "$prev" == -o ]] && out="$a"; prev="$a"; d
 if [[ " $* " == *" -K - "* ]]; then cat >"$STUB_STATE/curl-config"; fi
 if [[ -e "$STUB_STATE/curl-fail" ]]; then echo "curl: (22) The requested URL returned error: 404" >&2; exit 22; fi
 if [[ -n "$out" ]]; then
-  if [[ -e "$STUB_STATE/curl-payload" ]]; then cp "$STUB_STATE/curl-payload" "$out"; else echo payload >"$out"; fi
+  if [[ -e "$STUB_STATE/curl-payload" ]]; then cp "$STUB_STATE/curl-payload" "$out"; else echo "payload ${!#}" >"$out"; fi
 fi
 """
+# gpg: --dearmor writes a keyring; --show-keys lists the key the curl stub "downloaded"
+# (its URL is in the file) with that publisher's published fingerprint, or $STUB_STATE/gpg-fpr.
 GPG = r"""
 out=""; prev=""; for a in "$@"; do [[ "$prev" == -o ]] && out="$a"; prev="$a"; done
 if [[ -n "$out" ]]; then echo keyring >"$out"; fi
+if [[ " $* " == *" --show-keys "* ]]; then
+  case "$(cat "${!#}")" in
+    *libnvidia-container*) fpr=C95B321B61E88C1809C4F759DDCAE044F796ECB0;;
+    *docker*) fpr=9DC858229FC7DD38854AE2D88D81803C0EBFCD88;;
+    *kubernetes*|*k8s*) fpr=DE15B14486CD377B9E876E1A234654DA9A296436;;
+    *) exit 2;;
+  esac
+  [[ -e "$STUB_STATE/gpg-fpr" ]] && fpr=$(cat "$STUB_STATE/gpg-fpr")
+  printf 'pub:-:4096:1:%s:1506556193:::-:::scSC::::::23::0:\nfpr:::::::::%s:\n' "${fpr: -16}" "$fpr"
+fi
 """
 
 
@@ -669,6 +681,15 @@ TOML
     printf '{"runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}\n' >"$cfg";;
 esac
 """
+# containerd: `config default` prints the fixture, `--config F config dump` prints F (the
+# merged config of one file without imports; tests/test_runtime_real.py runs the real one).
+CONTAINERD = r"""
+case "$*" in
+  "config default") cat "$STUB_STATE/containerd-default.toml";;
+  "--config "*" config dump") cat "$2";;
+  --version) echo "containerd containerd.io $(cat "$STUB_STATE/containerd-version" 2>/dev/null || echo 1.7.28) 05044ec";;
+esac
+"""
 RUNTIME = {
     **FAST,
     "CONTAINER_TOOLKIT_VERSION": "1.17.8",
@@ -691,7 +712,7 @@ PINNED = [
 @pytest.fixture
 def rt(sb: StubBin) -> StubBin:
     write(sb.state / "containerd-default.toml", CONTAINERD_DEFAULT)
-    sb.add("containerd", body='if [[ "$*" == "config default" ]]; then cat "$STUB_STATE/containerd-default.toml"; fi')
+    sb.add("containerd", body=CONTAINERD)
     defer(sb, "containerd", "containerd")  # not installed yet
     sb.add("apt-get", body=APT_GET).add("curl", body=CURL).add("gpg", body=GPG)
     sb.add("nvidia-ctk", body=NVIDIA_CTK).add("systemctl")
@@ -764,7 +785,7 @@ def test_runtime_upgrades_a_different_toolkit_version(rt: StubBin):
 
 def test_runtime_fails_when_nvidia_is_not_the_default_after_nvidia_ctk(rt: StubBin):
     (rt.state / "ctk-no-default").touch()
-    failed(rt.run("20-container-runtime.sh", RUNTIME), "20-container-runtime", 'lacks default_runtime_name = "nvidia"')
+    failed(rt.run("20-container-runtime.sh", RUNTIME), "20-container-runtime", 'lacks: default_runtime_name = "nvidia"')
     assert not rt.called("systemctl", "restart", "containerd")
 
 
@@ -813,15 +834,30 @@ def test_runtime_keeps_an_existing_config(rt: StubBin):
     assert "pause:3.9" in containerd_config(rt)
 
 
-def test_runtime_with_docker_replaces_containerd_ios_stub_config(rt: StubBin):
+def with_docker(rt: StubBin, containerd_io: str = "2.1.5") -> StubBin:
+    """docker-ce and containerd.io (which brings containerd) not installed yet."""
     rt.add("docker")
     defer(rt, "docker", "docker-ce")
     (rt.state / "pending/containerd/containerd").rename(rt.state / "containerd-bin")
     defer_dir = rt.state / "pending/containerd.io"
     defer_dir.mkdir(parents=True)
     (rt.state / "containerd-bin").rename(defer_dir / "containerd")
+    write(rt.state / "containerd-version", containerd_io)
+    return rt
+
+
+CONTAINERD_IO_PIN = (
+    "Explanation: # managed by gpu-k8s (20-container-runtime)\nPackage: containerd.io\nPin: version 2.1.5-*\nPin-Priority: 1001\n"
+)
+
+
+def test_runtime_with_docker_replaces_containerd_ios_stub_config(rt: StubBin):
+    with_docker(rt)
     write(rt.root / "etc/containerd/config.toml", CONTAINERD_IO_CONFIG)
     result = ok(rt.run("20-container-runtime.sh", {**RUNTIME, "INSTALL_DOCKER": "true"}))
+    assert (rt.root / "etc/apt/preferences.d/gpu-k8s-containerd-io").read_text() == CONTAINERD_IO_PIN
+    backups = list((rt.root / "etc/containerd").glob("config.toml.gpu-k8s-*.bak"))
+    assert [b.read_text() for b in backups] == [CONTAINERD_IO_CONFIG]
     assert rt.called("curl", "https://mirrors.aliyun.com/docker-ce/linux/ubuntu/gpg")
     docker_list = (rt.root / "etc/apt/sources.list.d/docker.list").read_text()
     assert (
@@ -841,9 +877,18 @@ def test_runtime_with_docker_replaces_containerd_ios_stub_config(rt: StubBin):
     assert not rt.called("systemctl", "restart", "docker")
 
 
+def test_runtime_docker_fails_when_the_pinned_containerd_io_is_not_what_got_installed(rt: StubBin):
+    with_docker(rt, containerd_io="2.2.0")
+    failed(
+        rt.run("20-container-runtime.sh", {**RUNTIME, "INSTALL_DOCKER": "true"}),
+        "20-container-runtime",
+        "containerd.io 2.1.5 was pinned but containerd reports",
+        "apt-cache policy containerd.io",
+    )
+
+
 def test_runtime_upstream_docker_repo(rt: StubBin):
-    rt.add("docker")
-    defer(rt, "docker", "docker-ce")
+    with_docker(rt)
     ok(rt.run("20-container-runtime.sh", {**RUNTIME, "PACKAGE_MIRROR": "upstream", "INSTALL_DOCKER": "true"}))
     assert rt.called("curl", "https://download.docker.com/linux/ubuntu/gpg")
 

@@ -45,10 +45,12 @@ check_gpu() {
   log "found: ${nvidia//$'\n'/; }"
 }
 
-# --- the Tesla .run compiles nvidia.ko with DKMS: it needs a compiler and matching headers ---
+# --- the Tesla .run compiles nvidia.ko with DKMS: it needs a compiler and matching headers,
+# now and after kernel upgrades (kernel_headers: the headers meta package too) ---
 install_build_deps() {
-  local pkg missing=()
-  for pkg in gcc make dkms "linux-headers-$(uname -r)"; do
+  local pkg missing=() headers
+  headers=$(kernel_headers)
+  for pkg in gcc make dkms $headers; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if ((${#missing[@]} == 0)); then

@@ -6,6 +6,8 @@
 # Inputs (environment):
 #   GPU_DRIVER            tesla | grid
 #   DRIVER_VERSION        tesla: the .run version, e.g. 535.129.03 (ignored for grid)
+#   DRIVER_SHA256         tesla: the .run's SHA-256 when gpu-k8s knows a published one
+#                         (components/downloads.py); empty: the download is unverified
 #   GRID_PLUGIN           grid: Cloud Assistant plugin, grid_driver_install or
 #                         gpu_grid_driver_install; may be empty
 #   INSTALL_CUDA_TOOLKIT  true | false (default false)
@@ -23,6 +25,7 @@ readonly STEP="11-nvidia-driver"
 readonly ROOT="${GPU_K8S_ROOT:-}"
 readonly GPU_DRIVER="${GPU_DRIVER:-}"
 readonly DRIVER_VERSION="${DRIVER_VERSION:-}"
+readonly DRIVER_SHA256="${DRIVER_SHA256:-}"
 readonly GRID_PLUGIN="${GRID_PLUGIN:-}"
 readonly INSTALL_CUDA_TOOLKIT="${INSTALL_CUDA_TOOLKIT:-false}"
 readonly CUDA_TOOLKIT_VERSION="${CUDA_TOOLKIT_VERSION:-}"
@@ -31,7 +34,6 @@ readonly CACHE="$ROOT/var/cache/gpu-k8s"
 readonly INSTALLER_LOG="$ROOT/var/log/nvidia-installer.log"
 readonly REBOOT_MARKER="$ROOT/run/gpu-k8s/reboot-pending"
 readonly CUDA_KEYRING_URL="https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64/cuda-keyring_1.1-1_all.deb"
-readonly CURL=(curl --retry 5 --retry-delay 5 --retry-all-errors -fsSL)
 readonly NVIDIA_KO="Unable to load the kernel module 'nvidia.ko'"
 GRID_URL=""
 
@@ -41,7 +43,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 validate() {
   [[ -e "$REBOOT_MARKER" ]] && die "10-driver-prepare scheduled a reboot (to unload nouveau) that has not happened yet: wait until the node is back, then run pulumi up again"
   case "$GPU_DRIVER" in
-    tesla) [[ "$DRIVER_VERSION" =~ ^[0-9]+(\.[0-9]+){1,2}$ ]] || die "DRIVER_VERSION must look like 535.129.03 (got '$DRIVER_VERSION')" ;;
+    tesla)
+      [[ "$DRIVER_VERSION" =~ ^[0-9]+(\.[0-9]+){1,2}$ ]] || die "DRIVER_VERSION must look like 535.129.03 (got '$DRIVER_VERSION')"
+      [[ -z "$DRIVER_SHA256" || "$DRIVER_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "DRIVER_SHA256 must be 64 hex digits or empty (got '$DRIVER_SHA256')"
+      ;;
     grid) [[ -z "$GRID_PLUGIN" || "$GRID_PLUGIN" =~ ^[a-z_]+$ ]] || die "GRID_PLUGIN must be a plugin name such as grid_driver_install (got '$GRID_PLUGIN')" ;;
     *) die "GPU_DRIVER must be tesla or grid (got '$GPU_DRIVER')" ;;
   esac
@@ -66,8 +71,22 @@ download() { # url dest: skipped when dest is already there (downloads land in d
   fi
   mkdir -p "$(dirname "$2")"
   log "downloading $1"
-  "${CURL[@]}" -o "$2.part" "$1" || die "download of $1 failed: check the node's outbound network and the version"
+  fetch_url -o "$2.part" "$1" || die "download of $1 failed: check the node's outbound network and the version"
   mv "$2.part" "$2"
+}
+
+verify_driver() { # the .run against DRIVER_SHA256; a mismatch is removed so a re-run downloads again
+  local sum
+  if [[ -z "$DRIVER_SHA256" ]]; then
+    warn "$(basename "$1") is not checksum-verified (no published SHA-256 known for $DRIVER_VERSION)"
+    return 0
+  fi
+  sum=$(checksum "$1")
+  if [[ "$sum" != "$DRIVER_SHA256" ]]; then
+    rm -f "$1"
+    die "$(basename "$1") has SHA-256 $sum, expected $DRIVER_SHA256: the download is corrupt or not NVIDIA's; pulumi up downloads it again"
+  fi
+  log "$(basename "$1") SHA-256 verified"
 }
 
 # --- run a driver .run silently with DKMS; spot the "Tesla driver on a vGPU" failure ---
@@ -118,6 +137,7 @@ install_tesla() {
   fi
   [[ -n "$current" ]] && log "replacing driver $current with $DRIVER_VERSION"
   download "https://us.download.nvidia.com/tesla/${DRIVER_VERSION}/${name}" "$CACHE/$name"
+  verify_driver "$CACHE/$name"
   run_installer "$CACHE/$name"
 }
 
@@ -137,11 +157,12 @@ grid_via_url() { # the URL goes to curl on stdin (-K -), never on argv or in log
   [[ "$GRID_URL" =~ ^https?://[^[:space:]\"\\]+$ ]] || die "the GRID driver URL on stdin is not an http(s) URL (not shown)"
   if ! command -v dkms >/dev/null 2>&1; then
     apt_update
-    apt_get install -y --no-install-recommends gcc make dkms "linux-headers-$(uname -r)" || die "apt-get install of the GRID .run build tools failed"
+    # shellcheck disable=SC2046 # one package name per line
+    apt_get install -y --no-install-recommends gcc make dkms $(kernel_headers) || die "apt-get install of the GRID .run build tools failed"
   fi
   mkdir -p "$CACHE"
   log "downloading the GRID driver from gpu-k8s:gridDriverUrl"
-  printf 'url = "%s"\n' "$GRID_URL" | "${CURL[@]}" -K - -o "$file" 2>/dev/null ||
+  printf 'url = "%s"\n' "$GRID_URL" | fetch_url -K - -o "$file" 2>/dev/null ||
     die "download of the GRID driver from gpu-k8s:gridDriverUrl failed (URL not shown): check the URL and the node's network"
   run_installer "$file"
   rm -f "$file"

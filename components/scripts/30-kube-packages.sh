@@ -20,7 +20,9 @@ readonly MODULES_CONF="$ROOT/etc/modules-load.d/k8s.conf"
 readonly SYSCTL_CONF="$ROOT/etc/sysctl.d/k8s.conf"
 readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
 readonly LIST=/etc/apt/sources.list.d/kubernetes.list
-readonly CURL=(curl --retry 5 --retry-delay 5 --retry-all-errors -fsSL)
+# The pkgs.k8s.io key (isv:kubernetes OBS Project), the same primary key for every minor's
+# Release.key (gpg output quoted in kubernetes/kubernetes#128609); Aliyun mirrors it as is.
+readonly K8S_KEY_FPR=DE15B14486CD377B9E876E1A234654DA9A296436
 readonly PACKAGES=(kubelet kubeadm kubectl)
 
 # shellcheck source=lib/common.sh
@@ -77,7 +79,8 @@ add_repo() { # one repo per minor version: pkgs.k8s.io layout on both mirrors
   esac
   if [[ ! -s "$ROOT$KEYRING" ]]; then
     mkdir -p "$(dirname "$ROOT$KEYRING")"
-    "${CURL[@]}" -o "$ROOT$KEYRING.asc" "${base}Release.key" || die "download of ${base}Release.key failed: check the network or gpu-k8s:kubernetesMirror"
+    fetch_url -o "$ROOT$KEYRING.asc" "${base}Release.key" || die "download of ${base}Release.key failed: check the network or gpu-k8s:kubernetesMirror"
+    verify_key "$ROOT$KEYRING.asc" "$K8S_KEY_FPR" Kubernetes
     gpg --batch --yes --dearmor -o "$ROOT$KEYRING" "$ROOT$KEYRING.asc" || die "gpg --dearmor of the Kubernetes key failed"
     rm -f "$ROOT$KEYRING.asc"
   fi

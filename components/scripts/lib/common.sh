@@ -11,15 +11,20 @@
 # It sets no shell options (the caller has `set -euo pipefail`) and runs nothing at load
 # time: it only defines functions. What each one needs from the caller:
 #   log, warn, die         STEP (the log prefix, e.g. "20-container-runtime")
-#   apt_get                nothing
-#   apt_update             POLL_SECONDS (pause between tries; 5 when unset);
+#   apt_get                nothing (APT_LOCK_WAIT, GPU_K8S_ROOT optional)
+#   apt_update             POLL_SECONDS (pause unit between tries; 5 when unset);
 #                          APT_MIRROR_HINT (optional: what to check besides the network
 #                          when every try fails; default "its apt mirror")
+#   fetch_url              curl's arguments (e.g. -o FILE URL, or -K - -o FILE)
+#   verify_key             arguments: the downloaded key file, its published fingerprint, a name
+#   kernel_headers         nothing (runs uname -r and dpkg-query)
 #   checksum, same_content nothing
+#   any_file_lacks         arguments: an extended regex and the files
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
 #                          /etc/containerd/config.toml (40-kubeadm-init, 50-kubeadm-join)
-# Every message goes to stderr; nothing here prints on stdout except checksum.
+# Every message goes to stderr; nothing here prints on stdout except checksum and
+# kernel_headers (and fetch_url when not given -o).
 
 # --- progress and failures: "[gpu-k8s <step>] ..." on stderr; die exits 1 ---
 log() { printf '[gpu-k8s %s] %s\n' "$STEP" "$*" >&2; }
@@ -29,38 +34,106 @@ die() {
   exit 1
 }
 
-# --- apt: never prompts, waits up to 600 s for the dpkg lock (steps run in parallel and
-# unattended-upgrades holds it on first boot), and keeps stdout clean ---
-apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >&2; }
+# --- apt: never prompts and keeps stdout clean. Steps run in parallel on a node (driver,
+# runtime, packages): every apt-get of every step holds one gpu-k8s lock (flock(1), up to
+# APT_LOCK_WAIT s, default 1800), so two steps never run apt-get at once; dpkg's own
+# DPkg::Lock::Timeout (600 s) waits for unattended-upgrades, which does not take our lock.
+# That option does not cover `apt-get update`'s /var/lib/apt/lists/lock: apt_update retries
+# with a growing pause (POLL_SECONDS x try: 5+10+15+20 s by default) ---
+apt_get() {
+  local lock="${GPU_K8S_ROOT:-}/var/lib/gpu-k8s/apt.lock" wait="${APT_LOCK_WAIT:-1800}" rc=0
+  mkdir -p "${lock%/*}"
+  DEBIAN_FRONTEND=noninteractive flock -E 75 -w "$wait" "$lock" apt-get -o DPkg::Lock::Timeout=600 "$@" >&2 || rc=$?
+  if ((rc == 75)); then
+    warn "another gpu-k8s step held ${lock#"${GPU_K8S_ROOT:-}"} for over ${wait}s"
+  fi
+  return "$rc"
+}
 
 apt_update() {
   local try
   for try in 1 2 3 4 5; do
     apt_get update && return 0
     warn "apt-get update failed (try $try of 5)"
-    sleep "${POLL_SECONDS:-5}"
+    ((try == 5)) || sleep $((${POLL_SECONDS:-5} * try))
   done
   die "apt-get update failed 5 times: check the node's outbound network and ${APT_MIRROR_HINT:-its apt mirror}"
+}
+
+# --- downloads: every curl has a connect timeout, stall detection (a try slower than 1 KiB/s
+# for 60 s is aborted) and 5 bounded retries, so a stalled transfer fails within minutes
+# instead of hanging until the step's 30-40 min timeout ---
+fetch_url() {
+  curl --connect-timeout 20 --speed-limit 1024 --speed-time 60 --retry 5 --retry-delay 5 --retry-all-errors -fsSL "$@"
+}
+
+# --- an apt repository key must be the publisher's: every primary key in the downloaded
+# file has the published fingerprint (a mirror or proxy serving another key is refused) ---
+verify_key() { # key_file published_fingerprint name
+  local fprs fpr
+  fprs=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null |
+    awk -F: '$1 == "pub" { p = 1; next } p && $1 == "fpr" { print $10; p = 0 }') || true
+  [[ -n "$fprs" ]] || die "the $3 key downloaded is not an OpenPGP key: check the mirror"
+  for fpr in $fprs; do
+    [[ "$fpr" == "$2" ]] ||
+      die "the $3 key downloaded has fingerprint $fpr, not the published $2: refusing to trust it (check the mirror or proxy)"
+  done
+  log "$3 key fingerprint $2 verified"
+}
+
+# --- kernel headers that follow kernel upgrades: the running kernel's, plus the headers meta
+# package of the installed kernel meta (linux-image-generic -> linux-headers-generic,
+# linux-image-generic-hwe-22.04 -> linux-headers-generic-hwe-22.04; else the flavour's,
+# e.g. linux-headers-generic). When unattended-upgrades brings a new kernel through its
+# meta package, the headers meta brings the matching headers, and DKMS's kernel and header
+# hooks (/etc/kernel/postinst.d/dkms, /etc/kernel/header_postinst.d/dkms) rebuild nvidia.ko
+# for it, so the GPU is still there after the reboot. One package per line on stdout. ---
+kernel_headers() {
+  local release flavour meta
+  release=$(uname -r)
+  flavour=${release##*-}
+  meta=$(dpkg-query -W -f='${Status} ${Package}\n' "linux-image-${flavour}*" 2>/dev/null |
+    awk '$1 == "install" && $3 == "installed" { print $4 }' | head -n 1) || true
+  meta=${meta#linux-image-}
+  printf '%s\n' "linux-headers-$release" "linux-headers-${meta:-$flavour}"
 }
 
 # --- files: the SHA-256 of a file (empty when it is missing); whether it holds exactly $2 ---
 checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
 
-# --- containerd's pause image must be kubeadm's, from the same (reachable) registry ---
+any_file_lacks() { # extended_regex file...: whether some file has no line matching it
+  local file
+  for file in "${@:2}"; do
+    grep -Eq "$1" "$file" || return 0
+  done
+  return 1
+}
+
+# --- containerd's pause image must be kubeadm's, from the same (reachable) registry. It is
+# set in config.toml and in every imported drop-in of config.d/ that holds a sandbox key
+# (nvidia-ctk >= 1.18 copies the whole CRI section of a version-2 config into
+# config.d/99-nvidia.toml, and an import overrides config.toml) ---
 align_sandbox_image() { # image_repository kubernetes_version containerd_config
-  local repo="$1" version="$2" config="$3" pause before
+  local repo="$1" version="$2" config="$3" pause before file key_re want_re
+  local -a files=()
   pause=$(kubeadm config images list --image-repository "$repo" --kubernetes-version "v$version" 2>/dev/null | grep pause | head -n 1) ||
     die "kubeadm config images list found no pause image for v$version in $repo"
   [[ -f "$config" ]] || die "/etc/containerd/config.toml missing: run 20-container-runtime first"
-  if grep -Eq "^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*[\"']${pause//./\\.}[\"']" "$config"; then
+  key_re="^[[:space:]]*(sandbox_image|sandbox)[[:space:]]*="
+  files=("$config")
+  for file in "$(dirname "$config")"/config.d/*.toml; do
+    [[ -f "$file" ]] && grep -Eq "$key_re" "$file" && files+=("$file")
+  done
+  want_re="${key_re}[[:space:]]*[\"']${pause//./\\.}[\"']"
+  if ! any_file_lacks "$want_re" "${files[@]}"; then
     log "containerd already uses $pause, skipping"
     return 0
   fi
-  before=$(checksum "$config")
-  sed -i -E "s#^([[:space:]]*(sandbox_image|sandbox)[[:space:]]*=[[:space:]]*).*#\1\"$pause\"#" "$config"
-  grep -qF "\"$pause\"" "$config" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
-  if [[ "$(checksum "$config")" != "$before" ]]; then
+  before=$(cat "${files[@]}" | sha256sum)
+  sed -i -E "s#(${key_re}[[:space:]]*).*#\1\"$pause\"#" "${files[@]}"
+  ! any_file_lacks "$want_re" "${files[@]}" || die "no sandbox_image key in /etc/containerd/config.toml to set to $pause"
+  if [[ "$(cat "${files[@]}" | sha256sum)" != "$before" ]]; then
     log "containerd now uses $pause, restarting containerd"
     systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
   fi
