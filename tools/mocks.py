@@ -139,7 +139,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             found = [s for s in self.existing if s.type == "alicloud:vpc/switch:Switch"]
             return {
                 "ids": [s.id for s in found],
-                "vswitches": [{"id": s.id, "zoneId": s.outputs.get("zoneId", ""), "vpcId": s.outputs.get("vpcId", "")} for s in found],
+                "vswitches": [
+                    {"id": s.id, "zoneId": s.outputs.get("zoneId", ""), "vpcId": s.outputs.get("vpcId", "")} for s in found
+                ],
             }
         if token == "alicloud:ecs/getImages:getImages":
             image = self.image or IMAGE_ID
@@ -184,7 +186,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             m = _GENERATION.search(rid)
             char = "xyzwvu"[(int(m.group(1)) - 1) % 6 if m else 0]
             out["result"] = char * len(str(out.get("result", "")))
-            self.placeholders.setdefault(char * 6, "random bootstrap-token characters of a replacement (generated at deploy time)")
+            self.placeholders.setdefault(
+                char * 6, "random bootstrap-token characters of a replacement (generated at deploy time)"
+            )
         from tools.harness import canonical
 
         for key, saved in old.outputs.items() if op in (engine.SAME, engine.UPDATE) else ():
