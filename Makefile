@@ -42,7 +42,7 @@ lint: install
 	$(VENV)/bin/shellcheck -x --source-path=SCRIPTDIR components/scripts/*.sh components/scripts/lib/*.sh components/scripts/local/*.sh .ci/run
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 bench: install
 	$(PY) -m benchmarks.plan_scale
