@@ -304,6 +304,8 @@ def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not
 
 def test_the_repo_copy_of_the_gpu_failure_fixture_matches_the_shared_one():
     shared = ROOT.parent / "shared" / "fixtures" / "gpu-failures" / "messages.json"
+    if not shared.exists():
+        pytest.skip(f"{shared} is absent (a clone without ../shared): nothing to compare the repo copy with")
     assert json.loads(shared.read_text()) == json.loads((ROOT / "tools" / "fixtures" / "gpu-failures.json").read_text())
 
 
