@@ -80,15 +80,13 @@ extend: install
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
 # its auto-release anchor so that the new instance gets a valid release time. A worker then
 # re-runs its bootstrap, gets a fresh join token and rejoins. Replacing the control plane
-# rebuilds the cluster: use make down / make up instead. (The instance URN is written out:
-# it sits two components deep, Fleet > Node, where the offline plan's URNs are not exact.)
-NODE_URN = urn:pulumi:$(STACK)::gpu-k8s::gpu-k8s:fleet:Fleet$$gpu-k8s:node:Node$$alicloud:ecs/instance:Instance::$(NODE)-instance
+# rebuilds the cluster: use make down / make up instead.
 replace-node: install
 	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
 	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
 	  { echo "make replace-node: $(NODE) is not a worker of $(STACK) (the control plane: make down, make up)" >&2; exit 2; }; \
-	anchor=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-ttl-anchor$$') || exit 2; \
-	pulumi up -s $(STACK) --yes --replace='$(NODE_URN)' $${anchor:+--replace=$$anchor}
+	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(instance|ttl-anchor)$$') || exit 2; \
+	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
 # Run the GPU test again (after fixing its cause): new test pods and a new result check.
 # Their URNs come from the offline plan, which runs the same program with the same config.

@@ -356,15 +356,21 @@ def make_n(*args: str) -> str:
     return subprocess.run(["make", "-s", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
 
 
+def test_plan_urns_are_the_engines_for_every_resource():
+    """--urns (what make extend/replace-node/rejoin/retest pass to --replace) chains every
+    ancestor's type, as the engine does, also two components deep (Fleet > Node > Instance)."""
+    run = plain("mixed")
+    assert all(r.urn == engine_urn(run, r) for r in run.resources)
+    instance = run.named("infer-2-instance").urn
+    assert "::gpu-k8s:fleet:Fleet$gpu-k8s:node:Node$alicloud:ecs/instance:Instance::" in instance
+
+
 def test_make_replace_node_and_rejoin_name_the_real_resources():
     run = plain("mixed")
     recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
-    (instance_urn,) = re.findall(r"--replace='([^']+)'", recipe)
-    assert instance_urn == engine_urn(run, run.named("infer-2-instance"))
-    worker_check, anchor = re.findall(r"--urns='([^']+)'", recipe)
+    worker_check, replaced = re.findall(r"--urns='([^']+)'", recipe)
     assert [r.name for r in run.resources if re.search(worker_check, r.name)] == ["infer-2-kubeadm-join"]
-    assert [r.name for r in run.resources if re.search(anchor, r.name)] == ["infer-2-ttl-anchor"]
-    assert run.named("infer-2-ttl-anchor").urn == engine_urn(run, run.named("infer-2-ttl-anchor"))
+    assert sorted(r.name for r in run.resources if re.search(replaced, r.name)) == ["infer-2-instance", "infer-2-ttl-anchor"]
     token = re.search(r"--urns='([^']+)'", make_n("rejoin", "NODE=infer-2", "STACK=mixed")).group(1)
     (step,) = [r for r in run.resources if re.search(token, r.name)]
     assert step.name == "infer-2-join-token" and step.urn == engine_urn(run, step)

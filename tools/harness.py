@@ -45,6 +45,7 @@ def _quiet_loop_finalizer(unraisable) -> None:
 
 sys.unraisablehook = _quiet_loop_finalizer
 PROJECT = "gpu-k8s"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 SECRET_SIG = rpc._special_sig_key  # noqa: SLF001 - the wire marker of a secret value
 SECRET_VALUE = rpc._special_secret_sig  # noqa: SLF001
 
@@ -127,6 +128,19 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.changes: list[engine.Change] = []
         self._replaced_providers: set[str] = set()
         self._ops: dict[str, str] = {}
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The URN the engine gives: the parent's whole qualified type chain, then this type.
+
+        Pulumi's MockMonitor keeps only the parent's last type, so a resource two components
+        deep would get a URN the engine never uses (and `--replace URN` would miss it). The
+        SDK's own create_urn (pulumi/runtime/resource.py) prefixes everything up to the
+        parent URN's last "::", as the engine does.
+        """
+        chain = parent.split("::")[2] if parent else ""
+        if chain and chain != ROOT_STACK_TYPE:  # the engine leaves the root stack out (urn.go NewURN)
+            type_ = chain.removeprefix(ROOT_STACK_TYPE + "$") + "$" + type_
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         urn = self.make_urn(request.parent, request.type, request.name)
