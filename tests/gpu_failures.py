@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from tests.stubs import StubBin
+from tools.mock_cluster import KUBECTL_STUB_BODY
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MESSAGES_JSON = REPO.parent / "shared" / "fixtures" / "gpu-failures" / "messages.json"
@@ -22,28 +23,7 @@ SHARED_MESSAGES_JSON = REPO.parent / "shared" / "fixtures" / "gpu-failures" / "m
 MESSAGES_JSON = SHARED_MESSAGES_JSON if SHARED_MESSAGES_JSON.exists() else REPO / "tools" / "fixtures" / "gpu-failures.json"
 ADMIN_CONF = "apiVersion: v1\nkind: Config\nclusters: []\n"
 
-KUBECTL = r"""
-[[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 192.0.2.10:6443 was refused" >&2; exit 1; }
-name=""
-case "$1 $2" in
-  "get pod") name="$5";;
-  "logs -n") name="$4";;
-  "get events") for a in "$@"; do [[ "$a" == involvedObject.name=* ]] && name="${a#involvedObject.name=}"; done;;
-esac
-case "$*" in
-  "get --raw=/readyz") echo -n ok;;
-  "get node "*) cat "$STUB_STATE/gpu-$3" 2>/dev/null;;
-  "get pods "*)
-    node=""; for a in "$@"; do [[ "$a" == spec.nodeName=* ]] && node="${a#spec.nodeName=}"; done
-    printf '%b' "$(cat "$STUB_STATE/pods-$node" 2>/dev/null)";;
-  *"{.status.phase}"*) cat "$STUB_STATE/$name.phase" 2>/dev/null;;
-  *"{.spec.nodeName}"*) cat "$STUB_STATE/$name.node" 2>/dev/null;;
-  logs*--previous*) cat "$STUB_STATE/$name.previous" 2>/dev/null;;
-  logs*) cat "$STUB_STATE/$name.log" 2>/dev/null;;
-  "get events"*) cat "$STUB_STATE/$name.events" 2>/dev/null;;
-  *containerStatuses*) cat "$STUB_STATE/$name.messages" 2>/dev/null;;
-esac
-"""
+KUBECTL = KUBECTL_STUB_BODY
 
 
 @cache

@@ -20,6 +20,7 @@ import yaml
 
 from components.remote import render_script
 from tests.stubs import SCRIPTS_DIR, StubBin
+from tools.mock_cluster import KUBECTL_STUB_BODY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 FAST = {"POLL_SECONDS": "0"}
@@ -1617,24 +1618,8 @@ def test_allocatable_rejects_bad_inputs(alloc: StubBin):
 
 # ================================================================ 80-gpu-test-result.sh
 
-# Per pod <ns>/<name>: $STUB_STATE/<name>.{phase,node,log,events,messages}.
-KUBECTL_TEST = r"""
-[[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 172.16.0.10:6443 was refused" >&2; exit 1; }
-name=""
-case "$1 $2" in
-  "get pod") name="$5";;
-  "logs -n") name="$4";;
-  "get events") for a in "$@"; do [[ "$a" == involvedObject.name=* ]] && name="${a#involvedObject.name=}"; done;;
-esac
-case "$*" in
-  "get --raw=/readyz") echo -n ok;;
-  *"{.status.phase}"*) cat "$STUB_STATE/$name.phase" 2>/dev/null;;
-  *"{.spec.nodeName}"*) cat "$STUB_STATE/$name.node" 2>/dev/null;;
-  logs*) cat "$STUB_STATE/$name.log" 2>/dev/null;;
-  "get events"*) cat "$STUB_STATE/$name.events" 2>/dev/null;;
-  *containerStatuses*) cat "$STUB_STATE/$name.messages" 2>/dev/null;;
-esac
-"""
+# Per pod <ns>/<name>: $STUB_STATE/<name>.{phase,node,log,events,messages} (tools/mock_cluster.py).
+KUBECTL_TEST = KUBECTL_STUB_BODY
 TEST = {**FAST, "TEST_PODS": "default/gpu-test", "SUCCESS_PATTERN": "Test PASSED", "TIMEOUT_SECONDS": "0"}
 
 

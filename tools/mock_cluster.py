@@ -34,24 +34,33 @@ FAILURE_CASES = {
     "timeout": "seed: Pending, Insufficient nvidia.com/gpu",  # FailedScheduling: the pod stays Pending
 }
 
-# kubectl as the control plane would answer it; per pod <name>.{phase,node,log,events,messages}.
-_KUBECTL = r"""#!/bin/bash
+# kubectl as the control plane would answer 70/80-*.sh, from files in $STUB_STATE: per pod
+# <name>.{phase,node,log,previous,events,messages}, per node gpu-<node> (allocatable) and
+# pods-<node> (the device plugin pod line); api-down makes the API refuse. The tests use the
+# same body (tests/gpu_failures.py, tests/test_script_behaviour.py).
+KUBECTL_STUB_BODY = r"""
+[[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 192.0.2.10:6443 was refused" >&2; exit 1; }
 name=""
 case "$1 $2" in
   "get pod") name="$5";;
   "logs -n") name="$4";;
   "get events") for a in "$@"; do [[ "$a" == involvedObject.name=* ]] && name="${a#involvedObject.name=}"; done;;
 esac
-f() { cat "$STUB_STATE/$name.$1" 2>/dev/null || true; }
 case "$*" in
-  "get --raw=/readyz") printf ok;;
-  *"{.status.phase}"*) f phase;;
-  *"{.spec.nodeName}"*) f node;;
-  logs*) f log;;
-  "get events"*) f events;;
-  *containerStatuses*) f messages;;
+  "get --raw=/readyz") echo -n ok;;
+  "get node "*) cat "$STUB_STATE/gpu-$3" 2>/dev/null;;
+  "get pods "*)
+    node=""; for a in "$@"; do [[ "$a" == spec.nodeName=* ]] && node="${a#spec.nodeName=}"; done
+    printf '%b' "$(cat "$STUB_STATE/pods-$node" 2>/dev/null)";;
+  *"{.status.phase}"*) cat "$STUB_STATE/$name.phase" 2>/dev/null;;
+  *"{.spec.nodeName}"*) cat "$STUB_STATE/$name.node" 2>/dev/null;;
+  logs*--previous*) cat "$STUB_STATE/$name.previous" 2>/dev/null;;
+  logs*) cat "$STUB_STATE/$name.log" 2>/dev/null;;
+  "get events"*) cat "$STUB_STATE/$name.events" 2>/dev/null;;
+  *containerStatuses*) cat "$STUB_STATE/$name.messages" 2>/dev/null;;
 esac
 """
+_KUBECTL = "#!/bin/bash\n" + KUBECTL_STUB_BODY
 
 
 @cache
