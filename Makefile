@@ -92,7 +92,9 @@ replace-node: install
 # Their URNs come from the offline plan, which runs the same program with the same config.
 RETEST_RESOURCES = -smoke-pod-|-smoke-gpu-test-result$$
 retest: install
-	pulumi up -s $(STACK) --yes $$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)' | sed 's/^/--replace=/')
+	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)') && [ -n "$$urns" ] || \
+	  { echo "make retest: no GPU test in the plan of $(STACK) (smokeTest none, or a config error above)" >&2; exit 2; }; \
+	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
 # GPU metrics table from the cluster's Prometheus (README "GPU metrics"); GPU_TOP passes
 # more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.
@@ -107,12 +109,15 @@ rejoin: install
 	  { echo "make rejoin: $(NODE) is not a worker of $(STACK)" >&2; exit 2; }; \
 	pulumi up -s $(STACK) --yes --replace="$$token"
 
-kubeconfig:
-	umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig
+# From the stack outputs; when `up` failed (no outputs recorded), from the state itself.
+kubeconfig: install
+	@umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig 2>/dev/null || \
+	  pulumi stack export -s $(STACK) --show-secrets | $(PY) -m tools.stack_secret kubeconfig > kubeconfig
 	@echo "export KUBECONFIG=$(CURDIR)/kubeconfig"
 
-ssh-key:
-	umask 077; pulumi stack output -s $(STACK) --show-secrets sshPrivateKey > gpu-k8s.pem
+ssh-key: install
+	@umask 077; pulumi stack output -s $(STACK) --show-secrets sshPrivateKey > gpu-k8s.pem 2>/dev/null || \
+	  pulumi stack export -s $(STACK) --show-secrets | $(PY) -m tools.stack_secret ssh-key > gpu-k8s.pem
 
 # What a second `pulumi up` would do, offline: `make plan-save` once (the state a deploy
 # leaves), change config, then `make diff [ASSUME='image=m-x now=2027-01-15T12:00:00Z']`.

@@ -98,6 +98,12 @@ def existing_zone(vswitch_name: str, stack: str) -> str | None:
     """The zone of this stack's vSwitch if it exists already (found by name and tags), else None."""
     found = alicloud.vpc.get_switches(vswitch_name=vswitch_name, tags=stack_tags(stack))
     zones = sorted({v.zone_id for v in found.vswitches or [] if v.zone_id})
+    if not zones:
+        # A stack created before the network was tagged: its vSwitch has the name but no
+        # tags. Trust the name only when exactly one untagged vSwitch has it in the region.
+        named = alicloud.vpc.get_switches(vswitch_name=vswitch_name)
+        untagged = [v for v in named.vswitches or [] if v.zone_id and not (v.tags or {})]
+        zones = [untagged[0].zone_id] if len(untagged) == 1 else []
     return zones[0] if zones else None
 
 

@@ -57,11 +57,13 @@ class World(PlaceholderMocks):
         image: str | None = None,
         zones: dict[str, list[str]] | list[str] | None = None,
         existing_zone: str | None = None,
+        untagged_zone: str | None = None,
         replaced: tuple[str, ...] = (),
         previous: ProgramRun | None = None,
     ):
         super().__init__(clock=lambda: clock)
         self.image, self.zones, self.existing_zone, self.replaced = image, zones, existing_zone, replaced
+        self.untagged_zone = untagged_zone
         self.stored = {r.name: r for r in previous.of_type("command:local:Command")} if previous else {}
 
     def call(self, args):
@@ -71,6 +73,9 @@ class World(PlaceholderMocks):
             self.invokes.append(args)
             ids = self.zones if isinstance(self.zones, list) else self.zones[args.args["availableInstanceType"]]
             return {"ids": ids, "zones": [{"id": z} for z in ids]}
+        if args.token == GET_SWITCHES and self.untagged_zone and not args.args.get("tags"):
+            self.invokes.append(args)  # a vSwitch made before the network was tagged
+            return {"ids": ["vsw-0"], "vswitches": [{"id": "vsw-0", "zoneId": self.untagged_zone, "tags": {}}]}
         if args.token == GET_SWITCHES and self.existing_zone:
             self.invokes.append(args)
             return {"ids": ["vsw-1"], "vswitches": [{"id": "vsw-1", "zoneId": self.existing_zone, "vpcId": "vpc-1"}]}
@@ -160,6 +165,12 @@ def test_vswitch_ignores_zone_changes():
     vsw = first.named("gpu-k8s-vswitch")
     assert "zoneId" in vsw.options["ignoreChanges"]
     assert effective_changes(first, second, vsw.urn) == set()
+
+
+def test_a_stack_from_before_the_tags_keeps_its_zone_when_every_zone_is_sold_out():
+    # Its vSwitch has the name but no tags: found by name (the only one), its zone kept, no refusal.
+    run = stack("dev", World(zones=[], untagged_zone="cn-hangzhou-k"))
+    assert run.outputs["zone"] == "cn-hangzhou-k"
 
 
 def test_pinned_zone_is_used_and_checked():

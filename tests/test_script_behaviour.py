@@ -1040,6 +1040,24 @@ def test_kube_packages_is_idempotent(kube: StubBin):
     assert "kubeadm v1.34.2 already installed, skipping" in result.stderr
 
 
+def test_kube_packages_refuse_a_new_version_under_a_running_node(kube: StubBin):
+    ok(kube.run("30-kube-packages.sh", KUBE))
+    write(kube.root / "etc/kubernetes/kubelet.conf", "apiVersion: v1\nkind: Config\n")  # joined / initialised
+    kube.clear()
+    result = failed(
+        kube.run("30-kube-packages.sh", {**KUBE, "KUBERNETES_VERSION": "1.35.0"}), "30-kube-packages", "kubeadm upgrade"
+    )
+    assert "runs Kubernetes v1.34.2" in result.stderr and "gpu-k8s:kubernetesVersion back to 1.34.2" in result.stderr
+    assert not kube.calls("apt-get")
+
+
+def test_kube_packages_install_on_a_node_not_yet_in_a_cluster(kube: StubBin):
+    ok(kube.run("30-kube-packages.sh", KUBE))  # e.g. the first run failed before kubeadm init
+    kube.clear()
+    ok(kube.run("30-kube-packages.sh", {**KUBE, "KUBERNETES_VERSION": "1.34.3"}))
+    assert kube.called("apt-get", "install", "kubelet=1.34.3-1.1", "kubeadm=1.34.3-1.1", "kubectl=1.34.3-1.1")
+
+
 def test_kube_packages_upstream_repo_per_minor(kube: StubBin):
     ok(kube.run("30-kube-packages.sh", {**KUBE, "KUBERNETES_VERSION": "1.30.14", "PACKAGE_MIRROR": "upstream"}))
     assert kube.called("curl", "https://pkgs.k8s.io/core:/stable:/v1.30/deb/Release.key")

@@ -136,11 +136,25 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         if token == "alicloud:vpc/getSwitches:getSwitches":
             # The cloud has what an earlier `pulumi up` created: this stack's vSwitch (a
             # previous state given to the harness), else none (a first deploy).
-            found = [s for s in self.existing if s.type == "alicloud:vpc/switch:Switch"]
+            # The data source filters on name and (when given) every tag.
+            wanted = dict(a.get("tags") or {})
+            found = [
+                s
+                for s in self.existing
+                if s.type == "alicloud:vpc/switch:Switch"
+                and s.outputs.get("vswitchName") == a.get("vswitchName")
+                and wanted.items() <= dict(s.outputs.get("tags") or {}).items()
+            ]
             return {
                 "ids": [s.id for s in found],
                 "vswitches": [
-                    {"id": s.id, "zoneId": s.outputs.get("zoneId", ""), "vpcId": s.outputs.get("vpcId", "")} for s in found
+                    {
+                        "id": s.id,
+                        "zoneId": s.outputs.get("zoneId", ""),
+                        "vpcId": s.outputs.get("vpcId", ""),
+                        "tags": s.outputs.get("tags") or {},
+                    }
+                    for s in found
                 ],
             }
         if token == "alicloud:ecs/getImages:getImages":

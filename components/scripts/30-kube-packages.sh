@@ -95,6 +95,14 @@ install_packages() {
     log "kubeadm v$VERSION already installed, skipping"
     return 0
   fi
+  # A node already in a cluster: new packages would leave the control plane on the old
+  # version (init/join skip a set-up node) and a kubelet newer than its API server breaks
+  # Kubernetes' version-skew policy. Upgrading is kubeadm's job, node by node.
+  if [[ -n "$current" && -e "$ROOT/etc/kubernetes/kubelet.conf" ]]; then
+    die "this node runs Kubernetes $current and is in a cluster; refusing to install $VERSION packages under it." \
+      "Set gpu-k8s:kubernetesVersion back to ${current#v}, or upgrade with kubeadm (kubeadm upgrade plan/apply, node by node)," \
+      "or rebuild: make down && make up"
+  fi
   add_repo
   apt_update
   apt_get install -y --allow-downgrades --allow-change-held-packages "${PACKAGES[@]/%/=$VERSION-1.1}" ||
