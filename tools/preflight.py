@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import sys
@@ -322,7 +323,7 @@ def load_stack(stack: str):
         pulumi.runtime.set_all_config(cfg, [k for k in cfg if k.endswith(":gridDriverUrl")])
         # load_config's warnings (registry mirrors, unverified downloads) belong to the plan, not here.
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            return load_config()
+            return dataclasses.replace(load_config(), stack=stack)  # outside an engine, get_stack() is "stack"
     finally:
         runtime_config.CONFIG.set(saved[0])
         runtime_config._SECRET_KEYS.set(saved[1])  # noqa: SLF001
