@@ -194,3 +194,64 @@ def test_common_zones_prefer_plenty_of_stock():
         report(("z-a", "WithStock"), ("z-b", "WithStock"), ("z-c", "WithoutStock")),
     ]
     assert preflight.common_zones(reports) == ["z-b", "z-a"]
+
+
+# --- the program's cost output (components/cost.py) -------------------------------------------
+
+
+def test_plan_with_keys_in_the_environment_calls_no_network(monkeypatch, program):
+    """The offline plan turns the live lookup off: keys in the env change nothing, no request leaves."""
+    for key, value in KEYS.items():
+        monkeypatch.setenv(key, value)
+    fake = install(monkeypatch, FakeAliyun())
+    run = program("dev")
+    assert fake.requests == []
+    assert [n["source"] for n in run.outputs["cost"]["perNode"]] == ["estimate: seed walk-through, Nov 2023: about 1.8 CNY/h"]
+
+
+def test_plan_needs_no_credentials(monkeypatch, program):
+    for key in (*KEYS, "ALICLOUD_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    assert program("dev").outputs["cost"]["hourlyTotal"] == "1.80"
+
+
+def test_deploy_time_cost_uses_describe_price(monkeypatch):
+    from components import cost
+
+    monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
+    for key, value in KEYS.items():
+        monkeypatch.setenv(key, value)
+    fake = install(monkeypatch, FakeAliyun())
+    cfg = preflight.load_stack("mixed")
+    assert cost.described_prices(cfg) == {"ecs.gn6i-c4g1.xlarge": Decimal("9.196"), "ecs.sgn7i-vws-m2s.xlarge": Decimal("1.782")}
+    assert fake.actions() == ["DescribePrice", "DescribePrice"]
+    picked = cost.node_price("n", "p", "t", live=Decimal(5), described=Decimal("9.196"), pool_override=None,
+                             stack_override=None, list_price=None)  # fmt: skip
+    assert (picked.hourly_cny, picked.source) == (Decimal("9.196"), cost.DESCRIBE_PRICE_SOURCE)
+    assert cost.summarize([picked], Decimal(4))["estimate"] is False
+
+
+def test_deploy_time_cost_falls_back_when_aliyun_refuses(monkeypatch):
+    from components import cost
+
+    warned: list[str] = []
+    monkeypatch.setattr(cost.pulumi.log, "warn", lambda message, *a, **k: warned.append(message))
+    monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
+    for key, value in KEYS.items():
+        monkeypatch.setenv(key, value)
+    install(monkeypatch, FakeAliyun(lambda action, q: "error.InvalidAccessKeyId.NotFound.json"))
+    assert cost.described_prices(preflight.load_stack("dev")) == {}
+    assert [w[:76] for w in warned if w.startswith("cost:")] == [
+        "cost: DescribePrice gave no price (preflight: Aliyun refused the credentials"
+    ]
+
+
+def test_deploy_time_cost_without_keys_asks_nothing(monkeypatch):
+    from components import cost
+
+    monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
+    for key in KEYS:
+        monkeypatch.delenv(key, raising=False)
+    fake = install(monkeypatch, FakeAliyun())
+    assert cost.described_prices(preflight.load_stack("dev")) == {}
+    assert fake.requests == []

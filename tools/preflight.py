@@ -28,6 +28,7 @@ stock in any zone of the region. The SDK is a dev requirement (requirements-dev.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import io
@@ -319,6 +320,9 @@ def load_stack(stack: str):
 
     cfg = harness.effective_config(stack)
     saved = runtime_config.CONFIG.get(), runtime_config._SECRET_KEYS.get()  # noqa: SLF001
+    # load_config wraps the secret gridDriverUrl in an Output, which wants an event loop.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
         pulumi.runtime.set_all_config(cfg, [k for k in cfg if k.endswith(":gridDriverUrl")])
         # load_config's warnings (registry mirrors, unverified downloads) belong to the plan, not here.
@@ -327,6 +331,8 @@ def load_stack(stack: str):
     finally:
         runtime_config.CONFIG.set(saved[0])
         runtime_config._SECRET_KEYS.set(saved[1])  # noqa: SLF001
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 def check(cfg, api: EcsApi, now: datetime | None = None) -> list[TypeReport]:
