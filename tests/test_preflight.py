@@ -255,3 +255,58 @@ def test_deploy_time_cost_without_keys_asks_nothing(monkeypatch):
     fake = install(monkeypatch, FakeAliyun())
     assert cost.described_prices(preflight.load_stack("dev")) == {}
     assert fake.requests == []
+
+
+# --- zone choice (components/network.py) -------------------------------------------------------
+
+HANGZHOU = ["cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-k"]
+
+
+@pytest.mark.parametrize(
+    ("stocked", "chosen"),
+    [(None, "cn-hangzhou-h"), (["cn-hangzhou-k", "cn-hangzhou-i"], "cn-hangzhou-k"), (["cn-hangzhou-z"], "cn-hangzhou-h")],
+)
+def test_pick_zone_prefers_stock_for_every_type(stocked, chosen):
+    from components import network
+
+    assert network.pick_zone("cn-hangzhou", ("t",), False, stocked=stocked, sellable=HANGZHOU) == chosen
+
+
+def test_zone_choice_says_why():
+    from components.network import zone_choice
+
+    kw = {"existing": None, "pinned": None, "sellable": HANGZHOU}
+    assert zone_choice("cn-hangzhou-i", **kw, stocked=["cn-hangzhou-i"]) == (
+        "cn-hangzhou-i: every type has stock there (DescribeAvailableResource; get_zones lists "
+        "cn-hangzhou-h, cn-hangzhou-i, cn-hangzhou-k)"
+    )
+    assert zone_choice("cn-hangzhou-h", **kw, stocked=None).endswith("; stock not checked offline (make preflight)")
+    assert zone_choice("cn-hangzhou-h", **kw, stocked=[]).endswith("; no zone has stock for every type")
+    assert zone_choice("cn-hangzhou-k", **{**kw, "existing": "cn-hangzhou-k"}, stocked=None).startswith(
+        "cn-hangzhou-k: this stack's vSwitch is there"
+    )
+    assert (
+        zone_choice("cn-hangzhou-k", **{**kw, "pinned": "cn-hangzhou-k"}, stocked=None)
+        == "cn-hangzhou-k: pinned by gpu-k8s:zoneId"
+    )
+
+
+def test_deploy_time_zone_prefers_stock(monkeypatch):
+    """With the stock lookup on (as at deploy time) the zone with stock wins over get_zones' first."""
+    from components import network
+    from tools.harness import run_program
+    from tools.mocks import PlaceholderMocks
+
+    monkeypatch.setattr(network, "LIVE_STOCK_LOOKUP", True)
+    for key, value in KEYS.items():
+        monkeypatch.setenv(key, value)
+    fake = install(monkeypatch, FakeAliyun())
+    run = run_program("dev", mocks=PlaceholderMocks(zones=HANGZHOU))
+    # Recorded: cn-hangzhou-h ClosedWithStock (low), -i and -k WithStock.
+    assert run.outputs["zone"] == "cn-hangzhou-i"
+    assert run.outputs["zoneChoice"].startswith("cn-hangzhou-i: every type has stock there")
+    assert fake.actions() == ["DescribeAvailableResource"]  # the price lookup stays off under the harness
+
+
+def test_offline_plan_explains_the_zone(program):
+    assert program("dev").outputs["zoneChoice"].endswith("stock not checked offline (make preflight)")
