@@ -310,3 +310,18 @@ def test_deploy_time_zone_prefers_stock(monkeypatch):
 
 def test_offline_plan_explains_the_zone(program):
     assert program("dev").outputs["zoneChoice"].endswith("stock not checked offline (make preflight)")
+
+
+def test_unreachable_endpoint_is_one_line(monkeypatch, capsys):
+    import requests
+
+    def refuse(request, runtime_option=None):
+        raise requests.ConnectionError("HTTPSConnectionPool(host='ecs-cn-hangzhou.aliyuncs.com', port=443): Max retries")
+
+    fake = FakeAliyun()
+    monkeypatch.setattr(fake, "do_action", refuse)
+    code, _, err, _, _ = run(monkeypatch, capsys, "dev", fake)
+    assert code == 2
+    assert err.strip() == (
+        "preflight: cannot reach Aliyun's ECS endpoint for cn-hangzhou (DescribeAvailableResource): check the network or proxy"
+    )

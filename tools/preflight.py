@@ -151,6 +151,10 @@ def explain(err: Exception, region: str, operation: str) -> PreflightError:
         )
     if code.startswith("Forbidden") or code == "NoPermission":
         return PreflightError(f"preflight: the account may not call {operation} ({code}): grant ecs:{operation} (RAM)")
+    if not code and any(word in str(err) for word in ("ConnectionPool", "ConnectionError", "NameResolution", "timed out")):
+        return PreflightError(
+            f"preflight: cannot reach Aliyun's ECS endpoint for {region} ({operation}): check the network or proxy"
+        )
     message = " ".join(str(getattr(err, "message", "") or err).split())[:200]
     return PreflightError(f"preflight: {operation} failed in {region}: {code or type(err).__name__}: {message}")
 
