@@ -325,3 +325,12 @@ def test_unreachable_endpoint_is_one_line(monkeypatch, capsys):
     assert err.strip() == (
         "preflight: cannot reach Aliyun's ECS endpoint for cn-hangzhou (DescribeAvailableResource): check the network or proxy"
     )
+
+
+@pytest.mark.parametrize("stack", ["dev", "p4", "mixed"])
+def test_readme_shows_the_tables_preflight_prints(monkeypatch, capsys, stack):
+    from tools.harness import ROOT
+
+    code, out, _, _, _ = run(monkeypatch, capsys, stack)
+    assert code == 0
+    assert f"$ make preflight STACK={stack}\n{out}" in (ROOT / "README.md").read_text()
