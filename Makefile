@@ -8,11 +8,12 @@ PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
 .PHONY: help install plan plan-out lint test bench up down refresh-down extend replace-node rejoin retest kubeconfig ssh-key stack outputs
-.PHONY: gpu-top
+.PHONY: gpu-top preflight
 
 help:
 	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
 	@echo "make plan-out             also write scripts and manifests to plan-out/<stack>/"
+	@echo "make preflight [STACK=dev] stock and hourly price from Aliyun's ECS API (needs Aliyun keys)"
 	@echo "make test                 lint + all tests"
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
@@ -32,6 +33,10 @@ install: $(VENV)/.installed
 
 plan: install
 	$(PY) -m tools.plan --stack $(STACK)
+
+# Real stock and price per type from Aliyun's ECS API (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY).
+preflight: install
+	$(PY) -m tools.preflight --stack $(STACK)
 
 plan-out: install
 	$(PY) -m tools.plan --stack $(STACK) --out plan-out/$(STACK)

@@ -131,6 +131,7 @@ gpu_test = GpuSmokeTest(
 # 7. Exports: how to reach the cluster, what it costs, when it goes away.
 pulumi.export("region", cfg.region)
 pulumi.export("zone", network.vswitch.zone_id)
+pulumi.export("zoneChoice", network.zone_choice)
 pulumi.export("allowedCidrs", list(allowed_cidrs))
 pulumi.export("controlPlaneIp", fleet.control_plane.public_ip)
 pulumi.export("nodes", fleet.describe())

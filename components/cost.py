@@ -1,8 +1,13 @@
 """What the stack costs per hour and at most before auto-release.
 
-At deploy time the price comes from Aliyun (get_instance_types sorted by price, which
-fills `price`); offline the mocks return none, so the catalog's dated list price or
-gpu-k8s:hourlyPriceCny is used and the result says it is an estimate.
+At deploy time (`pulumi preview`/`up`) with ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY set and
+the Aliyun SDK installed (requirements-dev.txt), each type's price is DescribePrice's answer,
+through the same code as `make preflight` (tools/preflight.py): instance + system disk per
+hour. Any failure there (no SDK, no keys, an API error) is a warning, never a failed run,
+and the price falls back to get_instance_types (which fills `price`), then to the catalog's
+dated list price or gpu-k8s:hourlyPriceCny; each node's `source` says which one it got.
+`pulumi destroy` does not run the program, so none of this can block it. The offline plan
+(tools/harness.py) turns the live lookup off: it never calls the network, keys or not.
 """
 
 from __future__ import annotations
@@ -10,9 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import pulumi
 import pulumi_alicloud as alicloud
 
 from components import catalog
+
+# Ask DescribePrice when credentials are present; the offline harness sets this False.
+LIVE_PRICE_LOOKUP = True
+DESCRIBE_PRICE_SOURCE = "aliyun DescribePrice: instance + system disk per hour (traffic billed per GB)"
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,31 @@ class NodePrice:
     pool: str
     instance_type: str
     hourly_cny: Decimal | None
-    source: str  # "aliyun" | "list price: ..." | "gpu-k8s:hourlyPriceCny" | "unknown"
+    source: str  # DESCRIBE_PRICE_SOURCE | "aliyun" | "estimate: ..." | "unknown ..."
+
+
+def described_prices(cfg) -> dict[str, Decimal]:
+    """DescribePrice per instance type (tools/preflight.py), or {} when it cannot answer (says why)."""
+    if not LIVE_PRICE_LOOKUP:
+        return {}
+    try:
+        from tools import preflight
+    except ImportError:
+        return {}  # the SDK is a dev requirement: without it, get_instance_types answers
+    creds = preflight.credentials_from_env()
+    if creds is None:
+        return {}
+    try:
+        api = preflight.EcsApi(cfg.region, creds)
+        return {
+            itype: api.price(itype, cfg.system_disk_gib, cfg.public_bandwidth_mbps, cfg.spot).total
+            for itype in cfg.instance_types
+        }
+    except ImportError:
+        return {}
+    except Exception as err:  # noqa: BLE001 - a price lookup never fails the run
+        pulumi.log.warn(f"cost: DescribePrice gave no price ({' '.join(str(err).split())}); using get_instance_types")
+        return {}
 
 
 def aliyun_price(instance_type: str, spot: bool) -> Decimal | None:
@@ -44,11 +78,15 @@ def node_price(
     instance_type: str,
     *,
     live: Decimal | None,
+    described: Decimal | None = None,
     pool_override: Decimal | None,
     stack_override: Decimal | None,
     list_price: tuple[Decimal, str] | None,
 ) -> NodePrice:
-    """Pick the best price we have (Aliyun > pool override > catalog list > stack fallback) and say which."""
+    """Pick the best price we have (DescribePrice > get_instance_types > pool override > catalog list >
+    stack fallback) and say which."""
+    if described is not None:
+        return NodePrice(node, pool, instance_type, described, DESCRIBE_PRICE_SOURCE)
     if live is not None:
         return NodePrice(node, pool, instance_type, live, "aliyun")
     if pool_override is not None:
@@ -65,7 +103,7 @@ def summarize(prices: list[NodePrice], ttl_hours: Decimal) -> dict:
     known = [p.hourly_cny for p in prices if p.hourly_cny is not None]
     complete = len(known) == len(prices)
     hourly = sum(known, Decimal(0))
-    estimate = any(p.source != "aliyun" for p in prices)
+    estimate = any(not p.source.startswith("aliyun") for p in prices)
     # Name every type without a price, so "at least" says what it leaves out.
     unknown = ", ".join(dict.fromkeys(p.instance_type for p in prices if p.hourly_cny is None))
     summary: dict = {
@@ -99,11 +137,12 @@ def _money(value: Decimal | None) -> str | None:
 def stack_cost(cfg, fleet) -> dict:
     """Price every node of the fleet (one Aliyun lookup per instance type)."""
     pool_prices = {p.name: p.hourly_price_cny for p in cfg.pools}
+    described = described_prices(cfg)
     live: dict[str, Decimal | None] = {}
     prices = []
     for node in fleet.nodes:
         itype = node.args.instance_type
-        if itype not in live:
+        if itype not in live and itype not in described:
             live[itype] = aliyun_price(itype, cfg.spot)
         list_price = catalog.LIST_PRICES.get(itype)
         prices.append(
@@ -111,7 +150,8 @@ def stack_cost(cfg, fleet) -> dict:
                 node.hostname,
                 node.args.pool,
                 itype,
-                live=live[itype],
+                live=live.get(itype),
+                described=described.get(itype),
                 pool_override=pool_prices.get(node.args.pool),
                 stack_override=cfg.hourly_price_cny,
                 list_price=list_price,

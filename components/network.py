@@ -5,7 +5,12 @@ from live stock, and a vSwitch whose zone changes is replaced (ForceNew). So:
 
 1. the zone of this stack's existing vSwitch (found by name and tags) is kept; otherwise
 2. ``gpu-k8s:zoneId`` pins it (it must sell every type now); otherwise
-3. the first zone where ``get_zones`` says every type sells, with an ESSD system disk.
+3. the first zone where ``get_zones`` says every type sells, with an ESSD system disk,
+   preferring one where DescribeAvailableResource says every type is ``WithStock`` (at
+   deploy time with Aliyun keys and the SDK: tools/preflight.py, the same call as
+   `make preflight`; offline, or if it fails, get_zones' first zone).
+
+The `zoneChoice` output says in one line which rule chose the zone.
 
 The vSwitch also ignores later ``zone_id`` changes, so the first zone stays in state
 whatever the lookup says. Once a zone is known, a lookup that no longer lists it (a type
@@ -32,6 +37,8 @@ PUBLIC_PORTS = {"ssh": 22, "kube-api": 6443}
 # GPU families whose system disk may be ESSD (aliyun-gpu-ecs.md "System disk categories", Aliyun
 # docs): gn7i/gn7e/vgn7i-vws/sgn7i-vws take only ESSD; gn6i/gn6v/vgn6i-vws also SSD and ultra.
 ESSD_FAMILIES = frozenset({"gn7i", "gn7e", "vgn7i-vws", "sgn7i-vws", "gn6i", "gn6v", "vgn6i-vws"})
+# Ask DescribeAvailableResource for stock when keys are present; the offline harness sets this False.
+LIVE_STOCK_LOOKUP = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,12 +114,52 @@ def existing_zone(vswitch_name: str, stack: str) -> str | None:
     return zones[0] if zones else None
 
 
+def stocked_zones(region: str, instance_types: tuple[str, ...], spot: bool) -> list[str] | None:
+    """Zones with stock for every type, plenty first (DescribeAvailableResource), or None when not asked."""
+    if not LIVE_STOCK_LOOKUP:
+        return None
+    try:
+        from tools import preflight
+
+        creds = preflight.credentials_from_env()
+        if creds is None:
+            return None
+        api = preflight.EcsApi(region, creds)
+        reports = [preflight.TypeReport(t, 1, api.zones(t, spot), None, None) for t in instance_types]
+    except ImportError:
+        return None
+    except Exception as err:  # noqa: BLE001 - a stock lookup never fails the run: get_zones decides
+        pulumi.log.warn(f"zone: DescribeAvailableResource gave no answer ({' '.join(str(err).split())}); using get_zones")
+        return None
+    return preflight.common_zones(reports)
+
+
+def zone_choice(zone: str, *, existing: str | None, pinned: str | None, sellable: list[str], stocked: list[str] | None) -> str:
+    """One line: why the vSwitch is in ``zone``."""
+    if existing is not None:
+        return f"{zone}: this stack's vSwitch is there (the zone is chosen once and kept)"
+    if pinned is not None:
+        return f"{zone}: pinned by gpu-k8s:zoneId"
+    if stocked and zone in stocked:
+        return f"{zone}: every type has stock there (DescribeAvailableResource; get_zones lists {', '.join(sellable)})"
+    how = "stock not checked offline (make preflight)" if stocked is None else "no zone has stock for every type"
+    return f"{zone}: the first zone get_zones lists for every type ({', '.join(sellable)}); {how}"
+
+
 def pick_zone(
-    region: str, instance_types: tuple[str, ...], spot: bool, *, pinned: str | None = None, existing: str | None = None
+    region: str,
+    instance_types: tuple[str, ...],
+    spot: bool,
+    *,
+    pinned: str | None = None,
+    existing: str | None = None,
+    stocked: list[str] | None = None,
+    sellable: list[str] | None = None,
 ) -> str:
-    """The zone of the vSwitch: the existing one, else the pinned one, else the first that sells every type."""
+    """The zone of the vSwitch: the existing one, else the pinned one, else the first that sells every type
+    (one with stock for every type first, when ``stocked`` is known)."""
     types = ", ".join(instance_types)
-    sellable = sellable_zones(instance_types, spot)
+    sellable = sellable_zones(instance_types, spot) if sellable is None else sellable
     if existing is not None:
         if pinned is not None and pinned != existing:
             pulumi.log.warn(
@@ -141,7 +188,7 @@ def pick_zone(
             f"instance types sold together in one zone of {region} with a {SYSTEM_DISK_CATEGORY} system disk "
             "(none found; try another region or type)",
         )
-    return sellable[0]
+    return next((z for z in stocked or [] if z in sellable), sellable[0])
 
 
 class Network(pulumi.ComponentResource):
@@ -159,7 +206,18 @@ class Network(pulumi.ComponentResource):
                     f"the zone lookup (get_zones available_disk_category={SYSTEM_DISK_CATEGORY}) checks it at deploy time"
                 )
         existing = existing_zone(f"{name}-vswitch", args.stack)
-        self.zone_id = pick_zone(args.region, args.instance_types, args.spot, pinned=args.zone_id, existing=existing)
+        stocked = None if existing or args.zone_id else stocked_zones(args.region, args.instance_types, args.spot)
+        sellable = sellable_zones(args.instance_types, args.spot)
+        self.zone_id = pick_zone(
+            args.region,
+            args.instance_types,
+            args.spot,
+            pinned=args.zone_id,
+            existing=existing,
+            stocked=stocked,
+            sellable=sellable,
+        )
+        self.zone_choice = zone_choice(self.zone_id, existing=existing, pinned=args.zone_id, sellable=sellable, stocked=stocked)
         super().__init__("gpu-k8s:network:Network", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = stack_tags(args.stack)
@@ -210,5 +268,6 @@ class Network(pulumi.ComponentResource):
                 "vswitchId": self.vswitch.id,
                 "securityGroupId": self.security_group.id,
                 "zoneId": self.zone_id,
+                "zoneChoice": self.zone_choice,
             }
         )
