@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import access, cost, report
+from components import access, cost, prefetch, report
 from components.auto_release import AutoRelease, AutoReleaseArgs
 from components.bootstrap import NodeSetup
 from components.cluster import KubeCluster, KubeClusterArgs
@@ -81,6 +81,7 @@ cluster = KubeCluster(
             kubernetes_version=cfg.kubernetes_version,
         ),
         pod_cidr=cfg.pod_cidr,
+        images=prefetch.from_config(cfg),  # pulled while the driver builds (the manifests' images)
         ssh_rules=tuple(network.ssh_rules),
         api_rules=tuple(network.api_rules),
     ),

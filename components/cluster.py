@@ -22,6 +22,7 @@ node that is already gone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -31,6 +32,9 @@ from components import catalog, cuda, device_plugin, remote
 from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 from components.fleet import Fleet
 from components.smoke_test import GpuNode
+
+if TYPE_CHECKING:  # prefetch imports monitoring, which imports this module
+    from components.prefetch import NodeImages
 
 IMAGE_REPOSITORIES = {"aliyun": "registry.aliyuncs.com/google_containers", "upstream": "registry.k8s.io"}
 API_PORT = 6443
@@ -46,6 +50,7 @@ class KubeClusterArgs:
     pod_cidr: str
     ssh_rules: tuple[pulumi.Resource, ...] = ()  # security-group rules opening 22: every SSH step waits for them
     api_rules: tuple[pulumi.Resource, ...] = ()  # rules opening 6443: the Kubernetes provider waits for them
+    images: NodeImages | None = None  # pulled ahead on each node while the driver builds (None: only kubeadm's)
 
     def __post_init__(self):
         if not self.fleet.nodes:
@@ -109,6 +114,8 @@ class KubeCluster(pulumi.ComponentResource):
                     profile=node.profile,
                     setup=setup,
                     after=args.ssh_rules,
+                    images=args.images.for_node(node.args.pool, node.profile is not None) if args.images else (),
+                    kubeadm_image_repository=args.image_repository if node is fleet.control_plane else "",
                 ),
                 child,
             )

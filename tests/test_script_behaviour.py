@@ -1794,6 +1794,7 @@ EARLY_FAILURES = [
     ("12-gpu-verify.sh", {}, "", "nvidia-smi not found"),
     ("20-container-runtime.sh", {"CONTAINER_TOOLKIT_VERSION": "latest"}, "", "CONTAINER_TOOLKIT_VERSION must look like"),
     ("21-docker-gpu-check.sh", {}, "", "DOCKER_TEST_IMAGE must name an image"),
+    ("25-prefetch-images.sh", {"KUBEADM_IMAGE_REPOSITORY": "registry.k8s.io"}, "", "KUBERNETES_VERSION is required"),
     ("30-kube-packages.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
     ("40-kubeadm-init.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
     ("41-kubeconfig.sh", {"API_SERVER_IP": "x"}, "", "API_SERVER_IP must be an IPv4 address"),

@@ -36,6 +36,7 @@ EXPECTED_NODE_SCRIPTS = {
     "12-gpu-verify.sh",
     "20-container-runtime.sh",
     "21-docker-gpu-check.sh",
+    "25-prefetch-images.sh",
     "30-kube-packages.sh",
     "40-kubeadm-init.sh",
     "41-kubeconfig.sh",
