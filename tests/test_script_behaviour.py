@@ -252,6 +252,29 @@ def test_driver_prepare_reboots_when_nouveau_is_in_use(prep: StubBin):
     assert result.stdout == "reboot\n"  # tells the Python side to let the reboot happen
 
 
+def test_driver_prepare_without_nouveau_neither_unloads_nor_reboots(prep: StubBin):
+    result = ok(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "grid"}))
+    assert not prep.calls("modprobe") and not prep.calls("systemd-run")
+    assert "nouveau neither loaded nor bound to a device: no reboot needed" in result.stderr
+    assert result.stdout == "ok\n"
+
+
+def test_driver_prepare_reboots_when_nouveau_stays_bound_to_the_gpu(prep: StubBin):
+    # modprobe -r returns 0 but the GPU is still driven by nouveau (sysfs): unloading did not work.
+    (prep.state / "nouveau").touch()
+    (prep.root / "sys/bus/pci/drivers/nouveau/0000:00:07.0").mkdir(parents=True)
+    result = ok(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "grid"}))
+    assert prep.called("modprobe", "-r", "nouveau")
+    assert prep.calls("systemd-run") == [["systemd-run", "--on-active=5", "systemctl", "reboot"]]
+    assert result.stdout == "reboot\n"
+
+
+def test_driver_prepare_built_in_nouveau_fails_instead_of_a_useless_reboot(prep: StubBin):
+    (prep.root / "sys/bus/pci/drivers/nouveau/0000:00:07.0").mkdir(parents=True)  # bound, no module
+    failed(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "grid"}), "10-driver-prepare", "nouveau.modeset=0")
+    assert not prep.calls("systemd-run")
+
+
 def test_driver_prepare_apt_failure_names_the_step(prep: StubBin):
     (prep.state / "apt-fail-install").touch()
     failed(prep.run("10-driver-prepare.sh", {**FAST, "GPU_DRIVER": "tesla"}), "10-driver-prepare", "apt-get install")
