@@ -142,4 +142,5 @@ pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("autoReleaseTime", release.earliest or "off: the instances bill until `make down`")
 pulumi.export("imageId", fleet.control_plane.image_id)
 pulumi.export("cost", cost.stack_cost(cfg, fleet))
+pulumi.export("timings", cluster.timings())  # per node, in run order; measured on a real run
 pulumi.export("gpuMetrics", gpu_metrics.summary if gpu_metrics else "off (gpu-k8s:monitoring none)")

@@ -23,6 +23,7 @@ import pulumi_command as command
 from components import catalog, cuda, downloads, remote
 from components.catalog import GpuProfile
 from components.nvidia_smi import parse_query
+from components.timings import TimedStep
 
 DOCKER_TEST_IMAGE = "ubuntu:22.04"
 # A reboot to unload nouveau takes the node away for about a minute; wait this long
@@ -105,6 +106,7 @@ class NodeBootstrap(pulumi.ComponentResource):
     gpu_name: pulumi.Output[str] | None
     driver_version: pulumi.Output[str] | None
     prefetch: command.remote.Command | None
+    timed: list[tuple[TimedStep, pulumi.Output[str]]]  # every step in run order, with its stderr
 
     def __init__(self, name: str, args: NodeBootstrapArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:bootstrap:NodeBootstrap", name, {}, opts)
@@ -112,8 +114,16 @@ class NodeBootstrap(pulumi.ComponentResource):
         # Generous dials: the instance boots (or reboots) while we wait.
         conn = remote.connection(args.public_ip, args.private_key, dial_error_limit=80)
 
+        self.timed = []
+
         def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
-            return remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+            cmd = remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+            waits = tuple(f"{name}-{r}" for r, c in roles.items() if c in after)
+            roles[role] = cmd
+            self.timed.append((TimedStep(f"{name}-{role}", args.hostname, role, waits), cmd.stderr))
+            return cmd
+
+        roles: dict[str, pulumi.Resource] = {}
 
         wait = step("wait-boot", "00-wait-boot.sh", list(args.after), timeout="20m")
         base: list[pulumi.Resource] = [wait]
@@ -127,6 +137,19 @@ class NodeBootstrap(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[prepare]),
             )
             base = [prepare, settle]
+            # settle sleeps on this machine (no TIMING line): its seconds follow prepare's stdout.
+            roles["settle"] = settle
+            self.timed.append(
+                (
+                    TimedStep(f"{name}-settle", args.hostname, "settle", (f"{name}-driver-prepare",)),
+                    prepare.stdout.apply(
+                        lambda out: (
+                            f"[gpu-k8s settle] TIMING seconds={REBOOT_SETTLE_SECONDS if 'reboot' in out.split() else 0}"
+                            " rx_bytes=0"
+                        )
+                    ),
+                )
+            )
             grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""
             driver = step(
                 "nvidia-driver",

@@ -207,3 +207,34 @@ def test_kubeadm_not_installed_in_time_is_a_warning(sb):
     result = sb.run(SCRIPT, env)
     assert result.returncode == 0
     assert "kubeadm not installed after 3s: kubeadm init pulls its images itself" in result.stderr
+
+
+# --- the timing line every node step prints (lib/common.sh track_time) ------------------------
+
+PROC_NET_DEV = "Inter-|   Receive\n face |bytes    packets\n    lo: {lo} 1 0\n  eth0:{eth0} 3 0\n"
+
+
+def test_the_step_reports_its_time_and_the_bytes_received(sb):
+    from components.timings import parse_timing
+
+    dev = sb.root / "proc/net/dev"
+    dev.parent.mkdir(parents=True)
+    dev.write_text(PROC_NET_DEV.format(lo=100, eth0=1000))
+    # each pull "receives" 250 MB on eth0 (and some loopback traffic, not counted)
+    sb.add("ctr", body=CTR + f'[[ "$4" == pull ]] && printf "{PROC_NET_DEV.format(lo="%s", eth0="%s")}" 900 250001000 >{dev}')
+    result = sb.run(SCRIPT, {**FAST, "IMAGES": "docker.io/x/y:1"})
+    assert result.returncode == 0
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("[gpu-k8s 25-prefetch-images] TIMING seconds=")
+    assert line.endswith(" rx_bytes=250000000")
+    seconds, rx = parse_timing(result.stderr)
+    assert 0 <= seconds < 30 and rx == 250_000_000
+
+
+def test_a_failed_step_still_reports_and_keeps_its_exit_status(sb):
+    from components.timings import parse_timing
+
+    result = sb.run(SCRIPT, {**FAST, "KUBEADM_IMAGE_REPOSITORY": "registry.k8s.io"})
+    assert result.returncode == 1
+    assert parse_timing(result.stderr) is not None
+    assert "rx_bytes=unknown" in result.stderr  # no /proc/net/dev under the test root

@@ -128,6 +128,7 @@ unload_nouveau() {
 }
 
 main() {
+  track_time
   case "$GPU_DRIVER" in
     tesla | grid) ;;
     *) die "GPU_DRIVER must be tesla or grid (got '$GPU_DRIVER')" ;;

@@ -102,6 +102,7 @@ pull_kubeadm_images() {
 }
 
 main() {
+  track_time
   if [[ -n "$KUBEADM_IMAGE_REPOSITORY" && -z "$KUBERNETES_VERSION" ]]; then
     die "KUBERNETES_VERSION is required with KUBEADM_IMAGE_REPOSITORY"
   fi
