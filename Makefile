@@ -9,12 +9,14 @@ export PULUMI_BACKEND_URL
 
 .PHONY: help install plan plan-out lint test bench up down refresh-down extend replace-node rejoin retest kubeconfig ssh-key stack outputs
 .PHONY: gpu-top
+.PHONY: estimate
 
 help:
 	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
 	@echo "make plan-out             also write scripts and manifests to plan-out/<stack>/"
 	@echo "make test                 lint + all tests"
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
+	@echo "make estimate [STACK=dev] minutes and bytes to GPU-ready, with/without prefetch, vs the seed's path"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
 	@echo "make replace-node NODE=x  replace one worker's instance (and its auto-release anchor)"
@@ -46,6 +48,9 @@ test: lint
 
 bench: install
 	$(PY) -m benchmarks.plan_scale
+
+estimate: install
+	$(PY) -m benchmarks.estimate --stack $(STACK)
 
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install

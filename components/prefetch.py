@@ -45,8 +45,9 @@ class NodeImages:
 
     every_node: tuple[str, ...] = ()
     gpu_node: tuple[str, ...] = ()
-    by_pool: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pool -> extra images on its GPU nodes
-    gpu_last: tuple[str, ...] = ()  # GPU nodes, pulled last: the (large) GPU test image is needed last
+    by_pool: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pool -> extra images on its GPU nodes (last:
+    # the exporter is not on the way to GPU-ready)
+    gpu_last: tuple[str, ...] = ()  # GPU nodes, after the device plugin: the GPU test image
 
     def __post_init__(self):
         for image in (*self.every_node, *self.gpu_node, *self.gpu_last, *(i for v in self.by_pool.values() for i in v)):
@@ -55,7 +56,7 @@ class NodeImages:
 
     def for_node(self, pool: str, has_gpu: bool) -> tuple[str, ...]:
         """What one node pulls, fully qualified, each once, in a stable order."""
-        extra = (*self.gpu_node, *self.by_pool.get(pool, ()), *self.gpu_last) if has_gpu else ()
+        extra = (*self.gpu_node, *self.gpu_last, *self.by_pool.get(pool, ())) if has_gpu else ()
         return _unique((*self.every_node, *extra))
 
 

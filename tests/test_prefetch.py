@@ -44,9 +44,9 @@ def test_images_per_node_kind_and_pool():
     tf = "docker.io/tensorflow/tensorflow:2.6.0-gpu"
     assert images.for_node("control-plane", has_gpu=False) == flannel
     assert images.for_node("vgpu", has_gpu=True) == (*flannel, plugin, tf)  # DCGM skips vGPU guests
-    exporter = images.for_node("train", has_gpu=True)[3]
-    assert exporter.startswith("nvcr.io/nvidia/k8s/dcgm-exporter:4.6.0-4.8.3")
-    assert images.for_node("train", has_gpu=True)[-1] == tf  # the big one last
+    train = images.for_node("train", has_gpu=True)
+    assert train[:4] == (*flannel, plugin, tf)  # in the order GPU-ready needs them
+    assert train[4].startswith("nvcr.io/nvidia/k8s/dcgm-exporter:4.6.0-4.8.3")  # not needed for GPU-ready: last
 
 
 def test_a_bad_image_reference_is_refused():
@@ -238,3 +238,11 @@ def test_a_failed_step_still_reports_and_keeps_its_exit_status(sb):
     assert result.returncode == 1
     assert parse_timing(result.stderr) is not None
     assert "rx_bytes=unknown" in result.stderr  # no /proc/net/dev under the test root
+
+
+def test_kubeadm_images_come_first_once_kubeadm_is_installed(sb):
+    sb.add("kubeadm")
+    env = {**FAST, "IMAGES": IMAGES, "KUBEADM_IMAGE_REPOSITORY": "registry.k8s.io", "KUBERNETES_VERSION": "1.34.2"}
+    assert sb.run(SCRIPT, env).returncode == 0
+    order = [c[0] for c in sb.calls() if c[0] == "kubeadm" or "pull" in c]
+    assert order == ["kubeadm", "ctr", "ctr"]

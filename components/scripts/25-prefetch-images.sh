@@ -17,7 +17,9 @@
 #
 # Images go through containerd's CRI namespace (k8s.io) with the registry mirrors that
 # 20-container-runtime wrote as hosts.toml (ctr --hosts-dir /etc/containerd/certs.d; kubeadm
-# pulls through the CRI, which reads the same config_path). An image already present is
+# pulls through the CRI, which reads the same config_path), in the order they are needed:
+# kubeadm's as soon as 30-kube-packages has installed kubeadm, then IMAGES in the order
+# given, the rest of kubeadm's at the end (waiting for kubeadm). An image already present is
 # skipped. A failed pull is a WARNING and the step still exits 0: the kubelet pulls again
 # when the pod starts. No lock is taken (no apt), so the driver step never waits for this one.
 set -euo pipefail
@@ -35,6 +37,7 @@ readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly HOSTS_DIR="$ROOT/etc/containerd/certs.d"
 readonly CRI_SOCKET="unix:///run/containerd/containerd.sock"
 FAILED=0
+KUBEADM_DONE=false
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
@@ -81,6 +84,7 @@ wait_for_kubeadm() { # 30-kube-packages installs it in parallel
 }
 
 pull_kubeadm_images() {
+  KUBEADM_DONE=true
   [[ -n "$KUBEADM_IMAGE_REPOSITORY" ]] || return 0
   if ! wait_for_kubeadm; then
     warn "kubeadm not installed after ${KUBEADM_WAIT}s: kubeadm init pulls its images itself"
@@ -108,9 +112,15 @@ main() {
   fi
   local image
   for image in $IMAGES; do
+    # kubeadm init needs its images first: pull them as soon as 30 has installed kubeadm
+    if [[ -n "$KUBEADM_IMAGE_REPOSITORY" && "$KUBEADM_DONE" == false ]] && command -v kubeadm >/dev/null 2>&1; then
+      pull_kubeadm_images
+    fi
     pull_image "$image"
   done
-  pull_kubeadm_images
+  if [[ "$KUBEADM_DONE" == false ]]; then
+    pull_kubeadm_images
+  fi
   if ((FAILED > 0)); then
     warn "$FAILED pull(s) did not finish: not a failure, the kubelet pulls what is missing"
   else
