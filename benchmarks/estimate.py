@@ -180,8 +180,10 @@ class Model:
     def pull(self, host: str, image: str, at: float) -> float:
         """When ``image`` is on ``host``, asked for at ``at`` (a finished prefetch costs nothing)."""
         image = _qualify(image) if image != "kubeadm" else image
-        if image in self.present[host] and self.present[host][image][0] <= at:
-            return max(at, self.present[host][image][1])  # already there, or its pull is under way
+        if image in self.present[host]:
+            # already there, or its pull is booked on the node's pipe (a second pull of the same
+            # digests waits for the first in containerd's content store: no bytes twice)
+            return max(at, self.present[host][image][1])
         mb = image_mb(image) if image != "kubeadm" else IMAGE_MB["kubeadm"].mb
         done = self.download(host, mb, at) + mb * TABLE["unpack-per-mb"].seconds
         self.present[host][image] = (at, done)
