@@ -96,8 +96,12 @@ SEED_PATH: list[tuple[str, Entry]] = [
     ("boot", TABLE["wait-boot"]),
     ("lspci, gcc/make/headers", TABLE["driver-prepare/tesla"]),
     (
-        "CUDA 12.2 local installer (driver 535 + toolkit)",
-        Entry(420, 4300, "NVIDIA: cuda_12.2.0_535.54.03_linux.run is ~4.3 GB; ASSUMPTION: ~7 min to install driver + toolkit"),
+        "Tesla driver .run (seed l.41-47)",
+        Entry(TABLE["nvidia-driver/tesla"].seconds, TABLE["nvidia-driver/tesla"].mb, "as above"),
+    ),
+    (
+        "CUDA 12.2 local installer (seed l.91-92)",
+        Entry(420, 4300, "seed: cuda_12.2.2_535.104.05_linux.run; " + ASSUMPTION + ": ~4.3 GB, ~7 min to install"),
     ),
     ("Docker + nvidia-container-toolkit", Entry(60, 120, ASSUMPTION + ": docker-ce, containerd.io, toolkit ~120 MB")),
     ("kubelet/kubeadm/kubectl", TABLE["kube-packages"]),

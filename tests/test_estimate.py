@@ -51,3 +51,9 @@ def test_the_cli_prints_both_columns_and_the_seed(capsys):
     assert est.main(["--stack", "dev"]) == 0
     out = capsys.readouterr().out
     assert "with prefetch-images" in out and "without prefetch-images" in out and "seed's manual path" in out
+
+
+@pytest.mark.parametrize("stack", ["p4", "mixed"])
+def test_every_image_of_the_other_stacks_has_a_size(stack):
+    result = est.estimate(stack, True)  # an unsized image raises KeyError
+    assert result["minutes"] > 0 and result["downloadMB"] > 0
