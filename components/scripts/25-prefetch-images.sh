@@ -16,10 +16,12 @@
 # stdout: nothing.
 #
 # Images go through containerd's CRI namespace (k8s.io) with the registry mirrors that
-# 20-container-runtime wrote as hosts.toml (ctr --hosts-dir /etc/containerd/certs.d; kubeadm
+# 20-container-runtime wrote as hosts.toml (ctr --hosts-dir /etc/containerd/certs.d: containerd
+# cmd/ctr/commands/images/pull.go passes it to the transfer service, registry.WithHostDir, and
+# to the --local resolver, commands/resolver.go; both unpack for the default snapshotter; kubeadm
 # pulls through the CRI, which reads the same config_path), in the order they are needed:
-# kubeadm's as soon as 30-kube-packages has installed kubeadm, then IMAGES in the order
-# given, the rest of kubeadm's at the end (waiting for kubeadm). An image already present is
+# IMAGES in the order given, kubeadm's as soon as 30-kube-packages has installed kubeadm (checked
+# before each image; if it is not there by the end, the step waits for it). An image already present is
 # skipped. A failed pull is a WARNING and the step still exits 0: the kubelet pulls again
 # when the pod starts. No lock is taken (no apt), so the driver step never waits for this one.
 set -euo pipefail
