@@ -112,6 +112,16 @@ def test_control_plane_pulls_kubeadm_images_from_the_init_repository(mixed):
     assert (env["KUBEADM_IMAGE_REPOSITORY"], env["KUBERNETES_VERSION"]) == (init["IMAGE_REPOSITORY"], init["KUBERNETES_VERSION"])
 
 
+def test_a_dedicated_control_plane_pulls_flannel_and_kubeadm_only():
+    run = run_stack("dev", controlPlaneInstanceType="ecs.g7.large")
+    steps = {r.name.split("-bootstrap-")[0]: env_of(r) for r in run.resources if r.name.endswith("-prefetch-images")}
+    cp = steps.pop("control-plane")
+    assert cp["IMAGES"].split() == ["docker.io/flannel/flannel:v0.26.7", "docker.io/flannel/flannel-cni-plugin:v1.6.2-flannel1"]
+    assert cp["KUBEADM_IMAGE_REPOSITORY"]
+    gpu = [("KUBEADM_IMAGE_REPOSITORY" in env, "k8s-device-plugin" in env["IMAGES"]) for env in steps.values()]
+    assert gpu == [(False, True)]
+
+
 def test_the_image_list_is_a_trigger(mixed):
     step = next(r for r in mixed.resources if r.name.endswith("-prefetch-images"))
     triggers = " ".join(str(t) for t in reveal(step.inputs["triggers"]))
