@@ -8,7 +8,7 @@ PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
 .PHONY: help install plan plan-out lint test bench up down refresh-down extend replace-node rejoin retest kubeconfig ssh-key stack outputs
-.PHONY: gpu-top preflight
+.PHONY: gpu-top preflight estimate
 
 help:
 	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make preflight [STACK=dev] stock and hourly price from Aliyun's ECS API (needs Aliyun keys)"
 	@echo "make test                 lint + all tests"
 	@echo "make bench                plan-scale benchmark (1..64 nodes)"
+	@echo "make estimate [STACK=dev] minutes and bytes to GPU-ready, with/without prefetch, vs the seed's path"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
 	@echo "make replace-node NODE=x  replace one worker's instance (and its auto-release anchor)"
@@ -51,6 +52,9 @@ test: lint
 
 bench: install
 	$(PY) -m benchmarks.plan_scale
+
+estimate: install
+	$(PY) -m benchmarks.estimate --stack $(STACK)
 
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install

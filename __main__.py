@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import access, cost, report
+from components import access, cost, prefetch, report
 from components.auto_release import AutoRelease, AutoReleaseArgs
 from components.bootstrap import NodeSetup
 from components.cluster import KubeCluster, KubeClusterArgs
@@ -81,6 +81,7 @@ cluster = KubeCluster(
             kubernetes_version=cfg.kubernetes_version,
         ),
         pod_cidr=cfg.pod_cidr,
+        images=prefetch.from_config(cfg),  # pulled while the driver builds (the manifests' images)
         ssh_rules=tuple(network.ssh_rules),
         api_rules=tuple(network.api_rules),
     ),
@@ -142,4 +143,5 @@ pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("autoReleaseTime", release.earliest or "off: the instances bill until `make down`")
 pulumi.export("imageId", fleet.control_plane.image_id)
 pulumi.export("cost", cost.stack_cost(cfg, fleet))
+pulumi.export("timings", cluster.timings())  # per node, in run order; measured on a real run
 pulumi.export("gpuMetrics", gpu_metrics.summary if gpu_metrics else "off (gpu-k8s:monitoring none)")

@@ -1,7 +1,7 @@
 """NodeBootstrap: prepare one node over SSH, each step its own resource.
 
     wait-boot ─> driver-prepare ─> settle ─┬─> nvidia-driver ─> gpu-verify
-                                            ├─> container-runtime
+                                            ├─> container-runtime ─> prefetch-images
                                             └─> kube-packages
 (a non-GPU control plane skips the driver steps: wait-boot ─> runtime, packages)
 
@@ -9,6 +9,8 @@ The driver, the container runtime and the Kubernetes packages are independent, s
 they run in parallel (their apt calls wait for the dpkg lock). ``driver-prepare``
 may reboot the node to unload nouveau; ``settle`` then waits on this machine long
 enough for the reboot to start, and the next steps' SSH dials retry until it is back.
+``prefetch-images`` pulls the node's images (components/prefetch.py) as soon as containerd
+is configured, while the driver builds; nothing waits for it and it takes no lock.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pulumi_command as command
 from components import catalog, cuda, downloads, remote
 from components.catalog import GpuProfile
 from components.nvidia_smi import parse_query
+from components.timings import TimedStep
 
 DOCKER_TEST_IMAGE = "ubuntu:22.04"
 # A reboot to unload nouveau takes the node away for about a minute; wait this long
@@ -56,14 +59,27 @@ class NodeBootstrapArgs:
     profile: GpuProfile | None  # None: no GPU steps (dedicated control plane)
     setup: NodeSetup
     after: tuple[pulumi.Resource, ...] = ()  # what the first SSH step waits for (the port-22 rules)
+    images: tuple[str, ...] = ()  # pulled ahead by prefetch-images (fully qualified references)
+    kubeadm_image_repository: str = ""  # control plane: kubeadm's images are pulled ahead too
 
     def __post_init__(self):
         if not self.hostname:
             raise ValueError("NodeBootstrapArgs.hostname is required")
+        bad = [i for i in self.images if not i or any(c.isspace() for c in i)]
+        if bad:
+            raise ValueError(f"NodeBootstrapArgs.images: {bad[0]!r} is not an image reference")
 
 
 def _mirrors_env(mirrors: dict[str, str]) -> str:
     return ";".join(f"{registry}={url}" for registry, url in sorted(mirrors.items()))
+
+
+def prefetch_env(images: tuple[str, ...], kubeadm_image_repository: str, kubernetes_version: str) -> dict[str, str]:
+    """25-prefetch-images.sh's inputs (the image list is also the step's trigger)."""
+    env = {"IMAGES": " ".join(images)}
+    if kubeadm_image_repository:
+        env |= {"KUBEADM_IMAGE_REPOSITORY": kubeadm_image_repository, "KUBERNETES_VERSION": kubernetes_version}
+    return env
 
 
 def _settle_command(prepare_stdout: str) -> str:
@@ -89,6 +105,8 @@ class NodeBootstrap(pulumi.ComponentResource):
     gpu_verify: command.remote.Command | None
     gpu_name: pulumi.Output[str] | None
     driver_version: pulumi.Output[str] | None
+    prefetch: command.remote.Command | None
+    timed: list[tuple[TimedStep, pulumi.Output[str]]]  # every step in run order, with its stderr
 
     def __init__(self, name: str, args: NodeBootstrapArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:bootstrap:NodeBootstrap", name, {}, opts)
@@ -96,8 +114,16 @@ class NodeBootstrap(pulumi.ComponentResource):
         # Generous dials: the instance boots (or reboots) while we wait.
         conn = remote.connection(args.public_ip, args.private_key, dial_error_limit=80)
 
+        self.timed = []
+
         def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
-            return remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+            cmd = remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+            waits = tuple(f"{name}-{r}" for r, c in roles.items() if c in after)
+            roles[role] = cmd
+            self.timed.append((TimedStep(f"{name}-{role}", args.hostname, role, waits), cmd.stderr))
+            return cmd
+
+        roles: dict[str, pulumi.Resource] = {}
 
         wait = step("wait-boot", "00-wait-boot.sh", list(args.after), timeout="20m")
         base: list[pulumi.Resource] = [wait]
@@ -111,6 +137,19 @@ class NodeBootstrap(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[prepare]),
             )
             base = [prepare, settle]
+            # settle sleeps on this machine (no TIMING line): its seconds follow prepare's stdout.
+            roles["settle"] = settle
+            self.timed.append(
+                (
+                    TimedStep(f"{name}-settle", args.hostname, "settle", (f"{name}-driver-prepare",)),
+                    prepare.stdout.apply(
+                        lambda out: (
+                            f"[gpu-k8s settle] TIMING seconds={REBOOT_SETTLE_SECONDS if 'reboot' in out.split() else 0}"
+                            " rx_bytes=0"
+                        )
+                    ),
+                )
+            )
             grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""
             driver = step(
                 "nvidia-driver",
@@ -147,6 +186,18 @@ class NodeBootstrap(pulumi.ComponentResource):
             },
             timeout="30m",
         )
+        self.prefetch = None
+        if args.images or args.kubeadm_image_repository:
+            env = prefetch_env(args.images, args.kubeadm_image_repository, setup.kubernetes_version)
+            # After container-runtime only (never the driver); a new image list re-runs it.
+            self.prefetch = step(
+                "prefetch-images",
+                "25-prefetch-images.sh",
+                [runtime],
+                env=env,
+                timeout="35m",
+                extra_triggers=[" ".join(f"{k}={v}" for k, v in sorted(env.items()))],
+            )
         if setup.install_docker and driver is not None:
             step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env={"DOCKER_TEST_IMAGE": DOCKER_TEST_IMAGE})
         packages = step(

@@ -22,15 +22,19 @@ node that is already gone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import catalog, cuda, device_plugin, remote
+from components import catalog, cuda, device_plugin, remote, timings
 from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 from components.fleet import Fleet
 from components.smoke_test import GpuNode
+
+if TYPE_CHECKING:  # prefetch imports monitoring, which imports this module
+    from components.prefetch import NodeImages
 
 IMAGE_REPOSITORIES = {"aliyun": "registry.aliyuncs.com/google_containers", "upstream": "registry.k8s.io"}
 API_PORT = 6443
@@ -46,6 +50,7 @@ class KubeClusterArgs:
     pod_cidr: str
     ssh_rules: tuple[pulumi.Resource, ...] = ()  # security-group rules opening 22: every SSH step waits for them
     api_rules: tuple[pulumi.Resource, ...] = ()  # rules opening 6443: the Kubernetes provider waits for them
+    images: NodeImages | None = None  # pulled ahead on each node while the driver builds (None: only kubeadm's)
 
     def __post_init__(self):
         if not self.fleet.nodes:
@@ -109,6 +114,8 @@ class KubeCluster(pulumi.ComponentResource):
                     profile=node.profile,
                     setup=setup,
                     after=args.ssh_rules,
+                    images=args.images.for_node(node.args.pool, node.profile is not None) if args.images else (),
+                    kubeadm_image_repository=args.image_repository if node is fleet.control_plane else "",
                 ),
                 child,
             )
@@ -214,6 +221,25 @@ class KubeCluster(pulumi.ComponentResource):
                 ),
             )
         self.register_outputs({"kubeconfig": self.kubeconfig, "controlPlane": cp.hostname})
+
+    def timings(self) -> pulumi.Output[dict]:
+        """The `timings` output (components/timings.py): every node's steps, then init and joins."""
+        cp = self._fleet.control_plane.hostname
+        steps: list[tuple[timings.TimedStep, pulumi.Output[str]]] = []
+        for boot in self.bootstraps.values():
+            steps += boot.timed
+        ready = {host: [f"{host}-bootstrap-{r}" for r in ("container-runtime", "kube-packages")] for host in self.bootstraps}
+        init = timings.TimedStep("kubeadm-init", cp, "kubeadm-init", tuple(ready[cp]))
+        steps.append((init, self.init.stderr))
+        for host, join in self.joins.items():
+            if host != cp:
+                steps.append(
+                    (timings.TimedStep(f"{host}-kubeadm-join", host, "kubeadm-join", (*ready[host], init.name)), join.stderr)
+                )
+        gpu = [n.hostname for n in self._fleet.nodes if n.profile is not None]
+        return pulumi.Output.all(*[e for _, e in steps]).apply(
+            lambda errs: timings.report([s for s, _ in steps], list(errs), gpu)
+        )
 
     def gpu_nodes(self) -> list[GpuNode]:
         """(node, profile, expected driver) for every GPU node, for the GPU test."""

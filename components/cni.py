@@ -51,6 +51,11 @@ class FlannelArgs:
             )
 
 
+def images(flannel_version: str, cni_plugin_version: str = DEFAULT_CNI_PLUGIN_VERSION) -> tuple[str, str]:
+    """(flannel image, CNI plugin image): what the DaemonSet runs (and prefetch pulls ahead)."""
+    return f"{IMAGE_REPO}/flannel:{flannel_version}", f"{IMAGE_REPO}/flannel-cni-plugin:{cni_plugin_version}"
+
+
 def _cni_conf() -> str:
     return json.dumps(
         {
@@ -151,8 +156,7 @@ class Flannel(pulumi.ComponentResource):
     def __init__(self, name: str, args: FlannelArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:cni:Flannel", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.flannel_image = f"{IMAGE_REPO}/flannel:{args.flannel_version}"
-        self.cni_plugin_image = f"{IMAGE_REPO}/flannel-cni-plugin:{args.cni_plugin_version}"
+        self.flannel_image, self.cni_plugin_image = images(args.flannel_version, args.cni_plugin_version)
         k8s_app = {"k8s-app": "flannel"}
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",

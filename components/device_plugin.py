@@ -69,6 +69,11 @@ class NvidiaDevicePluginArgs:
             )
 
 
+def image(version: str) -> str:
+    """The plugin image for a tag: what the DaemonSet runs (and prefetch pulls ahead)."""
+    return f"{IMAGE_REPO}:{version}"
+
+
 def _plugin_config(mig_strategy: str, time_slicing_replicas: int) -> dict:
     """The plugin's config file (README "Configuration File", version v1)."""
     config: dict = {
@@ -166,7 +171,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
     def __init__(self, name: str, args: NvidiaDevicePluginArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:device_plugin:NvidiaDevicePlugin", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.image = f"{IMAGE_REPO}:{args.version}"
+        self.image = image(args.version)
         self.config = _plugin_config(args.mig_strategy, args.time_slicing_replicas)
         self.namespace = NAMESPACE
         self.selector = ",".join(f"{k}={v}" for k, v in SELECTOR.items())

@@ -127,12 +127,14 @@ def run_script(
     parent: pulumi.Resource,
     secret_stdout: bool = False,
     timeout: str = "20m",
+    extra_triggers: Sequence[str] = (),
 ) -> command.remote.Command:
     """Copy ``script`` to the node and run it after ``after``; returns the Command.
 
     A re-run (replacement) of a step in ``after`` re-runs this one too; steps in
     ``order_after`` only order it (e.g. a worker's join must not re-run because the
-    cluster-wide join token was refreshed for another node).
+    cluster-wide join token was refreshed for another node). ``extra_triggers`` re-run the
+    step (a replacement) when they change, e.g. the list of images a pull step fetches.
 
     ``stdin`` is always stored as a secret. With ``secret_stdout`` the output is a
     secret and nothing the script prints is logged.
@@ -150,6 +152,7 @@ def run_script(
     triggers: list[pulumi.Input[str]] = [
         script_hash(script),
         *[step.id for step in after if isinstance(step, command.remote.Command | command.local.Command)],
+        *extra_triggers,
     ]
     return command.remote.Command(
         name,

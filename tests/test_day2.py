@@ -112,7 +112,11 @@ def test_kubernetes_version_bump_reruns_packages_init_and_joins_only(mixed):
     nodes = [r.name.removesuffix("-instance") for r in mixed.of_type(INSTANCE)]
     expected = {f"{n}-bootstrap-kube-packages" for n in nodes} | {"gpu-k8s-kubeadm-init"}
     expected |= {f"{n}-kubeadm-join" for n in nodes if n != "train-0"}
-    assert changed(run) == dict.fromkeys(expected, (UPDATE, ("create",)))
+    # The control plane pulls the new version's kubeadm images ahead (its image list is a trigger).
+    assert changed(run) == {
+        **dict.fromkeys(expected, (UPDATE, ("create",))),
+        "train-0-bootstrap-prefetch-images": (REPLACE, ("triggers",)),
+    }
 
 
 def test_smoke_test_change_then_make_retest(dev):
@@ -122,6 +126,7 @@ def test_smoke_test_change_then_make_retest(dev):
         "gpu-k8s-smoke-script": (CREATE, ()),  # the seed's test script (ConfigMap)
         "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("spec.containers", "spec.volumes")),
         "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),  # runs the check again
+        "gpu-0-bootstrap-prefetch-images": (REPLACE, ("triggers",)),  # pulls the new image ahead
     }
     pod = next(c for c in second.changes if c.name == "gpu-k8s-smoke-pod-gpu-0")
     assert "delete_before_replace" in pod.note  # fixed name: the old pod goes first

@@ -63,6 +63,7 @@ DEPLOY_TIME_OUTPUTS = {
     "gpuTest": "placeholder: the verdict comes from the GPU test pod at deploy time",
     "gpuNodes": "placeholder: GPU, driver, allocatable and test come from the nodes at deploy time",
     "autoReleaseTime": "now + ttlHours, fixed when first deployed",
+    "timings": "placeholder: each step's seconds and bytes are measured on the nodes at deploy time",
 }
 
 

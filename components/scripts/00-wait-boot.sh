@@ -87,6 +87,7 @@ log_system() {
 }
 
 main() {
+  track_time
   wait_cloud_init
   wait_apt_locks
   log_system

@@ -13,9 +13,14 @@
 # Checks that an NVIDIA device is on the PCI bus, installs what the Tesla .run needs to
 # build its kernel module (gcc, make, dkms, kernel headers; tesla only: Aliyun's GRID
 # plugin brings its own, and 11 adds them for a GRID .run), and blacklists nouveau.
-# If nouveau is loaded and cannot be unloaded, it rebuilds the initramfs, writes
+# Only where nouveau is loaded (lsmod) or bound to a PCI device (/sys/bus/pci/drivers/nouveau/
+# holds the device's address) is anything more done: it is unloaded with modprobe -r, and if
+# it is still loaded or bound after that, the step rebuilds the initramfs, writes
 # /run/gpu-k8s/reboot-pending (gone after the reboot) and schedules a reboot in 5 s;
-# 11-nvidia-driver refuses to run until the node is back (a safety net).
+# 11-nvidia-driver refuses to run until the node is back (a safety net). A node without
+# nouveau (Aliyun's GPU images often ship without it) never reboots. A nouveau built into the
+# kernel (bound, but not a module in lsmod) cannot be blacklisted by modprobe.d: the step fails
+# and says to set nouveau.modeset=0 on the kernel command line.
 set -euo pipefail
 
 readonly STEP="10-driver-prepare"
@@ -25,6 +30,7 @@ readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly BLACKLIST="$ROOT/etc/modprobe.d/blacklist-nouveau.conf"
 readonly BLACKLIST_TEXT=$'blacklist nouveau\noptions nouveau modeset=0'
 readonly REBOOT_MARKER="$ROOT/run/gpu-k8s/reboot-pending"
+readonly NOUVEAU_SYSFS="$ROOT/sys/bus/pci/drivers/nouveau"
 INITRAMFS_DONE=false
 REBOOTING=false
 
@@ -81,15 +87,33 @@ blacklist_nouveau() {
   update_initramfs
 }
 
-# --- unload nouveau now, or reboot once without it ---
-unload_nouveau() {
+# --- unload nouveau now, or reboot once without it: only where it is loaded or bound ---
+nouveau_loaded() {
   local modules
   modules=$(lsmod) || die "lsmod failed: cannot list kernel modules"
-  if ! grep -q '^nouveau ' <<<"$modules"; then
-    log "nouveau not loaded"
+  grep -q '^nouveau ' <<<"$modules"
+}
+
+nouveau_bound() { # a PCI device (e.g. 0000:00:07.0) that nouveau drives
+  local dev
+  for dev in "$NOUVEAU_SYSFS"/0000:*; do
+    [[ -e "$dev" ]] && return 0
+  done
+  return 1
+}
+
+unload_nouveau() {
+  local loaded=false bound=false
+  nouveau_loaded && loaded=true
+  nouveau_bound && bound=true
+  if [[ "$loaded" == false && "$bound" == false ]]; then
+    log "nouveau neither loaded nor bound to a device: no reboot needed"
     return 0
   fi
-  if modprobe -r nouveau >&2; then
+  if [[ "$loaded" == false ]]; then
+    die "nouveau is built into this kernel and drives the GPU (${NOUVEAU_SYSFS#"$ROOT"}): add nouveau.modeset=0 to GRUB_CMDLINE_LINUX, run update-grub and reboot, or use an image whose nouveau is a module"
+  fi
+  if modprobe -r nouveau >&2 && ! nouveau_loaded && ! nouveau_bound; then
     log "unloaded nouveau"
     return 0
   fi
@@ -104,6 +128,7 @@ unload_nouveau() {
 }
 
 main() {
+  track_time
   case "$GPU_DRIVER" in
     tesla | grid) ;;
     *) die "GPU_DRIVER must be tesla or grid (got '$GPU_DRIVER')" ;;

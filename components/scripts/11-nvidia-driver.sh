@@ -197,6 +197,7 @@ install_cuda_toolkit() { # from NVIDIA's apt repo; the driver is not touched
 }
 
 main() {
+  track_time
   validate
   if [[ "$GPU_DRIVER" == tesla ]]; then
     install_tesla

@@ -86,6 +86,7 @@ check_license() {
 }
 
 main() {
+  track_time
   query_gpus
   printf '%s\n' "$GPUS"
   check_expectations

@@ -392,12 +392,13 @@ configure_docker() {
 }
 
 main() {
+  track_time
   [[ "$TOOLKIT_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CONTAINER_TOOLKIT_VERSION must look like 1.17.8 (got '$TOOLKIT_VERSION')"
   [[ "$PACKAGE_MIRROR" == aliyun || "$PACKAGE_MIRROR" == upstream ]] || die "PACKAGE_MIRROR must be aliyun or upstream (got '$PACKAGE_MIRROR')"
   [[ "$INSTALL_DOCKER" == true || "$INSTALL_DOCKER" == false ]] || die "INSTALL_DOCKER must be true or false (got '$INSTALL_DOCKER')"
   [[ "$NVIDIA_RUNTIME" == true || "$NVIDIA_RUNTIME" == false ]] || die "NVIDIA_RUNTIME must be true or false (got '$NVIDIA_RUNTIME')"
   TMP=$(mktemp -d)
-  trap 'rm -rf "$TMP"' EXIT
+  trap 'rm -rf "$TMP"; report_time' EXIT # keeps track_time's report
   if [[ "$INSTALL_DOCKER" == true ]]; then
     install_docker
   fi

@@ -54,6 +54,7 @@ run_check() {
 }
 
 main() {
+  track_time
   [[ -n "$IMAGE" && "$IMAGE" != -* ]] || die "DOCKER_TEST_IMAGE must name an image, e.g. ubuntu:22.04 (got '$IMAGE')"
   command -v docker >/dev/null 2>&1 ||
     die "docker not found: this check needs gpu-k8s:installDocker true (20-container-runtime installs Docker)"

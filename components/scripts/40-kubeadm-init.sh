@@ -121,6 +121,7 @@ wait_ready() {
 }
 
 main() {
+  track_time
   validate
   align_sandbox_image "$IMAGE_REPOSITORY" "$VERSION" "$CONTAINERD_CONFIG"
   init_cluster

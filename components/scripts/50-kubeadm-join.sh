@@ -90,7 +90,8 @@ join_cluster() {
 }
 
 main() {
-  trap cleanup EXIT
+  track_time
+  trap 'cleanup; report_time' EXIT
   validate
   read_secrets
   align_sandbox_image "$IMAGE_REPOSITORY" "$VERSION" "$CONTAINERD_CONFIG"

@@ -23,6 +23,9 @@
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
 #                          /etc/containerd/config.toml (40-kubeadm-init, 50-kubeadm-join)
+# track_time:              nothing; call it first in main: on exit it prints one line
+#                          "[gpu-k8s <step>] TIMING seconds=<s> rx_bytes=<n|unknown>" (stderr)
+#                          (a step that sets its own EXIT trap calls report_time in it)
 # Every message goes to stderr; nothing here prints on stdout except checksum and
 # kernel_headers (and fetch_url when not given -o).
 
@@ -137,4 +140,28 @@ align_sandbox_image() { # image_repository kubernetes_version containerd_config
     log "containerd now uses $pause, restarting containerd"
     systemctl restart containerd >&2 || die "systemctl restart containerd failed: see 'journalctl -u containerd'"
   fi
+}
+
+# --- step timing (components/timings.py parses it into the `timings` output): wall seconds
+# of the step (bash's EPOCHREALTIME) and the bytes the node received meanwhile, the sum of
+# /proc/net/dev's receive column over every interface but lo. That counter is node-wide: steps
+# that run at the same time on a node (driver, runtime, packages, prefetch) each count the
+# others' downloads too. "unknown" when /proc/net/dev cannot be read ---
+rx_bytes() {
+  awk -F'[: ]+' 'NR > 2 && $2 != "lo" { sum += $3; n++ } END { if (n) printf "%d", sum }' \
+    "${GPU_K8S_ROOT:-}/proc/net/dev" 2>/dev/null || true
+}
+
+report_time() { # always succeeds: the step's exit status stays its own
+  local rx=unknown rx1 seconds
+  rx1=$(rx_bytes)
+  if [[ -n "${TIMING_RX0:-}" && -n "$rx1" ]]; then rx=$((rx1 - TIMING_RX0)); fi
+  seconds=$(awk -v a="${TIMING_T0:-$EPOCHREALTIME}" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') || seconds=unknown
+  printf '[gpu-k8s %s] TIMING seconds=%s rx_bytes=%s\n' "$STEP" "$seconds" "$rx" >&2 || true
+}
+
+track_time() { # a step with its own EXIT trap calls report_time in it, after its cleanup
+  TIMING_T0=$EPOCHREALTIME
+  TIMING_RX0=$(rx_bytes)
+  trap report_time EXIT
 }

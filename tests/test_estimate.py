@@ -1,0 +1,59 @@
+"""benchmarks/estimate.py: deterministic, every table entry sourced, every planned image sized."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import estimate as est
+
+
+@pytest.fixture(scope="module")
+def dev() -> tuple[dict, dict]:
+    return est.estimate("dev", True), est.estimate("dev", False)
+
+
+def test_every_entry_has_a_source_or_says_it_is_an_assumption():
+    for key, entry in {**est.TABLE, **est.IMAGE_MB, **dict(est.SEED_PATH)}.items():
+        assert entry.source.strip(), key
+        assert entry.seconds >= 0 and entry.mb >= 0, key
+
+
+def test_the_estimate_is_deterministic(dev):
+    assert est.estimate("dev", True) == dev[0]
+
+
+def test_prefetch_moves_pulls_off_the_critical_path_without_adding_bytes(dev):
+    with_pull, without = dev
+    assert with_pull["minutes"] < without["minutes"]
+    assert with_pull["downloadMB"] == without["downloadMB"]  # the same images, pulled earlier
+    assert with_pull["criticalPath"][-1].startswith("gpu-k8s-smoke-gpu-test-result")
+    assert with_pull["bandwidthMbps"] == 100  # the stack's publicBandwidthMbps (Pulumi.yaml default)
+
+
+def test_bandwidth_is_the_stacks(monkeypatch):
+    slow = est.estimate("dev", True, {"gpu-k8s:publicBandwidthMbps": "10"})
+    assert slow["bandwidthMbps"] == 10
+    assert slow["minutes"] > est.estimate("dev", True)["minutes"]
+
+
+def test_the_seed_path_downloads_the_cuda_installer_and_the_tf_image():
+    seed = est.seed_estimate(100)
+    assert seed["downloadMB"] >= 4300 + 2600
+    assert seed["minutes"] > 15
+
+
+def test_an_image_without_a_size_is_refused():
+    with pytest.raises(KeyError, match="IMAGE_MB has no size for docker.io/x/y:1"):
+        est.image_mb("x/y:1")
+
+
+def test_the_cli_prints_both_columns_and_the_seed(capsys):
+    assert est.main(["--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "with prefetch-images" in out and "without prefetch-images" in out and "seed's manual path" in out
+
+
+@pytest.mark.parametrize("stack", ["p4", "mixed"])
+def test_every_image_of_the_other_stacks_has_a_size(stack):
+    result = est.estimate(stack, True)  # an unsized image raises KeyError
+    assert result["minutes"] > 0 and result["downloadMB"] > 0
