@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from pulumi.runtime import mocks as pulumi_mocks
 
+from components.node import KEEP_IMAGE
 from tools import engine, mock_cluster
 
 PUBLIC_IP_BASE = "203.0.113."  # RFC 5737 TEST-NET-3: documentation only
@@ -199,6 +200,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # result: §4) stay what the resource has.
             if op == engine.SAME or (key not in args.inputs and args.typ not in engine.COMMAND_TYPES):
                 out[key] = saved
+        if op == engine.UPDATE and args.inputs.get("update") == KEEP_IMAGE and "stdout" in old.outputs:
+            out["stdout"] = old.outputs["stdout"]  # the record's update prints the stdout it has (node.py)
         return rid, out
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
@@ -228,6 +231,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # so steps that chain on ids (triggers) re-run only when an upstream is replaced.
             out.setdefault("stdout", self._remote_stdout(name, inputs, runs))
             out.setdefault("stderr", "")
+        elif typ == "command:local:Command" and str(inputs.get("create", "")).startswith("printf %s "):
+            out.setdefault("stdout", shlex.split(inputs["create"])[2])  # a node's image record (node.py)
         elif typ == "command:local:Command":
             out.setdefault("stdout", str(int(self.clock())))
             out.setdefault("stderr", "")
