@@ -126,11 +126,15 @@ def test_smoke_test_change_then_make_retest(dev):
     second = run_program("dev", cfg, mocks=world(T0 + HOUR), previous=dev)
     assert changed(second) == {
         "gpu-k8s-smoke-script": (CREATE, ()),  # the seed's test script (ConfigMap)
-        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("spec.containers", "spec.volumes")),
-        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),  # runs the check again
+        # a new spec is a new pod name (its hash): never blocked by the old pod still terminating
+        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name", "spec.containers", "spec.volumes")),
+        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),  # TEST_PODS changed: runs the check again
     }
+    old_name = dev.named("gpu-k8s-smoke-pod-gpu-0").inputs["metadata"]["name"]
+    new_name = second.named("gpu-k8s-smoke-pod-gpu-0").inputs["metadata"]["name"]
+    assert old_name != new_name and old_name.rsplit("-", 1)[0] == new_name.rsplit("-", 1)[0] == "gpu-test-gpu-0"
     pod = next(c for c in second.changes if c.name == "gpu-k8s-smoke-pod-gpu-0")
-    assert "delete_before_replace" in pod.note  # fixed name: the old pod goes first
+    assert "delete_before_replace" in pod.note  # the old pod (it may hold the GPU) goes first
     # make retest (same config): only the test pods and the result check, anew.
     third = run_program("dev", cfg, mocks=world(T0 + 2 * HOUR), previous=second, replace=make_replace_urns("retest", "dev"))
     assert changed(third) == {

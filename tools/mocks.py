@@ -297,7 +297,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         per_node = int(env.get("PODS_PER_NODE") or 1)
         pods = []
         for pod in env.get("TEST_PODS", "").replace(",", " ").split():  # namespace/name
-            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-")
+            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-").rsplit("-", 1)[0]  # less the spec hash
             if per_node > 1:
                 node = node.rsplit("-", 1)[0]
             log = f"<placeholder: log of {pod} at deploy time, which passes if it contains {pattern!r}>"
