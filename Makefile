@@ -87,14 +87,15 @@ extend: install
 	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
-# its auto-release anchor so that the new instance gets a valid release time. A worker then
+# its auto-release anchor so that the new instance gets a valid release time, and its image
+# record (<node>-image) so that it gets the image chosen now (components/node.py). A worker then
 # re-runs its bootstrap, gets a fresh join token and rejoins. Replacing the control plane
 # rebuilds the cluster: use make down / make up instead.
 replace-node: install
 	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
 	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
 	  { echo "make replace-node: $(NODE) is not a worker of $(STACK) (the control plane: make down, make up)" >&2; exit 2; }; \
-	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(instance|ttl-anchor)$$') || exit 2; \
+	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(image|instance|ttl-anchor)$$') || exit 2; \
 	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
 # Run the GPU test again (after fixing its cause): new test pods and a new result check.

@@ -2,26 +2,38 @@
 
 Day 2 (replacement-semantics.md §1.2): on alicloud_instance a changed ``image_id`` is an
 in-place stop, ReplaceSystemDisk, start that wipes the node while Pulumi reports
-success. The image is therefore chosen when the instance is created and then ignored
-(``ignore_changes``): a newer image, or a new ``imageId``, only reaches nodes created
-later. Replacing a node on purpose is ``make replace-node NODE=<hostname>``.
+success. The image is therefore chosen once per node and kept in a per-node record,
+``<hostname>-image`` (a local command that prints it): a newer image, or a new ``imageId``,
+only reaches nodes created later, or a node replaced on purpose with
+``make replace-node NODE=<hostname>``, which replaces the record with the instance.
+
+Why not ``ignore_changes=["image_id"]`` on the instance: the engine puts the ignored old
+value into the inputs whenever the resource has a previous state, a replacement included
+(pulumi step_generator.go, processIgnoreChanges; reference §5), so a replaced node came back
+on its old image (and failed if that public image had been retired). The same holds for
+an ignored ``create`` on the record, so the record does not use ``ignore_changes`` either:
+its ``update`` prints the stdout it already has (``PULUMI_COMMAND_STDOUT``, set by
+pulumi-command for ``update``), so a changed image updates the record without changing its
+stdout, and only a replace (``create``) prints the image chosen now.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pulumi
 import pulumi_alicloud as alicloud
+import pulumi_command as command
 
 from components.catalog import GpuProfile
 from components.config import DNS_LABEL_RE
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
 SYSTEM_DISK_CATEGORY = "cloud_essd"  # ForceNew on the instance; the zone lookup checks every type takes it
-# Inputs the instance keeps from its creation (see the module docstring).
-IGNORED_CHANGES = ["image_id"]
+# The record's update keeps the stdout it has: the image chosen when the record was created.
+KEEP_IMAGE = 'printf %s "$PULUMI_COMMAND_STDOUT"'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +43,7 @@ class NodeArgs:
     instance_type: str
     profile: GpuProfile | None  # None: a non-GPU dedicated control plane
     role: str
-    image_id: str
+    image_id: str  # the image a node created now gets (pin or lookup); a running node keeps its own
     vswitch_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     key_pair_name: pulumi.Input[str]
@@ -76,12 +88,19 @@ class Node(pulumi.ComponentResource):
         strategy = _spot_strategy(args.spot, args.spot_price_limit)
         limit = float(args.spot_price_limit) if args.spot_price_limit is not None else None
         self.auto_release_time = args.auto_release_time
+        # The image this node runs: chosen when the record is created (see the module docstring).
+        self.image_record = command.local.Command(
+            f"{name}-image",
+            create=f"printf %s {shlex.quote(args.image_id)}",
+            update=KEEP_IMAGE,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.instance = alicloud.ecs.Instance(
             f"{name}-instance",
             instance_name=f"gpu-k8s-{args.hostname}",
             host_name=args.hostname,
             instance_type=args.instance_type,
-            image_id=args.image_id,
+            image_id=self.image_record.stdout,
             vswitch_id=args.vswitch_id,
             security_groups=[args.security_group_id],
             key_name=args.key_pair_name,  # key only: no password is ever set
@@ -100,7 +119,7 @@ class Node(pulumi.ComponentResource):
             # kubeadm join refuses while a Ready Node of that name exists, i.e. while the old instance
             # runs (kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go: "a Node with name %q and
             # status Ready already exists"). The new one is Ready to join minutes later (boot, driver).
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=IGNORED_CHANGES, delete_before_replace=True),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.image_id = self.instance.image_id  # the image in state: what this node runs
         self.public_ip = self.instance.public_ip

@@ -20,6 +20,7 @@ minutes and then print less than step 3 does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,11 +102,28 @@ def _drivers(nodes: Sequence[GpuNode]) -> list[tuple[str, str]]:
     return [(n.driver_version, n.profile.driver) for n in nodes]
 
 
-def _test_pods(nodes: Sequence[GpuNode], replicas: int) -> list[tuple[str, str]]:
-    """(pod name, node name) pairs: one pod per node, or N per node when time-slicing."""
+def spec_hash(spec: dict) -> str:
+    """6 hex of the pod spec: a changed spec is a new pod name."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _pod_name(node: str, suffix: str) -> str:
+    """gpu-test-<node>[-<i>]-<hash>, a DNS label (<= 63): a long node name is cut, the rest kept."""
+    room = 63 - len(POD_PREFIX) - 2 - len(suffix)
+    return f"{POD_PREFIX}-{node[:room].rstrip('-')}-{suffix}"
+
+
+def _test_pods(nodes: Sequence[GpuNode], replicas: int, specs: dict[str, dict] | None = None) -> list[tuple[str, str]]:
+    """(pod name, node name) pairs: one pod per node, or N per node when time-slicing.
+
+    The name ends in a hash of the pod's spec (``specs``, per node): a new spec is a new
+    name, so a replaced test pod never waits for the old one of the same name to go
+    (skipAwait skips the delete wait too, reference §3), and TEST_PODS changes with it.
+    """
+    tag = {n.name: spec_hash((specs or {}).get(n.name, {})) for n in nodes}
     if replicas == 1:
-        return [(f"{POD_PREFIX}-{n.name}", n.name) for n in nodes]
-    return [(f"{POD_PREFIX}-{n.name}-{i}", n.name) for n in nodes for i in range(replicas)]
+        return [(_pod_name(n.name, tag[n.name]), n.name) for n in nodes]
+    return [(_pod_name(n.name, f"{i}-{tag[n.name]}"), n.name) for n in nodes for i in range(replicas)]
 
 
 def _pod_spec(test: str, image: str, node: str) -> dict:
@@ -255,23 +273,29 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             pod_deps.append(self.config_map)
-        pods = _test_pods(nodes, replicas)
+        specs = {n.name: _pod_spec(args.test, image, n.name) for n in nodes}
+        pods = _test_pods(nodes, replicas, specs)
+        index: dict[str, int] = {}
         for pod, node in pods:
+            i = index[node] = index.get(node, -1) + 1
             self.pods.append(
                 k8s.core.v1.Pod(
-                    f"{name}-pod-{pod.removeprefix(POD_PREFIX + '-')}",
+                    # The resource name stays (make retest's -smoke-pod-); the pod name has the hash.
+                    f"{name}-pod-{node}" + (f"-{i}" if replicas > 1 else ""),
                     metadata={
                         "name": pod,
                         "namespace": NAMESPACE,
                         "labels": {"app.kubernetes.io/name": POD_PREFIX, "app.kubernetes.io/part-of": "gpu-k8s"},
                         "annotations": {"pulumi.com/skipAwait": "true"},
                     },
-                    spec=_pod_spec(args.test, image, node),
+                    spec=specs[node],
                     opts=pulumi.ResourceOptions(
                         parent=self,
                         depends_on=pod_deps,
-                        # A finished pod never re-runs: any spec change means a new pod,
-                        # and the fixed name means the old one goes first.
+                        # A finished pod never re-runs: any spec change means a new pod (under
+                        # a new name). The old one is deleted first: it may hold the GPU the new
+                        # one needs, and the deletes of a create-first replace run only at the
+                        # end of the update, after the result check has waited.
                         replace_on_changes=["spec"],
                         delete_before_replace=True,
                     ),

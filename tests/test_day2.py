@@ -53,13 +53,19 @@ def mixed() -> ProgramRun:
     return run_program("mixed", mocks=world())
 
 
-def make_replace_urns(target: str, stack: str) -> list[str]:
+def make_replace_urns(target: str, stack: str, *make_vars: str) -> list[str]:
     """The URNs a make target passes to `pulumi up --replace` (literal, or via --urns)."""
     recipe = subprocess.run(
-        ["make", "-s", "-n", "-C", str(ROOT), target, f"STACK={stack}"], capture_output=True, text=True, check=True
+        ["make", "-s", "-n", "-C", str(ROOT), target, f"STACK={stack}", *make_vars],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     urns = re.findall(r"--replace[= ]'?(urn:[^' \n]+)", recipe.stdout)
-    for pattern in re.findall(r"--urns='([^']+)'", recipe.stdout):
+    # replace-node first looks up the node's join (is it a worker?): that one is not replaced
+    for pattern in re.findall(r"urns=\$\(\S+ -m tools.plan [^)]*--urns='([^']+)'", recipe.stdout) or re.findall(
+        r"--urns='([^']+)'", recipe.stdout
+    ):
         urns += [r.urn for r in plan.plan(stack, []).resources if re.search(pattern, r.name)]
     assert urns, recipe.stdout
     return urns
@@ -124,12 +130,16 @@ def test_smoke_test_change_then_make_retest(dev):
     second = run_program("dev", cfg, mocks=world(T0 + HOUR), previous=dev)
     assert changed(second) == {
         "gpu-k8s-smoke-script": (CREATE, ()),  # the seed's test script (ConfigMap)
-        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("spec.containers", "spec.volumes")),
-        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),  # runs the check again
+        # a new spec is a new pod name (its hash): never blocked by the old pod still terminating
+        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name", "spec.containers", "spec.volumes")),
+        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),  # TEST_PODS changed: runs the check again
         "gpu-0-bootstrap-prefetch-images": (REPLACE, ("triggers",)),  # pulls the new image ahead
     }
+    old_name = dev.named("gpu-k8s-smoke-pod-gpu-0").inputs["metadata"]["name"]
+    new_name = second.named("gpu-k8s-smoke-pod-gpu-0").inputs["metadata"]["name"]
+    assert old_name != new_name and old_name.rsplit("-", 1)[0] == new_name.rsplit("-", 1)[0] == "gpu-test-gpu-0"
     pod = next(c for c in second.changes if c.name == "gpu-k8s-smoke-pod-gpu-0")
-    assert "delete_before_replace" in pod.note  # fixed name: the old pod goes first
+    assert "delete_before_replace" in pod.note  # the old pod (it may hold the GPU) goes first
     # make retest (same config): only the test pods and the result check, anew.
     third = run_program("dev", cfg, mocks=world(T0 + 2 * HOUR), previous=second, replace=make_replace_urns("retest", "dev"))
     assert changed(third) == {
@@ -191,7 +201,33 @@ def test_nvidia_smi_answer_comes_from_a_recorded_fixture_where_one_exists():
 
 def test_newer_image_changes_nothing(dev):
     run = run_program("dev", mocks=world(T0 + 24 * HOUR, image="m-bp1ubuntu2204b"), previous=dev)
-    assert changed(run) == {}
+    # only the node's image record runs its update, which prints the image it already has
+    assert changed(run) == {"gpu-0-image": (UPDATE, ("create",))}
+    assert run.named("gpu-0-image").outputs["stdout"] == IMAGE
+    assert run.named("gpu-0-instance").inputs["imageId"] == IMAGE
+
+
+def test_replace_node_moves_the_node_to_the_current_image(mixed):
+    newer = "m-bp1ubuntu2204b"
+    urns = make_replace_urns("replace-node", "mixed", "NODE=infer-1")
+    assert sorted(u.rsplit("::", 1)[-1] for u in urns) == ["infer-1-image", "infer-1-instance", "infer-1-ttl-anchor"]
+    run = run_program("mixed", mocks=world(T0 + 3 * HOUR, image=newer), previous=mixed, replace=urns)
+    diff = changed(run)
+    assert diff["infer-1-instance"] == diff["infer-1-image"] == (REPLACE, ("--replace",))
+    assert run.named("infer-1-instance").inputs["imageId"] == newer  # not the old image from state
+    # the other nodes keep theirs
+    assert run.named("infer-2-instance").inputs["imageId"] == IMAGE
+    assert diff.get("infer-2-instance", (SAME,))[0] == SAME
+
+
+def test_a_newer_image_then_replace_node_still_gets_the_current_image(mixed):
+    # after an up with a newer image (the record updated, its stdout kept), replace-node works
+    newer = "m-bp1ubuntu2204b"
+    second = run_program("mixed", mocks=world(T0 + HOUR, image=newer), previous=mixed)
+    assert second.named("infer-1-instance").inputs["imageId"] == IMAGE
+    urns = make_replace_urns("replace-node", "mixed", "NODE=infer-1")
+    third = run_program("mixed", mocks=world(T0 + 2 * HOUR, image=newer), previous=second, replace=urns)
+    assert third.named("infer-1-instance").inputs["imageId"] == newer
 
 
 def test_first_zone_sold_out_changes_nothing(mixed):

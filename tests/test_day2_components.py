@@ -103,14 +103,17 @@ def effective_changes(before: ProgramRun, after: ProgramRun, urn: str) -> set[st
 
 def test_a_newer_image_never_reaches_running_instances():
     first = stack("dev", World(image="ubuntu_22_04_x64_20G_alibase_20270101.vhd"), nodeCount="2")
-    second = stack("dev", World(image="ubuntu_22_04_x64_20G_alibase_20270201.vhd"), nodeCount="2")
+    newer = World(image="ubuntu_22_04_x64_20G_alibase_20270201.vhd", previous=first)
+    second = run_program("dev", {"gpu-k8s:nodeCount": "2"}, mocks=newer, previous=first)
     instances = first.of_type(INSTANCE)
     assert len(instances) == 2
     for inst in instances:
-        # The lookup's answer changed, but image_id is ignored: no ReplaceSystemDisk (§1.2).
-        assert canon(inst.inputs["imageId"]) != canon(second.by_urn()[inst.urn].inputs["imageId"])
-        assert "imageId" in second.by_urn()[inst.urn].options["ignoreChanges"]
+        # The lookup's answer changed; the node's image record only runs its update, which
+        # prints the image it has, so the instance's image_id is unchanged: no ReplaceSystemDisk (§1.2).
+        assert canon(second.by_urn()[inst.urn].inputs["imageId"]) == canon(inst.inputs["imageId"])
+        assert inst.inputs["imageId"] == "ubuntu_22_04_x64_20G_alibase_20270101.vhd"
         assert effective_changes(first, second, inst.urn) == set(), inst.name
+        assert "imageId" not in second.by_urn()[inst.urn].options["ignoreChanges"]  # it would stick on replace
 
 
 def test_pinned_image_is_used_without_a_lookup_and_is_an_output():
@@ -231,7 +234,7 @@ def test_each_instance_follows_its_own_anchor():
     for inst in run.of_type(INSTANCE):
         node = inst.name.removesuffix("-instance")
         anchors = [run.by_urn()[d].name for d in inst.dependencies if run.by_urn()[d].type == "command:local:Command"]
-        assert anchors == [f"{node}-ttl-anchor"]
+        assert sorted(anchors) == [f"{node}-image", f"{node}-ttl-anchor"]  # its image record and its anchor
 
 
 def test_replacing_inputs_re_anchor_every_node():
@@ -381,7 +384,11 @@ def test_make_replace_node_and_rejoin_name_the_real_resources():
     recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
     worker_check, replaced = re.findall(r"--urns='([^']+)'", recipe)
     assert [r.name for r in run.resources if re.search(worker_check, r.name)] == ["infer-2-kubeadm-join"]
-    assert sorted(r.name for r in run.resources if re.search(replaced, r.name)) == ["infer-2-instance", "infer-2-ttl-anchor"]
+    assert sorted(r.name for r in run.resources if re.search(replaced, r.name)) == [
+        "infer-2-image",
+        "infer-2-instance",
+        "infer-2-ttl-anchor",
+    ]
     token = re.search(r"--urns='([^']+)'", make_n("rejoin", "NODE=infer-2", "STACK=mixed")).group(1)
     (step,) = [r for r in run.resources if re.search(token, r.name)]
     assert step.name == "infer-2-join-token" and step.urn == engine_urn(run, step)

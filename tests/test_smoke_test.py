@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 
 import pulumi
 import pytest
 from helpers import env_of, kinds, run_stack
 
 from components import catalog, cuda, remote
-from components.smoke_test import GpuNode, GpuSmokeTest, GpuSmokeTestArgs, GpuTestFailed, _test_pods, _verdict
+from components.smoke_test import (
+    GpuNode,
+    GpuSmokeTest,
+    GpuSmokeTestArgs,
+    GpuTestFailed,
+    _pod_spec,
+    _test_pods,
+    _verdict,
+    spec_hash,
+)
 from tests.gpu_failures import cases, cluster, command_failure, run_result_check
 from tests.gpu_failures import pod as pod_state
 from tests.stubs import StubBin
@@ -24,7 +35,7 @@ FAILED_STDOUT = json.dumps(
         "passed": False,
         "pods": [
             {
-                "pod": "default/gpu-test-gpu-0",
+                "pod": "default/{pod}",
                 "node": "gpu-0",
                 "phase": "Pending",
                 "passed": False,
@@ -34,6 +45,13 @@ FAILED_STDOUT = json.dumps(
         ],
     }
 )
+
+
+@functools.cache
+def dev_pod() -> str:
+    """The dev stack's test pod name: gpu-test-gpu-0-<spec hash>."""
+    (pod,) = kinds(run_stack("dev"), "Pod")
+    return pod.inputs["metadata"]["name"]
 
 
 def _pods(run):
@@ -56,7 +74,7 @@ def test_one_pod_per_gpu_node_each_asking_exactly_one_gpu(mixed):
     assert sorted(p.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"] for p in pods) == sorted(nodes)
     for pod in pods:
         node = pod.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"]
-        assert pod.inputs["metadata"]["name"] == f"gpu-test-{node}"
+        assert pod.inputs["metadata"]["name"] == f"gpu-test-{node}-{spec_hash(pod.inputs['spec'])}"
         assert _gpu_limit(pod) == {"nvidia.com/gpu": "1"}
         spec = pod.inputs["spec"]
         assert spec["restartPolicy"] == "Never"
@@ -124,9 +142,7 @@ def _with_result_check(check: RealResultCheck) -> PlaceholderMocks:
 
 def test_passed_verdict_through_the_real_result_check(tmp_path):
     check = RealResultCheck(StubBin(tmp_path))
-    pod_state(
-        check.sb, "gpu-test-gpu-0", phase="Succeeded", node="gpu-0", log="[Vector addition of 50000 elements]\nTest PASSED\n"
-    )
+    pod_state(check.sb, dev_pod(), phase="Succeeded", node="gpu-0", log="[Vector addition of 50000 elements]\nTest PASSED\n")
     run = run_stack("dev", mocks=_with_result_check(check))
     assert check.exit_codes == [0]
     result = run.outputs["gpuTest"]
@@ -152,14 +168,14 @@ def test_passed_verdict_through_the_real_result_check(tmp_path):
 def test_failed_gpu_test_fails_pulumi_up_with_the_diagnosis(tmp_path, files, code, line):
     """Issue 9 defect 4: the command fails (not recorded, re-run next up) and its error names the cause."""
     check = RealResultCheck(StubBin(tmp_path))
-    pod_state(check.sb, "gpu-test-gpu-0", **files)
+    pod_state(check.sb, dev_pod(), **files)
     with pytest.raises(RuntimeError) as failure:
         run_stack("dev", mocks=_with_result_check(check))
     assert check.exit_codes == [code]
     message = str(failure.value)
     assert message.startswith(f"Process exited with status {code}: running ")
     assert "bash /opt/gpu-k8s/80-gpu-test-result.sh" in message
-    assert line in message
+    assert line.replace("gpu-test-gpu-0", dev_pod()) in message
     assert f"GPU test {'FAILED' if code == 2 else 'TIMEOUT'}: 1 of 1 test pods" in message
     assert '"passed": false' in message  # the JSON is in the error too
 
@@ -167,11 +183,11 @@ def test_failed_gpu_test_fails_pulumi_up_with_the_diagnosis(tmp_path, files, cod
 def test_a_completed_check_without_a_passed_verdict_still_fails_the_run():
     """No log.error-only path: output that is not PASSED raises (log.error alone exits 0, pulumi/pulumi#5085)."""
     mocks = PlaceholderMocks()
-    mocks.command_stdout["-gpu-test-result"] = lambda inputs, env: FAILED_STDOUT
+    mocks.command_stdout["-gpu-test-result"] = lambda inputs, env: FAILED_STDOUT.replace("{pod}", dev_pod())
     with pytest.raises(GpuTestFailed) as failure:
         run_stack("dev", mocks=mocks)
     assert "GPU smoke test FAILED" in str(failure.value)
-    assert "gpu-test-gpu-0 on gpu-0: Pending: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu" in str(failure.value)
+    assert f"{dev_pod()} on gpu-0: Pending: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu" in str(failure.value)
     assert isinstance(failure.value, pulumi.RunError)  # a clean exit, not a traceback
 
 
@@ -185,7 +201,8 @@ def test_time_slicing_runs_n_pods_per_node_each_asking_one_gpu():
         per_node.setdefault(pod.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"], []).append(
             pod.inputs["metadata"]["name"]
         )
-    assert per_node["infer-2"] == ["gpu-test-infer-2-0", "gpu-test-infer-2-1", "gpu-test-infer-2-2"]
+    assert [re.sub(r"-[0-9a-f]{6}$", "", n) for n in per_node["infer-2"]] == [f"gpu-test-infer-2-{i}" for i in range(3)]
+    assert all(re.fullmatch(r"gpu-test-[a-z0-9-]+-[0-9a-f]{6}", n) and len(n) <= 63 for ns in per_node.values() for n in ns)
     assert all(len(names) == 3 for names in per_node.values())
     assert {row["allocatableGpus"] for row in run.outputs["gpuNodes"]} == {3}
     assert run.outputs["gpuTest"]["verdict"] == "PASSED"
@@ -240,10 +257,19 @@ def test_component_attributes(pulumi_mocks_set):
     return pulumi.Output.all(smoke.allocatable, smoke.result).apply(check)
 
 
-def test_test_pod_names_are_deterministic():
+def test_test_pod_names_are_deterministic_and_carry_the_spec_hash():
     nodes = [GpuNode("gpu-0", P4, "535.129.03"), GpuNode("gpu-1", P4, "535.129.03")]
-    assert _test_pods(nodes, 1) == [("gpu-test-gpu-0", "gpu-0"), ("gpu-test-gpu-1", "gpu-1")]
-    assert _test_pods(nodes[:1], 2) == [("gpu-test-gpu-0-0", "gpu-0"), ("gpu-test-gpu-0-1", "gpu-0")]
+    specs = {n.name: _pod_spec("vectoradd", "img:1", n.name) for n in nodes}
+    h0, h1 = spec_hash(specs["gpu-0"]), spec_hash(specs["gpu-1"])
+    assert _test_pods(nodes, 1, specs) == [(f"gpu-test-gpu-0-{h0}", "gpu-0"), (f"gpu-test-gpu-1-{h1}", "gpu-1")]
+    assert _test_pods(nodes[:1], 2, specs) == [(f"gpu-test-gpu-0-0-{h0}", "gpu-0"), (f"gpu-test-gpu-0-1-{h0}", "gpu-0")]
+    # another image is another name (the old pod, maybe still terminating, never blocks it)
+    other = {"gpu-0": _pod_spec("vectoradd", "img:2", "gpu-0")}
+    assert _test_pods(nodes[:1], 1, other) != _test_pods(nodes[:1], 1, specs)
+    # a DNS label even for the longest node name
+    long = GpuNode("n" * 63, P4, "535.129.03")
+    for name, _ in _test_pods([long], 3, {}):
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name)
 
 
 def test_verdict_needs_every_pod_to_pass():

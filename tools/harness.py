@@ -173,10 +173,17 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             if change.op == engine.REPLACE and request.type.startswith("pulumi:providers:"):
                 self._replaced_providers.add(urn)
             self.changes.append(change)
+        inputs = rpc.deserialize_properties(request.object)
+        if old is not None and options["ignoreChanges"]:
+            # §5 as the engine does it (step_generator.go processIgnoreChanges): whenever there
+            # is a previous state, the old values of ignored inputs are the inputs, also for
+            # the resource that replaces it (create) and in the state it leaves.
+            recorded = engine.apply_ignore_changes(old.inputs, recorded, options["ignoreChanges"])
+            inputs = engine.apply_ignore_changes(old.inputs, inputs, options["ignoreChanges"])
         args = pulumi_mocks.MockResourceArgs(
             typ=request.type,
             name=request.name,
-            inputs=rpc.deserialize_properties(request.object),
+            inputs=inputs,
             provider=request.provider,
             resource_id=request.importId,
             custom=request.custom or False,

@@ -100,7 +100,7 @@ def run_gpu_test_result(env: dict[str, str], outcome: str) -> subprocess.Complet
         per_node = int(env.get("PODS_PER_NODE") or 1)
         for pod in env.get("TEST_PODS", "").split():
             name = pod.rsplit("/", 1)[-1]
-            node = name.removeprefix("gpu-test-")
+            node = name.removeprefix("gpu-test-").rsplit("-", 1)[0]  # less the spec hash
             node = node.rsplit("-", 1)[0] if per_node > 1 else node
             for suffix, text in _pod_files(outcome, node).items():
                 (tmpdir / "state" / f"{name}.{suffix}").write_text(text)

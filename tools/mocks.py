@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from pulumi.runtime import mocks as pulumi_mocks
 
+from components.node import KEEP_IMAGE
 from tools import engine, mock_cluster
 
 PUBLIC_IP_BASE = "203.0.113."  # RFC 5737 TEST-NET-3: documentation only
@@ -213,6 +214,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # result: §4) stay what the resource has.
             if op == engine.SAME or (key not in args.inputs and args.typ not in engine.COMMAND_TYPES):
                 out[key] = saved
+        if op == engine.UPDATE and args.inputs.get("update") == KEEP_IMAGE and "stdout" in old.outputs:
+            out["stdout"] = old.outputs["stdout"]  # the record's update prints the stdout it has (node.py)
         return rid, out
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
@@ -242,6 +245,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # so steps that chain on ids (triggers) re-run only when an upstream is replaced.
             out.setdefault("stdout", self._remote_stdout(name, inputs, runs))
             out.setdefault("stderr", "")
+        elif typ == "command:local:Command" and str(inputs.get("create", "")).startswith("printf %s "):
+            out.setdefault("stdout", shlex.split(inputs["create"])[2])  # a node's image record (node.py)
         elif typ == "command:local:Command":
             out.setdefault("stdout", str(int(self.clock())))
             out.setdefault("stderr", "")
@@ -306,7 +311,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         per_node = int(env.get("PODS_PER_NODE") or 1)
         pods = []
         for pod in env.get("TEST_PODS", "").replace(",", " ").split():  # namespace/name
-            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-")
+            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-").rsplit("-", 1)[0]  # less the spec hash
             if per_node > 1:
                 node = node.rsplit("-", 1)[0]
             log = f"<placeholder: log of {pod} at deploy time, which passes if it contains {pattern!r}>"
