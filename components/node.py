@@ -33,7 +33,13 @@ from components.config import DNS_LABEL_RE
 CONTROL_PLANE, WORKER = "control-plane", "worker"
 SYSTEM_DISK_CATEGORY = "cloud_essd"  # ForceNew on the instance; the zone lookup checks every type takes it
 # The record's update keeps the stdout it has: the image chosen when the record was created.
-KEEP_IMAGE = 'printf %s "$PULUMI_COMMAND_STDOUT"'
+# pulumi-command passes the previous stdout only when it is non-empty; without it, fail
+# rather than print "" (an empty image_id would be an in-place image change).
+KEEP_IMAGE = (
+    '[ -n "${PULUMI_COMMAND_STDOUT:-}" ] || { echo "gpu-k8s: the image record has no previous image; '
+    'replace the node (make replace-node) or pin gpu-k8s:imageId" >&2; exit 1; }; '
+    'printf %s "$PULUMI_COMMAND_STDOUT"'
+)
 
 
 @dataclass(frozen=True, kw_only=True)

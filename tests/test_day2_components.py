@@ -418,3 +418,18 @@ def test_fleet_refuses_release_times_that_miss_a_node():
     FleetArgs(auto_release_times={}, **common)  # auto-release off
     with pytest.raises(ValueError, match="every node"):
         FleetArgs(auto_release_times={"gpu-0": "t"}, **common)
+
+
+def test_image_record_update_keeps_the_previous_image_or_fails():
+    """The record's `update` (run by pulumi-command with /bin/sh -c) prints the image it has,
+    and refuses to print an empty one (PULUMI_COMMAND_STDOUT is only set when non-empty)."""
+    import subprocess
+
+    from components.node import KEEP_IMAGE
+
+    kept = subprocess.run(
+        ["/bin/sh", "-c", KEEP_IMAGE], env={"PULUMI_COMMAND_STDOUT": "m-bp1old"}, capture_output=True, text=True
+    )
+    assert (kept.returncode, kept.stdout) == (0, "m-bp1old")
+    empty = subprocess.run(["/bin/sh", "-c", KEEP_IMAGE], env={}, capture_output=True, text=True)
+    assert empty.returncode == 1 and empty.stdout == "" and "make replace-node" in empty.stderr
