@@ -574,7 +574,7 @@ def _object(cfg: pulumi.Config, key: str, default: object) -> object:
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        # A plain string (e.g. `pulumi config set allowedCidrs 1.2.3.4/32`) is one item.
+        # A plain string (e.g. `pulumi config set allowedCidrs 203.0.113.4/32`) is one item.
         return raw
 
 

@@ -177,8 +177,8 @@ def test_paths_round_trip():
 @pytest.mark.parametrize(
     "key,value,ok",
     [
-        ("gpu-k8s:allowedCidrs", '["1.2.3.4/32"]', False),  # `pulumi config set k '["..."]'` stores text
-        ("gpu-k8s:allowedCidrs", ["1.2.3.4/32"], True),  # a YAML list, or --path
+        ("gpu-k8s:allowedCidrs", '["203.0.113.4/32"]', False),  # `pulumi config set k '["..."]'` stores text
+        ("gpu-k8s:allowedCidrs", ["203.0.113.4/32"], True),  # a YAML list, or --path
         ("gpu-k8s:allowedCidrs", [1], False),
         ("gpu-k8s:nodeCount", "2", True),
         ("gpu-k8s:nodeCount", 2.0, True),  # whole float
@@ -204,20 +204,20 @@ def test_config_types_like_the_cli(key, value, ok):
 def test_a_json_string_for_an_array_key_is_refused_as_the_cli_does():
     # Fails on the old harness, which parsed the string and accepted it.
     with pytest.raises(harness.ConfigTypeError, match=r"must be of type 'array<string>'"):
-        harness.run_program("dev", {"gpu-k8s:allowedCidrs": '["1.2.3.4/32"]'})
+        harness.run_program("dev", {"gpu-k8s:allowedCidrs": '["203.0.113.4/32"]'})
 
 
 def test_a_plain_string_for_an_array_in_the_stack_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "stacks").mkdir()
     (tmp_path / "Pulumi.yaml").write_text((harness.ROOT / "Pulumi.yaml").read_text())
     stack = tmp_path / "stacks" / "Pulumi.s.yaml"
-    stack.write_text("config:\n  gpu-k8s:allowedCidrs: '[\"1.2.3.4/32\"]'\n")
+    stack.write_text("config:\n  gpu-k8s:allowedCidrs: '[\"203.0.113.4/32\"]'\n")
     monkeypatch.setattr(harness, "ROOT", tmp_path)
     refused = "Stack 's' with configuration key 'allowedCidrs' must be of type 'array<string>'"
     with pytest.raises(harness.ConfigTypeError, match=refused):
         harness.effective_config("s")
     # A YAML list is an object; True and 2.0 are a YAML bool and number (stored "true", "2").
-    stack.write_text("config:\n  gpu-k8s:allowedCidrs: [1.2.3.4/32]\n  gpu-k8s:spot: True\n  gpu-k8s:nodeCount: 2.0\n")
+    stack.write_text("config:\n  gpu-k8s:allowedCidrs: [203.0.113.4/32]\n  gpu-k8s:spot: True\n  gpu-k8s:nodeCount: 2.0\n")
     harness.effective_config("s")
     # `yes` is text to the CLI's YAML decoder (not YAML 1.1's bool): not a boolean.
     stack.write_text("config:\n  gpu-k8s:spot: yes\n")
@@ -227,14 +227,14 @@ def test_a_plain_string_for_an_array_in_the_stack_file_is_refused(tmp_path, monk
 
 def test_config_path_builds_lists_and_maps_like_pulumi_config_set_path():
     values: dict = {}
-    for text in ("allowedCidrs[0]=1.2.3.4/32", "allowedCidrs[1]=auto", "nodePools[0].name=a", "nodePools[0].count=2"):
+    for text in ("allowedCidrs[0]=203.0.113.4/32", "allowedCidrs[1]=auto", "nodePools[0].name=a", "nodePools[0].count=2"):
         plan.apply_path_override(values, text)
     plan.apply_path_override(values, "nodePools[0].spot=true")
     plan.apply_path_override(values, "nodePools[0].zip=0123")
     assert values == {
-        "gpu-k8s:allowedCidrs": ["1.2.3.4/32", "auto"],
+        "gpu-k8s:allowedCidrs": ["203.0.113.4/32", "auto"],
         "gpu-k8s:nodePools": [{"name": "a", "count": 2, "spot": True, "zip": "0123"}],
     }
     with pytest.raises(plan.PlanError, match="array index out of range"):
         plan.apply_path_override(values, "allowedCidrs[5]=x")
-    assert plan.parse_override('allowedCidrs=["1.2.3.4/32"]') == ("gpu-k8s:allowedCidrs", '["1.2.3.4/32"]')
+    assert plan.parse_override('allowedCidrs=["203.0.113.4/32"]') == ("gpu-k8s:allowedCidrs", '["203.0.113.4/32"]')
