@@ -303,8 +303,9 @@ class Model:
         return self.finish[end], chain[::-1]
 
 
-def estimate(stack: str, prefetch: bool = True, overrides: dict[str, str] | None = None) -> dict:
-    run = run_program(stack, overrides or {})
+def estimate(stack: str, prefetch: bool = True, overrides: dict[str, str] | None = None, *, run=None) -> dict:
+    """Minutes and bytes to GPU-ready; ``run``: a program run already made (the CLI's, via the plan)."""
+    run = run if run is not None else run_program(stack, overrides or {})
     bandwidth = float(run.config.get("gpu-k8s:publicBandwidthMbps") or 100)
     model = Model(run.resources, bandwidth, prefetch)
     test = run.config.get("gpu-k8s:smokeTest") or "vectoradd"
@@ -339,8 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         "--config", action="append", default=[], metavar="KEY=VALUE", help="a config override, e.g. gpu-k8s:smokeTest=tensorflow"
     )
     args = parser.parse_args(argv)
-    overrides = dict(o.split("=", 1) for o in args.config)
-    with_pull, without = estimate(args.stack, True, overrides), estimate(args.stack, False, overrides)
+    from tools import plan  # the plan's checks: KEY=VALUE, known keys, config errors as one line
+
+    try:
+        run = plan.plan(args.stack, args.config)
+    except plan.PlanError as err:
+        print(f"estimate: {err}", file=sys.stderr)
+        return 2
+    with_pull, without = estimate(args.stack, True, run=run), estimate(args.stack, False, run=run)
     seed = seed_estimate(with_pull["bandwidthMbps"])
     if args.json:
         print(json.dumps({"withPrefetch": with_pull, "withoutPrefetch": without, "seed": seed}, indent=2))

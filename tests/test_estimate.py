@@ -57,3 +57,18 @@ def test_the_cli_prints_both_columns_and_the_seed(capsys):
 def test_every_image_of_the_other_stacks_has_a_size(stack):
     result = est.estimate(stack, True)  # an unsized image raises KeyError
     assert result["minutes"] > 0 and result["downloadMB"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stack", "nope"], "no stack file stacks/Pulumi.nope.yaml"),
+        (["--config", "foo"], "expected KEY=VALUE"),
+        (["--config", "gpu-k8s:smokeTest=nope"], "gpu-k8s:smokeTest: 'nope' is not accepted"),
+        (["--config", "gpu-k8s:nodes=2"], "did you mean gpu-k8s:nodePools?"),
+    ],
+)
+def test_cli_mistakes_are_one_line(capsys, argv, message):
+    assert est.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("estimate: ") and message in err and "Traceback" not in err

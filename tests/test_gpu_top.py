@@ -247,3 +247,15 @@ def test_exporter_template_line_from_nvidia_tests():
     assert sample.labels["modelName"] == "NVIDIA T400 4GB" and sample.labels["pci_bus_id"] == ""
     (row,) = gpu_top.gpu_rows(gpu_top.parse_exposition(line.replace("TEST_METRIC", gpu_top.UTIL)))
     assert (row.node, row.gpu, row.model, row.values) == ("testhost", "0", "NVIDIA T400 4GB", {gpu_top.UTIL: 42})
+
+
+@pytest.mark.parametrize("watch", ["0", "-1", "nan", "inf"])
+def test_watch_needs_a_finite_positive_interval(capsys, watch):
+    with pytest.raises(SystemExit) as exit_:
+        gpu_top.main([f"--watch={watch}"])
+    assert exit_.value.code == 2 and "--watch N" in capsys.readouterr().err
+
+
+def test_json_that_is_not_an_object_is_one_clear_error():
+    with pytest.raises(GpuTopError, match="not an object"):
+        gpu_top._json("[1, 2]", "Prometheus")

@@ -62,6 +62,8 @@ def test_kubeconfig_and_key_come_from_the_state(capsys):
         ),
         (export({**KUBECONFIG, "outputs": {}}), "has no stdout"),
         ("not json", "not a `pulumi stack export` document"),
+        ([], "not a `pulumi stack export` document"),
+        ({"deployment": {"resources": [1]}}, "not a `pulumi stack export` document"),
     ],
 )
 def test_missing_or_encrypted_values_are_one_line(capsys, doc, message):

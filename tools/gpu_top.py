@@ -259,9 +259,12 @@ def kubectl_get_raw(path: str, env: dict[str, str], timeout: float = 20) -> str:
 
 def _json(text: str, what: str) -> dict:
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError:
         raise GpuTopError(f"{what} did not answer JSON: {' '.join(text.split())[:120]!r}") from None
+    if not isinstance(doc, dict):
+        raise GpuTopError(f"{what} answered JSON that is not an object: {' '.join(text.split())[:120]!r}")
+    return doc
 
 
 def skipped_vgpu_nodes(env: dict[str, str]) -> list[str]:
@@ -304,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("prometheus", "exporter"), default="prometheus")
     parser.add_argument("--prometheus", default=PROMETHEUS, metavar="NS/SERVICE:PORT", help=f"default {PROMETHEUS}")
     args = parser.parse_args(argv)
-    if args.watch is not None and args.watch <= 0:
-        parser.error("--watch N: N must be a positive number of seconds")
+    if args.watch is not None and not 0 < args.watch <= 86400:  # also refuses nan and inf
+        parser.error("--watch N: N must be a number of seconds above 0, at most 86400")
     try:
         env = kubectl_env()
         if args.watch is None:

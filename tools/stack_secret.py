@@ -40,8 +40,11 @@ def _plain(value: object) -> object:
 def find(export: dict, what: str) -> str:
     """The wanted secret from a `pulumi stack export` document."""
     type_, suffix, key = WANTED[what]
-    resources = (export.get("deployment") or {}).get("resources") or []
-    found = [r for r in resources if r.get("type") == type_ and r.get("urn", "").endswith(suffix)]
+    deployment = export.get("deployment") if isinstance(export, dict) else None
+    resources = deployment.get("resources") if isinstance(deployment, dict) else None
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        raise NotInState("stdin is not a `pulumi stack export` document (no deployment.resources list)")
+    found = [r for r in resources if r.get("type") == type_ and str(r.get("urn", "")).endswith(suffix)]
     if len(found) != 1:
         raise NotInState(f"{len(found)} resources of type {type_} ending in {suffix!r} in the state (expected 1)")
     value = _plain((found[0].get("outputs") or {}).get(key))
