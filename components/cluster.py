@@ -29,9 +29,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import catalog, cuda, device_plugin, remote, timings
+from components.backend import POOL_LABEL, GpuNode
 from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 from components.fleet import Fleet
-from components.smoke_test import GpuNode
 
 if TYPE_CHECKING:  # prefetch imports monitoring, which imports this module
     from components.prefetch import NodeImages
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # prefetch imports monitoring, which imports this module
 IMAGE_REPOSITORIES = {"aliyun": "registry.aliyuncs.com/google_containers", "upstream": "registry.k8s.io"}
 API_PORT = 6443
 DRAIN_TIMEOUT_SECONDS = 120
-POOL_LABEL = "gpu-k8s/pool"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,7 +244,10 @@ class KubeCluster(pulumi.ComponentResource):
         """(node, profile, expected driver) for every GPU node, for the GPU test."""
         return [
             GpuNode(
-                n.hostname, n.profile, cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version)
+                n.hostname,
+                n.profile,
+                cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version),
+                pool=n.args.pool,
             )
             for n in self._fleet.nodes
             if n.profile is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pulumi
 
-from components import catalog, cuda, downloads
+from components import ack_support, catalog, cuda, downloads
 
 PROJECT = "gpu-k8s"
 
@@ -110,6 +110,16 @@ class NodePool:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AckSettings:
+    """gpu-k8s:cluster ack: the managed cluster's settings (components/ack.py)."""
+
+    cluster_spec: str  # ack.pro.small (Pro, billed per hour) | ack.standard (Basic)
+    kubernetes_version: str  # an ACK version such as 1.34.1-aliyun.1
+    driver_version: str  # the node pools' NVIDIA driver (ack.aliyun.com/nvidia-driver-version)
+    driver_pinned: bool  # False: ACK's default for kubernetes_version (not labelled)
+
+
+@dataclass(frozen=True, kw_only=True)
 class StackConfig:
     """Everything the program needs, typed and validated."""
 
@@ -150,6 +160,8 @@ class StackConfig:
     dcgm_counters: str | None  # a replacement counters CSV's text; None = NVIDIA's default
     image_id: str | None = None  # pinned ECS image (None: newest match of image_name_regex)
     zone_id: str | None = None  # pinned zone (None: the existing vSwitch's zone, else a lookup)
+    cluster: str = "kubeadm"  # kubeadm | ack (components/backend.py)
+    ack: AckSettings | None = None  # set when cluster is ack
 
     @property
     def instance_types(self) -> tuple[str, ...]:
@@ -406,6 +418,9 @@ def load_config() -> StackConfig:
         _object(cfg, "nodePools", []),
         spot=spot,
     )
+    cluster = _choice("cluster", cfg.get("cluster") or "", CLUSTER_BACKENDS)
+    check_backend_keys(cluster, {key: cfg.get(key) for key in (*KUBEADM_ONLY_KEYS, *ACK_ONLY_KEYS)})
+    ack = parse_ack(cfg, pools) if cluster == "ack" else None
     control_plane_type = cfg.get("controlPlaneInstanceType") or None
     if control_plane_type is not None:
         _check_control_plane_type(control_plane_type)
@@ -431,13 +446,17 @@ def load_config() -> StackConfig:
     smoke_image = cfg.get("smokeTestImage") or None
     if smoke_image is not None and not IMAGE_REF_RE.match(smoke_image):
         raise ConfigError("smokeTestImage", smoke_image, "an image reference such as registry/repo/name:tag")
-    _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, driver_version, grid_driver_version)
+    # On ACK every node pool runs the driver ACK installs (compute families only: parse_ack).
+    test_driver = ack.driver_version if ack else driver_version
+    _check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, test_driver, grid_driver_version, ack=ack is not None)
     check_smoke_test_image_kind(smoke_test, smoke_image)
     registry_mirrors = parse_registry_mirrors(_object(cfg, "registryMirrors", {}))
     check_registry_mirror_urls(registry_mirrors)
-    _warn_unreachable_registries(region, registry_mirrors)
+    if ack is None:  # ACK pulls through its own node setup; registryMirrors is kubeadm-only
+        _warn_unreachable_registries(region, registry_mirrors)
     check_grid_driver_url(cfg.get("gridDriverUrl"))
-    _warn_unverified_driver(driver_version, pools)
+    if ack is None:
+        _warn_unverified_driver(driver_version, pools)
     grid_url = cfg.get_secret("gridDriverUrl")
     loaded = StackConfig(
         stack=pulumi.get_stack(),
@@ -464,7 +483,7 @@ def load_config() -> StackConfig:
         registry_mirrors=registry_mirrors,
         kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
         kubernetes_mirror=resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
-        pod_cidr=_checked_pod_cidr(cfg.get("podCidr") or ""),
+        pod_cidr=_checked_pod_cidr(cfg.get("podCidr") or "", ack=ack is not None),
         flannel_version=_match("flannelVersion", cfg.get("flannelVersion") or "", _IMAGE_TAG_RE, "an image tag such as v0.26.7"),
         device_plugin_version=parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
         mig_strategy=mig_strategy,
@@ -475,10 +494,104 @@ def load_config() -> StackConfig:
         **parse_monitoring(cfg),
         image_id=parse_image_id(cfg.get("imageId") or ""),
         zone_id=parse_zone_id(cfg.get("zoneId") or "", region),
+        cluster=cluster,
+        ack=ack,
     )
     _check_releases(loaded)
     warn_world_open(loaded.allowed_cidrs)
     return loaded
+
+
+# --- gpu-k8s:cluster: kubeadm or ACK (components/backend.py) --------------------------
+
+CLUSTER_BACKENDS = ("kubeadm", "ack")
+# Keys only the kubeadm backend reads: on ACK the nodes come from ACK's GPU node image, with
+# the driver, runtime, Kubernetes, pod network and device plugin that ACK installs.
+KUBEADM_ONLY_KEYS = (
+    "controlPlaneInstanceType",
+    "imageNameRegex",
+    "imageId",
+    "driverVersion",
+    "gridDriverUrl",
+    "gridDriverVersion",
+    "installCudaToolkit",
+    "cudaToolkitVersion",
+    "containerToolkitVersion",
+    "installDocker",
+    "registryMirrors",
+    "kubernetesVersion",
+    "kubernetesMirror",
+    "flannelVersion",
+    "devicePluginVersion",
+    "migStrategy",
+    "timeSlicingReplicas",
+)
+ACK_ONLY_KEYS = ("ackClusterSpec", "ackKubernetesVersion", "ackNvidiaDriverVersion")
+_PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+
+
+def project_default(key: str) -> object:
+    """The default Pulumi.yaml declares for a gpu-k8s key (the only place defaults live)."""
+    import yaml
+
+    decl = ((yaml.safe_load(_PROJECT_FILE.read_text()) or {}).get("config") or {}).get(key) or {}
+    return decl.get("default", decl.get("value"))
+
+
+def _is_default(key: str, raw: str | None) -> bool:
+    if raw is None:
+        return True
+    default = project_default(key)
+    if isinstance(default, str):
+        return raw == default
+    try:
+        return json.loads(raw) == default
+    except json.JSONDecodeError:
+        return str(default).lower() == raw.lower()
+
+
+def check_backend_keys(cluster: str, values: dict[str, str | None]) -> None:
+    """A key the chosen backend never reads is refused, not silently ignored."""
+    other, why = (
+        (ACK_ONLY_KEYS, "it applies to gpu-k8s:cluster ack only.")
+        if cluster == "kubeadm"
+        else (
+            KUBEADM_ONLY_KEYS,
+            "on ACK the nodes run ACK's GPU node image: ACK installs the driver (gpu-k8s:ackNvidiaDriverVersion), "
+            "container runtime, Kubernetes (gpu-k8s:ackKubernetesVersion), pod network and device plugin.",
+        )
+    )
+    for key in other:
+        if not _is_default(key, values.get(key)):
+            accepted = f"it unset (its default {json.dumps(project_default(key))}) with gpu-k8s:cluster {cluster}"
+            raise ConfigError(key, values[key], accepted, reason=f"{why} Fix: remove it, or set gpu-k8s:cluster.")
+
+
+def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
+    """The ack* keys, and the node pools ACK can run (refused before anything is created)."""
+    spec = _choice("ackClusterSpec", cfg.get("ackClusterSpec") or "", tuple(ack_support.CLUSTER_SPECS))
+    version = cfg.get("ackKubernetesVersion") or ""
+    verdict = ack_support.check_kubernetes_version(version)
+    if verdict:
+        raise ConfigError("ackKubernetesVersion", version, ack_support.VERSION_ACCEPTED, reason=verdict)
+    driver = cfg.get("ackNvidiaDriverVersion") or ""
+    if driver and driver not in ack_support.DRIVER_VERSIONS:
+        raise ConfigError(
+            "ackNvidiaDriverVersion",
+            driver,
+            f"empty (ACK's default for the cluster version) or a driver ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}",
+        )
+    for pool in pools:
+        problem = ack_support.pool_problem(pool.profile, driver or ack_support.default_driver(version))
+        if problem:
+            key = "nodePools" if cfg.get("nodePools") not in (None, "", "[]") else "instanceType"
+            raise ConfigError(key, pool.instance_type, ack_support.FAMILIES_ACCEPTED, reason=problem)
+    return AckSettings(
+        cluster_spec=spec,
+        kubernetes_version=version,
+        driver_version=driver or ack_support.default_driver(version),
+        driver_pinned=bool(driver),
+    )
 
 
 # --- GPU metrics (components/monitoring.py owns the known releases) --------------------
@@ -544,11 +657,20 @@ def _check_control_plane_type(instance_type: str) -> None:
 
 
 def _check_smoke_test(
-    test: str, image: str | None, declared: str | None, pools: tuple[NodePool, ...], driver: str, grid_driver: str = ""
+    test: str,
+    image: str | None,
+    declared: str | None,
+    pools: tuple[NodePool, ...],
+    driver: str,
+    grid_driver: str = "",
+    *,
+    ack: bool = False,
 ) -> None:
     """Refuse, at plan time, a test image the nodes' drivers cannot run (the seed's cuda>=12.3)."""
     drivers = [(cuda.node_driver(p.profile, driver, grid_driver), p.profile.driver) for p in pools if p.count]
     problem = cuda.smoke_test_error(test, image, declared, drivers)
+    if problem and ack:
+        problem = problem.replace("gpu-k8s:driverVersion", "gpu-k8s:ackNvidiaDriverVersion")
     if problem:
         key, value = ("smokeTestImage", image) if image else ("smokeTest", test)
         if declared is not None and "smokeTestCudaVersion" in problem:
@@ -621,15 +743,15 @@ APT_IMAGE_SAMPLES = (
 MIN_CONTROL_PLANE_VCPUS, MIN_CONTROL_PLANE_MEMORY_GIB = 2, 1.7
 
 
-def check_pod_cidr_overlaps(pod_cidr: str) -> None:
+def check_pod_cidr_overlaps(pod_cidr: str, service_cidr: str = SERVICE_CIDR) -> None:
     """Pods must not share addresses with the VPC (node IPs) or the Service range."""
     net = ipaddress.ip_network(pod_cidr)
-    for what, other in (("the VPC/vSwitch", VPC_CIDR), ("the Kubernetes Service range", SERVICE_CIDR)):
+    for what, other in (("the VPC/vSwitch", VPC_CIDR), ("the Kubernetes Service range", service_cidr)):
         if net.overlaps(ipaddress.ip_network(other)):
             raise ConfigError(
                 "podCidr",
                 pod_cidr,
-                "a CIDR outside 10.0.0.0/16 and 10.96.0.0/12, e.g. 10.244.0.0/16",
+                f"a CIDR outside {VPC_CIDR} and {service_cidr}, e.g. 10.244.0.0/16",
                 reason=f"it overlaps {what} {other}.",
             )
 
@@ -755,9 +877,9 @@ def check_smoke_test_image_kind(test: str, image: str | None) -> None:
         )
 
 
-def _checked_pod_cidr(value: str) -> str:
+def _checked_pod_cidr(value: str, *, ack: bool = False) -> str:
     cidr = parse_pod_cidr(value)
-    check_pod_cidr_overlaps(cidr)
+    check_pod_cidr_overlaps(cidr, service_cidr=ack_support.SERVICE_CIDR if ack else SERVICE_CIDR)
     return cidr
 
 

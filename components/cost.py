@@ -134,27 +134,61 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value.quantize(Decimal('0.01'))}"
 
 
-def stack_cost(cfg, fleet) -> dict:
-    """Price every node of the fleet (one Aliyun lookup per instance type)."""
+def _price_nodes(cfg, nodes: list[tuple[str, str, str]]) -> list[NodePrice]:
+    """Price (hostname, pool, instance type) nodes: one Aliyun lookup per instance type."""
     pool_prices = {p.name: p.hourly_price_cny for p in cfg.pools}
     described = described_prices(cfg)
     live: dict[str, Decimal | None] = {}
     prices = []
-    for node in fleet.nodes:
-        itype = node.args.instance_type
+    for host, pool, itype in nodes:
         if itype not in live and itype not in described:
             live[itype] = aliyun_price(itype, cfg.spot)
-        list_price = catalog.LIST_PRICES.get(itype)
         prices.append(
             node_price(
-                node.hostname,
-                node.args.pool,
+                host,
+                pool,
                 itype,
                 live=live.get(itype),
                 described=described.get(itype),
-                pool_override=pool_prices.get(node.args.pool),
+                pool_override=pool_prices.get(pool),
                 stack_override=cfg.hourly_price_cny,
-                list_price=list_price,
+                list_price=catalog.LIST_PRICES.get(itype),
             )
         )
-    return summarize(prices, cfg.ttl_hours)
+    return prices
+
+
+def stack_cost(cfg, fleet) -> dict:
+    """Price every node of the fleet (kubeadm: the instances are all that bills per hour)."""
+    return summarize(_price_nodes(cfg, [(n.hostname, n.args.pool, n.args.instance_type) for n in fleet.nodes]), cfg.ttl_hours)
+
+
+def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
+    """ACK: the node pools' nodes, plus the cluster's own hourly fees, which the TTL does not stop.
+
+    At the TTL the node pools scale to zero (components/ack.py), so the nodes bill at most
+    ttlHours; the fees bill until `make down`: the output says both.
+    """
+    nodes = [(host, p.name, p.instance_type) for p in cfg.pools for host in p.node_names()]
+    summary = summarize(_price_nodes(cfg, nodes), cfg.ttl_hours)
+    fee_total = sum((price for price, _ in fees.values()), Decimal(0))
+    summary["clusterFees"] = [
+        {"item": item, "hourly": _money(price), "source": f"estimate: {source}"} for item, (price, source) in fees.items()
+    ]
+    summary["estimate"] = True  # the fees are list estimates (components/ack_support.py)
+    nodes_hourly = summary["hourlyTotal"]
+    if nodes_hourly.startswith("at least"):
+        summary["hourlyTotal"] = f"{nodes_hourly} for the nodes, plus {_money(fee_total)} cluster fees"
+    else:
+        summary["hourlyTotal"] = _money(Decimal(nodes_hourly) + fee_total)
+    summary["afterAutoRelease"] = (
+        f"{_money(fee_total)} per hour until `make down` (the node pools are at 0; the cluster and its load balancer remain)"
+    )
+    if cfg.ttl_hours != 0:
+        summary["maxBeforeAutoRelease"] = (
+            f"{summary['maxBeforeAutoRelease']} for the nodes, "
+            f"plus {_money(fee_total)} per hour for the cluster until `make down`"
+        )
+    else:
+        summary["maxBeforeAutoRelease"] = "unbounded: ttlHours 0, the node pools never scale to zero"
+    return summary

@@ -1,9 +1,9 @@
 """GPU smoke test: is nvidia.com/gpu allocatable on every GPU node, and does a GPU pod work?
 
 Three steps, in order (the seed walk-through's checks, automated):
- 1. ``70-gpu-allocatable.sh`` on the control plane waits until every GPU node advertises
-    nvidia.com/gpu, and otherwise prints a diagnosis from the device plugin's pods.
- 2. Test pods, pinned one per GPU node (N per node with time-slicing), each limited to
+ 1. ``70-gpu-allocatable.sh`` waits until every GPU node advertises nvidia.com/gpu, and
+    otherwise prints a diagnosis from the device plugin's pods.
+ 2. Test pods, one per GPU node (N per node with time-slicing), each limited to
     exactly 1 nvidia.com/gpu: the CUDA vectoradd sample ("Test PASSED"), or the seed's
     TensorFlow script ("/device:GPU:0") mounted from a ConfigMap.
  3. ``80-gpu-test-result.sh`` waits for the pods to finish and reports, as JSON, the
@@ -13,6 +13,13 @@ Three steps, in order (the seed walk-through's checks, automated):
     text, and a failed create is not recorded in state, so the next ``up`` checks again
     (shared/reference/replacement-semantics.md section 2). ``pulumi.log.error`` alone
     would not do: it leaves the exit status 0 (pulumi/pulumi#5085).
+
+The checks read pod status and logs through the Kubernetes API with kubectl, wherever the
+backend runs them (``ClusterChecks``: on the kubeadm control plane over SSH, or on the
+deployer with the ACK kubeconfig); nothing here needs SSH to a GPU node. A pod is pinned to
+its node by hostname where the backend names the nodes (kubeadm); where the cloud names
+them (ACK) it selects its node pool's label, and a required anti-affinity puts each of a
+pool's test pods on a different node.
 
 The pods skip Pulumi's await: a failed pod would otherwise hold ``pulumi up`` for ten
 minutes and then print less than step 3 does.
@@ -24,13 +31,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import pulumi
-import pulumi_command as command
 import pulumi_kubernetes as k8s
 
-from components import cuda, device_plugin, remote
+from components import backend, cuda, device_plugin
+from components.backend import ClusterChecks, GpuNode
 from components.catalog import GpuProfile
 from components.config import DNS_LABEL_RE, IMAGE_REF_RE, SMOKE_TESTS
 
@@ -52,18 +58,14 @@ class GpuTestFailed(pulumi.RunError):
     """The result check reported no PASSED verdict: ``pulumi up`` must fail with the diagnosis."""
 
 
-class GpuNode(NamedTuple):
-    """A GPU node as Kubernetes names it, what it is, and the driver it runs."""
-
-    name: str
-    profile: GpuProfile
-    driver_version: str
+# Test pods of one node group (ACK node pool) carry this label; anti-affinity spreads them.
+SPREAD_LABEL = "gpu-k8s/gpu-test-group"
 
 
 @dataclass(frozen=True, kw_only=True)
 class GpuSmokeTestArgs:
-    connection: command.remote.ConnectionArgs  # SSH to the control plane (kubectl works there)
-    gpu_nodes: Sequence[GpuNode]  # or plain (node_name, GpuProfile, driver_version) tuples
+    checks: ClusterChecks  # how kubectl reaches the cluster (backend.py)
+    gpu_nodes: Sequence[GpuNode]  # or plain (node_name, GpuProfile, driver_version[, selector]) tuples
     test: str = "vectoradd"  # vectoradd | tensorflow | none
     image: str | None = None  # replaces the test's default image
     image_cuda_version: str | None = None  # CUDA the image needs, when it isn't a known image
@@ -78,6 +80,8 @@ class GpuSmokeTestArgs:
         if not nodes:
             raise ValueError("GpuSmokeTestArgs.gpu_nodes must name at least one GPU node")
         names = [n.name for n in nodes]
+        if any(not n.pinned for n in nodes) and self.time_slicing_replicas > 1:
+            raise ValueError("GpuSmokeTestArgs.time_slicing_replicas > 1 needs nodes pinned by name (kubeadm)")
         for node in nodes:
             if not DNS_LABEL_RE.match(node.name):
                 raise ValueError(f"GpuSmokeTestArgs.gpu_nodes: {node.name!r} is not a Kubernetes node name (DNS label)")
@@ -126,7 +130,8 @@ def _test_pods(nodes: Sequence[GpuNode], replicas: int, specs: dict[str, dict] |
     return [(_pod_name(n.name, f"{i}-{tag[n.name]}"), n.name) for n in nodes for i in range(replicas)]
 
 
-def _pod_spec(test: str, image: str, node: str) -> dict:
+def _pod_spec(test: str, image: str, node: str, selector: tuple[tuple[str, str], ...] = ()) -> dict:
+    """The pod's spec on ``node`` (pinned by hostname), or on one node of a group (``selector``)."""
     container: dict = {
         "name": POD_PREFIX,
         "image": image,
@@ -135,7 +140,7 @@ def _pod_spec(test: str, image: str, node: str) -> dict:
     }
     spec: dict = {
         "restartPolicy": "Never",
-        "nodeSelector": {"kubernetes.io/hostname": node},
+        "nodeSelector": dict(selector) if selector else {backend.HOSTNAME_LABEL: node},
         "tolerations": [{"key": device_plugin.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         "containers": [container],
     }
@@ -147,8 +152,26 @@ def _pod_spec(test: str, image: str, node: str) -> dict:
         container["env"] = [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
         container["volumeMounts"] = [{"name": SCRIPT_CONFIG_MAP, "mountPath": "/app/"}]
         spec["volumes"] = [{"name": SCRIPT_CONFIG_MAP, "configMap": {"name": SCRIPT_CONFIG_MAP}}]
+    if selector:
+        # One test pod per node of the group: no two pods with this group's label on a node.
+        group = _group_name(selector)
+        spec["affinity"] = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {SPREAD_LABEL: group}},
+                        "topologyKey": backend.HOSTNAME_LABEL,
+                    }
+                ]
+            }
+        }
     # vectoradd: the image's own entrypoint runs /cuda-samples/vectorAdd.
     return spec
+
+
+def _group_name(selector: tuple[tuple[str, str], ...]) -> str:
+    """A label value naming a node group: its selector's values, e.g. the pool name."""
+    return "-".join(v for _, v in selector)[:63].strip("-.")
 
 
 def _parse_allocatable(stdout: str) -> dict:
@@ -159,8 +182,21 @@ def _parse_allocatable(stdout: str) -> dict:
     return data if isinstance(data, dict) else {"unreadable": stdout[-MAX_LOG_CHARS:]}
 
 
-def _verdict(stdout: str, pods: Sequence[tuple[str, str]], *, test: str, image: str, cuda_version: str, pattern: str) -> dict:
-    """The result output from 80-gpu-test-result.sh's JSON; PASSED only if every pod passed."""
+def _verdict(
+    stdout: str,
+    pods: Sequence[tuple[str, str]],
+    *,
+    test: str,
+    image: str,
+    cuda_version: str,
+    pattern: str,
+    pinned: bool = True,
+) -> dict:
+    """The result output from 80-gpu-test-result.sh's JSON; PASSED only if every pod passed.
+
+    ``pinned``: each pod's node is the one it names (nodeSelector hostname); otherwise the
+    pod names a slot of a node group and the node is the one the script reports.
+    """
     try:
         data = json.loads(stdout or "")
     except json.JSONDecodeError:
@@ -184,13 +220,16 @@ def _verdict(stdout: str, pods: Sequence[tuple[str, str]], *, test: str, image: 
                     "passed": False,
                     "log": "",
                     "diagnosis": unreadable or "the result check did not report this pod",
+                    **({} if pinned else {"slot": node}),
                 }
             )
             continue
         entries.append(
             {
                 "pod": pod,
-                "node": node,  # pinned by nodeSelector: authoritative
+                # Pinned by nodeSelector: authoritative. In a group: where the scheduler put it.
+                "node": node if pinned else str(got.get("node") or f"(not scheduled: slot {node})"),
+                **({} if pinned else {"slot": node}),
                 "phase": str(got.get("phase") or "Unknown"),
                 "passed": got.get("passed") is True,
                 "log": str(got.get("log") or "")[-MAX_LOG_CHARS:],
@@ -218,12 +257,27 @@ def _failure_message(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_env(checks: ClusterChecks) -> dict[str, str]:
+    """What both checks need to know about the cluster's device plugin and node setup."""
+    env = {"PLUGIN_NAMESPACE": checks.plugin_namespace, "PLUGIN_SELECTOR": checks.plugin_selector}
+    if checks.node_setup != "gpu-k8s":
+        env["NODE_SETUP"] = checks.node_setup  # only when not the default: a kubeadm stack's step stays the same
+    return env
+
+
+def _placement_env(nodes: Sequence[GpuNode]) -> dict[str, str]:
+    """GPU_NODES (nodes named by us) or GPU_NODE_GROUPS (label=value:count, nodes named by the cloud)."""
+    if all(n.pinned for n in nodes):
+        return {"GPU_NODES": " ".join(n.name for n in nodes)}
+    return {"GPU_NODE_GROUPS": " ".join(f"{sel}:{count}" for sel, count in backend.gpu_node_groups(nodes).items())}
+
+
 class GpuSmokeTest(pulumi.ComponentResource):
-    allocatable_check: command.remote.Command
+    allocatable_check: pulumi.CustomResource  # a remote or local command (ClusterChecks.run)
     allocatable: pulumi.Output[dict]  # {node: nvidia.com/gpu allocatable}
     config_map: k8s.core.v1.ConfigMap | None  # the TensorFlow script
     pods: list[k8s.core.v1.Pod]
-    result_check: command.remote.Command | None
+    result_check: pulumi.CustomResource | None
     result: pulumi.Output[dict]  # verdict PASSED|FAILED|SKIPPED, per-pod entries
     image: str | None
     success_pattern: str | None
@@ -232,17 +286,15 @@ class GpuSmokeTest(pulumi.ComponentResource):
         super().__init__("gpu-k8s:smoke_test:GpuSmokeTest", name, {}, opts)
         nodes: Sequence[GpuNode] = args.gpu_nodes
         replicas = args.time_slicing_replicas
-        self.allocatable_check = remote.run_script(
+        self.allocatable_check = args.checks.run(
             f"{name}-gpu-allocatable",
             script="70-gpu-allocatable.sh",
-            conn=args.connection,
             env={
-                "GPU_NODES": " ".join(n.name for n in nodes),
+                **_placement_env(nodes),
                 # Time-slicing advertises every GPU N times: at least N per node.
                 "MIN_GPUS_PER_NODE": str(replicas),
                 "TIMEOUT_SECONDS": str(ALLOCATABLE_TIMEOUT_SECONDS),
-                "PLUGIN_NAMESPACE": device_plugin.NAMESPACE,
-                "PLUGIN_SELECTOR": ",".join(f"{k}={v}" for k, v in device_plugin.SELECTOR.items()),
+                **_check_env(args.checks),
             },
             after=[*args.device_plugin, *args.after],
             parent=self,
@@ -273,11 +325,15 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             pod_deps.append(self.config_map)
-        specs = {n.name: _pod_spec(args.test, image, n.name) for n in nodes}
+        specs = {n.name: _pod_spec(args.test, image, n.name, n.selector) for n in nodes}
+        groups = {n.name: _group_name(n.selector) for n in nodes if n.selector}
         pods = _test_pods(nodes, replicas, specs)
         index: dict[str, int] = {}
         for pod, node in pods:
             i = index[node] = index.get(node, -1) + 1
+            labels = {"app.kubernetes.io/name": POD_PREFIX, "app.kubernetes.io/part-of": "gpu-k8s"}
+            if node in groups:
+                labels[SPREAD_LABEL] = groups[node]  # what the group's anti-affinity matches
             self.pods.append(
                 k8s.core.v1.Pod(
                     # The resource name stays (make retest's -smoke-pod-); the pod name has the hash.
@@ -285,7 +341,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
                     metadata={
                         "name": pod,
                         "namespace": NAMESPACE,
-                        "labels": {"app.kubernetes.io/name": POD_PREFIX, "app.kubernetes.io/part-of": "gpu-k8s"},
+                        "labels": labels,
                         "annotations": {"pulumi.com/skipAwait": "true"},
                     },
                     spec=specs[node],
@@ -301,24 +357,34 @@ class GpuSmokeTest(pulumi.ComponentResource):
                     ),
                 )
             )
-        self.result_check = remote.run_script(
+        result_env = {
+            "TEST_PODS": " ".join(f"{NAMESPACE}/{pod}" for pod, _ in pods),
+            "PODS_PER_NODE": str(replicas),
+            "TEST_IMAGE": image,  # a new image re-runs the check
+            "SUCCESS_PATTERN": pattern,
+            "TIMEOUT_SECONDS": str(RESULT_TIMEOUT_SECONDS),
+        }
+        if "NODE_SETUP" in _check_env(args.checks):
+            result_env["NODE_SETUP"] = args.checks.node_setup
+        self.result_check = args.checks.run(
             f"{name}-gpu-test-result",
             script="80-gpu-test-result.sh",
-            conn=args.connection,
-            env={
-                "TEST_PODS": " ".join(f"{NAMESPACE}/{pod}" for pod, _ in pods),
-                "PODS_PER_NODE": str(replicas),
-                "TEST_IMAGE": image,  # a new image re-runs the check
-                "SUCCESS_PATTERN": pattern,
-                "TIMEOUT_SECONDS": str(RESULT_TIMEOUT_SECONDS),
-            },
+            env=result_env,
             after=self.pods,
             parent=self,
             timeout="20m",
         )
 
         def verdict(stdout: str) -> dict:
-            result = _verdict(stdout, pods, test=args.test, image=image, cuda_version=cuda_version, pattern=pattern)
+            result = _verdict(
+                stdout,
+                pods,
+                test=args.test,
+                image=image,
+                cuda_version=cuda_version,
+                pattern=pattern,
+                pinned=all(n.pinned for n in nodes),
+            )
             if result["verdict"] != "PASSED":
                 # The script exits non-zero on FAILED/TIMEOUT, so a completed check that is
                 # not PASSED printed something unreadable (or left a pod out): still fail the

@@ -10,7 +10,8 @@ import pulumi
 import pytest
 from helpers import env_of, kinds, run_stack
 
-from components import catalog, cuda, remote
+from components import catalog, cuda, device_plugin, remote
+from components.backend import ClusterChecks
 from components.smoke_test import (
     GpuNode,
     GpuSmokeTest,
@@ -26,6 +27,13 @@ from tests.gpu_failures import pod as pod_state
 from tests.stubs import StubBin
 from tools.mocks import PlaceholderMocks
 
+# kubectl over SSH on a kubeadm control plane, as components/kubeadm.py sets it up.
+SSH_CHECKS = ClusterChecks(
+    run=lambda name, **kw: remote.run_script(name, conn=remote.connection("203.0.113.9", "PLACEHOLDER"), **kw),
+    plugin_namespace=device_plugin.NAMESPACE,
+    plugin_selector="name=nvidia-device-plugin-ds",
+    node_setup="gpu-k8s",
+)
 P4 = catalog.profile_for("ecs.gn5i-c2g1.large")
 A10_2Q = catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")
 SEED_CUDA_ERROR = next(c["text"] for c in cases("test_pod") if "newer than the driver" in c["case"])
@@ -241,7 +249,7 @@ def test_component_attributes(pulumi_mocks_set):
     smoke = GpuSmokeTest(
         "t",
         GpuSmokeTestArgs(
-            connection=remote.connection("203.0.113.9", "PLACEHOLDER"),
+            checks=SSH_CHECKS,
             gpu_nodes=[("gpu-0", P4, "535.129.03"), ("gpu-1", P4, "535.129.03")],
             time_slicing_replicas=2,
         ),
@@ -299,7 +307,7 @@ def test_verdict_needs_every_pod_to_pass():
     ],
 )
 def test_args_are_validated(kwargs, error):
-    base = {"connection": remote.connection("203.0.113.9", "k"), "gpu_nodes": [("gpu-0", A10_2Q, "470.256.03")]}
+    base = {"checks": SSH_CHECKS, "gpu_nodes": [("gpu-0", A10_2Q, "470.256.03")]}
     with pytest.raises(ValueError, match=error):
         GpuSmokeTestArgs(**{**base, **kwargs})
 
@@ -307,7 +315,7 @@ def test_args_are_validated(kwargs, error):
 def test_incompatible_image_is_a_cuda_error():
     with pytest.raises(cuda.CudaIncompatible):
         GpuSmokeTestArgs(
-            connection=remote.connection("203.0.113.9", "k"),
+            checks=SSH_CHECKS,
             gpu_nodes=[("gpu-0", A10_2Q, "470.161.03")],
             image="tensorflow/tensorflow:latest-gpu",
         )

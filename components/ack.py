@@ -1,0 +1,289 @@
+"""AckCluster: the ACK backend — a managed control plane and one GPU node pool per pool.
+
+gpu-k8s:cluster ack (components/backend.py). In the stack's VPC and vSwitch:
+
+    control-plane (cs.ManagedKubernetes, flannel addon) ─┬─> <pool>-pool (cs.NodePool, per pool, parallel)
+                                                          │      └─> <pool>-scale-to-zero (ess.ScheduledTask at the TTL)
+                                                          └─> kubeconfig (get_cluster_credential, secret) ─> Kubernetes provider
+
+ACK installs on each GPU node what the kubeadm backend installs over SSH: the NVIDIA driver
+(the node pool's ``ack.aliyun.com/nvidia-driver-version`` label picks it; without the label
+ACK's default for the cluster version), the container runtime with the NVIDIA runtime, and
+its own NVIDIA device plugin. So nothing is installed twice: no SSH step runs here, and
+__main__.py deploys neither flannel nor NVIDIA's device plugin (``brings_*``). The GPU checks
+run kubectl on the deployer with the kubeconfig (components/remote.py run_local_script).
+
+Auto-release: node pool instances belong to an ESS scaling group, which replaces any instance
+that goes away, so ECS auto-release cannot end their billing. Instead each pool has a one-time
+ESS scheduled task at the pool's TTL (the same per-pool anchors as components/auto_release.py)
+that sets its scaling group to 0 instances. The managed cluster itself (the Pro fee) and the
+API server's load balancer keep billing until `make down`; the `cost` output says so.
+
+Day 2: the cluster's version and node pools' sizes update in place; the pool's instance type,
+disk and spot settings update the pool's scaling configuration (new nodes only). A node pool
+deleted (pool removed from config) drains and releases its nodes (ACK). `pulumi destroy`
+deletes the pools, then the cluster, with the load balancer ACK created for it
+(``delete_options``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_alicloud as alicloud
+import pulumi_kubernetes as k8s
+
+from components import ack_support, backend, catalog, cost, remote
+from components.auto_release import AutoRelease, AutoReleaseArgs
+from components.backend import ClusterChecks, GpuNode
+from components.config import AckSettings, NodePool
+from components.node import SYSTEM_DISK_CATEGORY, _spot_strategy
+
+if TYPE_CHECKING:
+    from components.config import StackConfig
+    from components.network import Network
+    from components.ssh_key import SshKey
+
+DRIVER_LABEL = "ack.aliyun.com/nvidia-driver-version"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AckClusterArgs:
+    stack: str
+    settings: AckSettings
+    pools: tuple[NodePool, ...]
+    vswitch_id: pulumi.Input[str]
+    key_pair_name: pulumi.Input[str]
+    pod_cidr: str
+    system_disk_gib: int
+    public_bandwidth_mbps: int
+    ttl_hours: Decimal  # 0: the node pools never scale to zero
+    spot: bool = False
+    spot_price_limit: Decimal | None = None
+
+    def __post_init__(self):
+        if not self.pools or sum(p.count for p in self.pools) < 1:
+            raise ValueError("AckClusterArgs.pools must hold at least one node")
+        for pool in self.pools:
+            problem = ack_support.pool_problem(pool.profile, self.settings.driver_version)
+            if problem:
+                raise ValueError(f"AckClusterArgs.pools: {pool.name}: {problem}")
+        if self.spot_price_limit is not None and not self.spot:
+            raise ValueError("AckClusterArgs.spot_price_limit needs spot=True")
+
+
+def pool_labels(pool: NodePool, settings: AckSettings) -> list[dict[str, str]]:
+    """The Kubernetes labels ACK puts on the pool's nodes (pure): our pool label and GPU labels,
+    and the driver label only when the driver is pinned (unlabelled: ACK's default driver)."""
+    labels = {
+        backend.POOL_LABEL: pool.name,
+        "gpu-k8s/driver": pool.profile.driver,
+        "gpu-k8s/gpu-kind": pool.profile.kind,
+        "nvidia.com/gpu.present": "true",
+    }
+    product = catalog.product_label(pool.profile.expected_gpu_name or "")
+    if product:
+        labels["nvidia.com/gpu.product"] = product
+    if settings.driver_pinned:
+        labels[DRIVER_LABEL] = settings.driver_version
+    return [{"key": k, "value": v} for k, v in labels.items()]
+
+
+def scale_to_zero_time(release: str) -> str:
+    """ESS wants YYYY-MM-DDThh:mmZ; the anchor gives yyyy-MM-ddTHH:mm:00Z (pure)."""
+    return release.removesuffix(":00Z") + "Z"
+
+
+class AckCluster(pulumi.ComponentResource):
+    kind = backend.ACK
+    brings_pod_network = True  # the flannel addon
+    brings_device_plugin = True  # ACK's NVIDIA device plugin on GPU nodes
+    control_plane: alicloud.cs.ManagedKubernetes
+    node_pools: dict[str, alicloud.cs.NodePool]
+    scale_to_zero: dict[str, alicloud.ess.ScheduledTask]
+    kubeconfig: pulumi.Output[str]
+    provider: k8s.Provider
+
+    @classmethod
+    def from_config(cls, name: str, cfg: StackConfig, network: Network, ssh_key: SshKey) -> AckCluster:
+        assert cfg.ack is not None
+        cluster = cls(
+            name,
+            AckClusterArgs(
+                stack=cfg.stack,
+                settings=cfg.ack,
+                pools=cfg.pools,
+                vswitch_id=network.vswitch.id,
+                key_pair_name=ssh_key.key_pair_name,
+                pod_cidr=cfg.pod_cidr,
+                system_disk_gib=cfg.system_disk_gib,
+                public_bandwidth_mbps=cfg.public_bandwidth_mbps,
+                ttl_hours=cfg.ttl_hours,
+                spot=cfg.spot,
+                spot_price_limit=cfg.spot_price_limit,
+            ),
+        )
+        cluster._cfg = cfg
+        return cluster
+
+    def __init__(self, name: str, args: AckClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-k8s:ack:AckCluster", name, {}, opts)
+        self.args = args
+        self._cfg = None
+        settings = args.settings
+        tags = {"managed-by": "gpu-k8s", "gpu-k8s-stack": args.stack}
+        self.control_plane = alicloud.cs.ManagedKubernetes(
+            f"{name}-control-plane",
+            name=f"gpu-k8s-{args.stack}",
+            cluster_spec=settings.cluster_spec,
+            version=settings.kubernetes_version,
+            vswitch_ids=[args.vswitch_id],
+            pod_cidr=args.pod_cidr,
+            service_cidr=ack_support.SERVICE_CIDR,
+            # Nodes get their own public IPs (node pools below) to pull images: no NAT gateway,
+            # no EIP. The API server needs a public endpoint: this program runs kubectl here.
+            new_nat_gateway=False,
+            slb_internet_enabled=True,
+            addons=[alicloud.cs.ManagedKubernetesAddonArgs(name="flannel")],
+            deletion_protection=False,  # `make down` must be able to delete it
+            # Delete the load balancer ACK made for the API server with the cluster.
+            delete_options=[
+                alicloud.cs.ManagedKubernetesDeleteOptionArgs(resource_type=kind, delete_mode="delete")
+                for kind in ack_support.DELETED_WITH_CLUSTER
+            ],
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        cluster_id = self.control_plane.id
+        self.release = AutoRelease(
+            f"{name}-ttl",
+            AutoReleaseArgs(
+                ttl_hours=args.ttl_hours,
+                hostnames=tuple(p.name for p in args.pools),
+                # Spot settings change the pool's instances: a new TTL for them.
+                replace_triggers=(_spot_strategy(args.spot, args.spot_price_limit), str(args.spot_price_limit or "")),
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.node_pools, self.scale_to_zero = {}, {}
+        for pool in args.pools:
+            self.node_pools[pool.name] = alicloud.cs.NodePool(
+                f"{name}-{pool.name}-pool",
+                cluster_id=cluster_id,
+                node_pool_name=pool.name,
+                vswitch_ids=[args.vswitch_id],
+                instance_types=[pool.instance_type],
+                desired_size=str(pool.count),
+                instance_charge_type="PostPaid",
+                spot_strategy=_spot_strategy(args.spot, args.spot_price_limit),
+                spot_price_limits=(
+                    [
+                        alicloud.cs.NodePoolSpotPriceLimitArgs(
+                            instance_type=pool.instance_type, price_limit=str(args.spot_price_limit)
+                        )
+                    ]
+                    if args.spot_price_limit is not None
+                    else None
+                ),
+                image_type=ack_support.GPU_IMAGE_TYPE,
+                system_disk_category=SYSTEM_DISK_CATEGORY,
+                system_disk_size=args.system_disk_gib,
+                key_name=args.key_pair_name,  # key only: no password is ever set
+                # A public IP per node, billed by traffic: pulls from nvcr.io/docker.io without a NAT gateway.
+                internet_charge_type="PayByTraffic",
+                internet_max_bandwidth_out=args.public_bandwidth_mbps,
+                labels=pool_labels(pool, settings),
+                tags={**tags, "gpu-k8s-pool": pool.name},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            release = self.release.release_times.get(pool.name)
+            if release is not None:
+                self.scale_to_zero[pool.name] = alicloud.ess.ScheduledTask(
+                    f"{name}-{pool.name}-scale-to-zero",
+                    scheduled_task_name=f"gpu-k8s-{args.stack}-{pool.name}-ttl"[:40],
+                    description=f"gpu-k8s ttlHours: scale node pool {pool.name} to 0 instances (stops its GPU billing)",
+                    scaling_group_id=self.node_pools[pool.name].scaling_group_id,
+                    launch_time=release.apply(scale_to_zero_time),
+                    desired_capacity=0,
+                    min_value=0,
+                    max_value=pool.count,
+                    launch_expiration_time=1800,  # retried for 30 minutes if ESS is busy
+                    task_enabled=True,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+        credential = alicloud.cs.get_cluster_credential_output(
+            cluster_id=cluster_id, temporary_duration_minutes=ack_support.KUBECONFIG_MINUTES
+        )
+        self.kubeconfig = pulumi.Output.secret(credential.kube_config)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            delete_unreachable=True,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())),
+        )
+        self.checks = ClusterChecks(
+            run=lambda step, **kw: remote.run_local_script(step, kubeconfig=self.kubeconfig, **kw),
+            plugin_namespace=ack_support.DEVICE_PLUGIN_NAMESPACE,
+            plugin_selector=ack_support.DEVICE_PLUGIN_SELECTOR,
+            node_setup=backend.ACK,
+        )
+        self.ready = list(self.node_pools.values())
+        self.api_endpoint = self.control_plane.connections.apply(
+            lambda c: (c or {}).get("api_server_internet", "") if isinstance(c, dict) else c.api_server_internet
+        )
+        self.image_id = f"ACK GPU node image ({ack_support.GPU_IMAGE_TYPE}), chosen by ACK per node pool"
+        self.auto_release = self._auto_release_summary()
+        self.register_outputs({"clusterId": cluster_id, "nodePools": list(self.node_pools)})
+
+    def _auto_release_summary(self) -> pulumi.Input[str]:
+        if not self.release.earliest:
+            return "off: the node pools and the cluster bill until `make down`"
+        return self.release.earliest.apply(
+            lambda t: (
+                f"{t}: the node pools scale to 0 (ESS scheduled task); the cluster and its API "
+                "load balancer bill until `make down`"
+            )
+        )
+
+    def gpu_nodes(self) -> list[GpuNode]:
+        """A slot per node of each pool: ACK names the nodes, the pods select the pool's label."""
+        driver = self.args.settings.driver_version
+        return [
+            GpuNode(slot, pool.profile, driver, ((backend.POOL_LABEL, pool.name),), pool=pool.name)
+            for pool in self.args.pools
+            for slot in pool.node_names()
+        ]
+
+    def describe_nodes(self) -> dict:
+        """The `nodes` output: a line per node pool (ACK names and creates the nodes)."""
+        return {
+            pool.name: {
+                "pool": pool.name,
+                "role": "worker (ACK node pool)",
+                "instanceType": pool.instance_type,
+                "count": pool.count,
+                "gpu": pool.profile.summary(),
+                "driver": f"{pool.profile.driver} {self.args.settings.driver_version}"
+                + ("" if self.args.settings.driver_pinned else " (ACK's default)"),
+                "nodePoolId": self.node_pools[pool.name].node_pool_id,
+                "autoReleaseTime": self.release.release_times.get(pool.name) or "off",
+            }
+            for pool in self.args.pools
+        }
+
+    def detected_gpus(self) -> dict[str, dict[str, str]]:
+        """nvidia-smi is not read on ACK (no SSH): the expected GPU, labelled as such."""
+        return {
+            n.name: {"gpu": f"{n.profile.expected_gpu_name or n.profile.summary()} (expected)", "driverVersion": n.driver_version}
+            for n in self.gpu_nodes()
+        }
+
+    def timings(self) -> str:
+        return "not measured on ACK: ACK creates and sets up the nodes (see the node pool's scaling activities)"
+
+    def cost(self) -> dict:
+        return cost.ack_cost(self._cfg, fees=ack_support.cluster_fees(self.args.settings.cluster_spec))

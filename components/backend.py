@@ -1,0 +1,125 @@
+"""Two ways to get a cluster, one GPU stack above them: what the GPU stack needs from a cluster.
+
+A backend builds the nodes and the control plane and hands the rest of the program:
+
+- ``provider``: the Kubernetes provider (and ``kubeconfig``, a secret);
+- ``gpu_nodes()``: the GPU nodes the test must cover, as :class:`GpuNode` (by name where
+  the backend names its nodes, kubeadm; by node-pool label where the cloud names them, ACK);
+- ``checks``: how a check script reads pod status and logs through the Kubernetes API
+  (kubectl on the kubeadm control plane over SSH, or kubectl here with the kubeconfig);
+- what it already brings (a pod network, a device plugin), what it bills and its outputs.
+
+The backends:
+
+- ``kubeadm`` (components/kubeadm.py): our own GPU ECS instances, the driver and runtime
+  installed over SSH, kubeadm on the first node (or a dedicated control plane);
+- ``ack`` (components/ack.py): an ACK managed control plane with one GPU node pool per
+  ``nodePools`` entry; ACK installs the driver, runtime and device plugin.
+
+The device plugin, the smoke test and the reports never ask which one they run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import pulumi
+
+from components.catalog import GpuProfile
+
+if TYPE_CHECKING:
+    import pulumi_kubernetes as k8s
+
+    from components.config import StackConfig
+    from components.network import Network
+    from components.ssh_key import SshKey
+
+KUBEADM, ACK = "kubeadm", "ack"
+BACKENDS = (KUBEADM, ACK)
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+POOL_LABEL = "gpu-k8s/pool"  # every node carries its pool's name (kubeadm: a NodePatch; ACK: the node pool's labels)
+
+
+class GpuNode(NamedTuple):
+    """A GPU node the test covers: its name, what it is, the driver it runs, and where it is.
+
+    ``selector`` empty: the node is named ``name`` (kubeadm), pods pin to it by hostname.
+    Otherwise the cloud names the node (ACK): ``name`` is a slot (``<pool>-<i>``), the pods
+    select the pool's label and spread one per node.
+    """
+
+    name: str
+    profile: GpuProfile
+    driver_version: str
+    selector: tuple[tuple[str, str], ...] = ()
+    pool: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        return not self.selector
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        return dict(self.selector) if self.selector else {HOSTNAME_LABEL: self.name}
+
+
+# run(name, *, script, env, after, parent, timeout) -> a command resource whose stdout is the script's.
+RunCheck = Callable[..., pulumi.CustomResource]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterChecks:
+    """How the GPU checks (components/scripts/70-, 80-*.sh) reach the cluster."""
+
+    run: RunCheck
+    plugin_namespace: str  # where the device plugin's pods run, for the diagnosis
+    plugin_selector: str  # their label selector
+    node_setup: str  # "gpu-k8s" (our node steps) or "ack": which fix the diagnoses name
+
+    def __post_init__(self):
+        if self.node_setup not in ("gpu-k8s", ACK):
+            raise ValueError(f"ClusterChecks.node_setup {self.node_setup!r}: expected gpu-k8s or ack")
+
+
+class ClusterBackend(Protocol):
+    """What __main__.py and the GPU stack use; both backends provide exactly this."""
+
+    kind: str
+    provider: k8s.Provider
+    kubeconfig: pulumi.Output[str]  # secret
+    checks: ClusterChecks
+    brings_pod_network: bool  # ACK installs its own flannel addon
+    brings_device_plugin: bool  # ACK deploys its own NVIDIA device plugin
+    ready: Sequence[pulumi.Resource]  # what the GPU test waits for (node labels, node pools)
+    api_endpoint: pulumi.Output[str]  # controlPlaneIp output: the API server's public address
+    image_id: pulumi.Input[str]  # imageId output
+    auto_release: pulumi.Input[str]  # autoReleaseTime output: when (or whether) the billing stops
+
+    def gpu_nodes(self) -> list[GpuNode]: ...
+    def describe_nodes(self) -> pulumi.Input[dict]: ...  # the `nodes` output
+    def detected_gpus(self) -> Mapping[str, Mapping[str, pulumi.Input[str]]]: ...  # what nvidia-smi said, per node
+    def timings(self) -> pulumi.Input[dict]: ...  # the `timings` output
+    def cost(self) -> pulumi.Input[dict]: ...  # the `cost` output
+
+
+def create(cfg: StackConfig, network: Network, ssh_key: SshKey) -> ClusterBackend:
+    """The backend gpu-k8s:cluster names, built (nodes, control plane, Kubernetes provider)."""
+    if cfg.cluster == ACK:
+        from components.ack import AckCluster
+
+        return AckCluster.from_config("gpu-k8s", cfg, network, ssh_key)
+    from components.kubeadm import KubeadmBackend
+
+    return KubeadmBackend(cfg, network, ssh_key)
+
+
+def gpu_node_groups(nodes: Sequence[GpuNode]) -> dict[str, int]:
+    """``label=value`` -> how many GPU nodes it must hold, for nodes placed by label (ACK)."""
+    groups: dict[str, int] = {}
+    for node in nodes:
+        if node.selector:
+            key = ",".join(f"{k}={v}" for k, v in node.selector)
+            groups[key] = groups.get(key, 0) + 1
+    return groups

@@ -1,0 +1,117 @@
+"""The kubeadm backend: our own GPU ECS instances, set up over SSH, kubeadm on the first node.
+
+The seed walk-through's path (gpu-k8s:cluster kubeadm, the default): per node an auto-release
+anchor and a pay-as-you-go instance (components/fleet.py), then the driver by GPU family,
+containerd with the NVIDIA runtime and kubeadm over SSH (components/cluster.py). The GPU
+checks run kubectl on the control plane over SSH.
+
+Not a component of its own: it builds the same top-level components, under the same names,
+that __main__.py built before the ACK backend existed, so a running stack's resources keep
+their URNs (a new parent would change every URN, and Pulumi would replace the whole cluster).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from components import backend, cost, device_plugin, prefetch, remote
+from components.auto_release import AutoRelease, AutoReleaseArgs
+from components.backend import ClusterChecks, GpuNode
+from components.bootstrap import NodeSetup
+from components.cluster import KubeCluster, KubeClusterArgs
+from components.fleet import Fleet, FleetArgs, hostnames
+from components.node import replacing_inputs
+
+if TYPE_CHECKING:
+    from components.config import StackConfig
+    from components.network import Network
+    from components.ssh_key import SshKey
+
+
+class KubeadmBackend:
+    """gpu-k8s:cluster kubeadm (components/backend.py ClusterBackend)."""
+
+    kind = backend.KUBEADM
+    brings_pod_network = False  # flannel is deployed by __main__.py
+    brings_device_plugin = False  # so is NVIDIA's device plugin
+
+    def __init__(self, cfg: StackConfig, network: Network, ssh_key: SshKey):
+        self._cfg = cfg
+        # Nodes: one release anchor per node, re-taken when that node's instance is replaced.
+        self.release = AutoRelease(
+            "gpu-k8s-ttl",
+            AutoReleaseArgs(
+                ttl_hours=cfg.ttl_hours,
+                hostnames=tuple(hostnames(cfg.pools, cfg.control_plane_instance_type)),
+                replace_triggers=replacing_inputs(cfg.spot, cfg.spot_price_limit),
+            ),
+        )
+        self.fleet = Fleet(
+            "gpu-k8s",
+            FleetArgs(
+                pools=cfg.pools,
+                control_plane_instance_type=cfg.control_plane_instance_type,
+                image_name_regex=cfg.image_name_regex,
+                image_id=cfg.image_id,
+                vswitch_id=network.vswitch.id,
+                security_group_id=network.security_group.id,
+                key_pair_name=ssh_key.key_pair_name,
+                system_disk_gib=cfg.system_disk_gib,
+                public_bandwidth_mbps=cfg.public_bandwidth_mbps,
+                auto_release_times=self.release.release_times,
+                spot=cfg.spot,
+                spot_price_limit=cfg.spot_price_limit,
+            ),
+        )
+        # Bootstrap over SSH: driver by GPU family, containerd + NVIDIA runtime, kubeadm, kubeconfig.
+        self.cluster = KubeCluster(
+            "gpu-k8s",
+            KubeClusterArgs(
+                fleet=self.fleet,
+                private_key=ssh_key.private_key,
+                setup=NodeSetup(
+                    driver_version=cfg.driver_version,
+                    grid_driver_version=cfg.grid_driver_version,
+                    install_cuda_toolkit=cfg.install_cuda_toolkit,
+                    cuda_toolkit_version=cfg.cuda_toolkit_version,
+                    grid_driver_url=cfg.grid_driver_url,
+                    container_toolkit_version=cfg.container_toolkit_version,
+                    package_mirror=cfg.kubernetes_mirror,
+                    registry_mirrors=cfg.registry_mirrors,
+                    install_docker=cfg.install_docker,
+                    kubernetes_version=cfg.kubernetes_version,
+                ),
+                pod_cidr=cfg.pod_cidr,
+                images=prefetch.from_config(cfg),  # pulled while the driver builds (the manifests' images)
+                ssh_rules=tuple(network.ssh_rules),
+                api_rules=tuple(network.api_rules),
+            ),
+        )
+        self.provider = self.cluster.provider
+        self.kubeconfig = self.cluster.kubeconfig
+        conn = self.cluster.control_plane_connection
+        self.checks = ClusterChecks(
+            run=lambda name, **kw: remote.run_script(name, conn=conn, **kw),
+            plugin_namespace=device_plugin.NAMESPACE,
+            plugin_selector=",".join(f"{k}={v}" for k, v in device_plugin.SELECTOR.items()),
+            node_setup="gpu-k8s",
+        )
+        self.ready = list(self.cluster.node_labels.values())
+        self.api_endpoint = self.fleet.control_plane.public_ip
+        self.image_id = self.fleet.control_plane.image_id
+        self.auto_release = self.release.earliest or "off: the instances bill until `make down`"
+
+    def gpu_nodes(self) -> list[GpuNode]:
+        return self.cluster.gpu_nodes()
+
+    def describe_nodes(self) -> dict:
+        return self.fleet.describe()
+
+    def detected_gpus(self):
+        return self.cluster.detected_gpus()
+
+    def timings(self):
+        return self.cluster.timings()  # per node, in run order; measured on a real run
+
+    def cost(self) -> dict:
+        return cost.stack_cost(self._cfg, self.fleet)
