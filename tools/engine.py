@@ -83,7 +83,7 @@ FORCE_NEW: dict[str, frozenset[str]] = {
     # node_name_mode l.648, ram_role_name l.718, security_group_id l.829, security_group_ids l.836,
     # security_hardening_os l.843, soc_enabled l.848, tee_config l.950, type l.966. desired_size,
     # instance_types, labels, taints, vswitch_ids, system disk, spot and image settings are updates
-    # (ModifyClusterNodePool, Update l.2431-3140).
+    # (Update l.2431-3498: ModifyClusterNodePool PUT at l.3120; node_config PUT l.3345; upgrade l.3452).
     "alicloud:cs/nodePool:NodePool": frozenset(
         {
             "autoMode",
@@ -206,7 +206,7 @@ UPDATE_NOTES: dict[str, dict[str, str]] = {
         "retainResources": "state only: read at delete, so `up` before `destroy` for it to apply",
         "upgradePolicy": "state only: read with a version change",
     },
-    # [TFA] resource_alicloud_cs_kubernetes_node_pool.go Update l.2431-3140: one ModifyClusterNodePool
+    # [TFA] resource_alicloud_cs_kubernetes_node_pool.go Update l.2431-3498: ModifyClusterNodePool (l.3120)
     # (scaling_group / kubernetes_config / nodepool_info); Read l.1940+ reads desired_size back.
     "alicloud:cs/nodePool:NodePool": {
         "desiredSize": "scales the pool to the new size (ModifyClusterNodePool)",
