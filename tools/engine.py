@@ -33,6 +33,8 @@ Approximations (kept deliberately simple, and stated so nobody over-reads a resu
 - Delete-before-replace cascades to dependents (§0 ``calculateDependentReplacements``)
   are not modelled; the flag is reported in the note.
 - Unknown resource types (none today) update in place on any change.
+- ACK types (issue 14): ForceNew from the provider schema; create-only inputs show as an update
+  with a "no-op" note (the provider's Update never reads them); delete side effects as notes.
 """
 
 from __future__ import annotations
@@ -56,6 +58,53 @@ FORCE_NEW: dict[str, frozenset[str]] = {
         {"spotStrategy", "spotPriceLimit", "systemDiskCategory", "availabilityZone"}  # §1.2
     ),
     "tls:index/privateKey:PrivateKey": frozenset({"algorithm", "rsaBits", "ecdsaCurve"}),  # §4
+    # ACK (issue 14). [TFA] = aliyun/terraform-provider-alicloud @81c43b6 (v1.289.0+8, 2026-08-21),
+    # alicloud/resource_alicloud_cs_managed_kubernetes.go schema: profile l.54, pod_cidr l.235,
+    # service_cidr l.240, node_cidr_mask l.245, proxy_mode l.317, ip_stack l.324, cluster_domain l.399,
+    # service_account_issuer l.661, api_audiences l.666, auto_mode l.785 (ForceNew). Everything else
+    # updates in place (Update l.1455-1509) or is create-only (UPDATE_NOTES below). pulumi-alicloud 4.0.0
+    # may bridge a newer upstream (its docstrings say "since v1.295.0"): unverified against 4.0.0.
+    "alicloud:cs/managedKubernetes:ManagedKubernetes": frozenset(
+        {
+            "profile",
+            "podCidr",
+            "serviceCidr",
+            "nodeCidrMask",
+            "proxyMode",
+            "ipStack",
+            "clusterDomain",
+            "serviceAccountIssuer",
+            "apiAudiences",
+            "autoMode",
+        }
+    ),
+    # [TFA] resource_alicloud_cs_kubernetes_node_pool.go schema: auto_mode l.38, cis_enabled l.65,
+    # cluster_id l.71, deployment_set_id l.153, instance_metadata_options l.206, login_as_non_root l.542,
+    # node_name_mode l.648, ram_role_name l.718, security_group_id l.829, security_group_ids l.836,
+    # security_hardening_os l.843, soc_enabled l.848, tee_config l.950, type l.966. desired_size,
+    # instance_types, labels, taints, vswitch_ids, system disk, spot and image settings are updates
+    # (Update l.2431-3498: ModifyClusterNodePool PUT at l.3120; node_config PUT l.3345; upgrade l.3452).
+    "alicloud:cs/nodePool:NodePool": frozenset(
+        {
+            "autoMode",
+            "cisEnabled",
+            "clusterId",
+            "deploymentSetId",
+            "instanceMetadataOptions",
+            "loginAsNonRoot",
+            "nodeNameMode",
+            "ramRoleName",
+            "securityGroupId",
+            "securityGroupIds",
+            "securityHardeningOs",
+            "socEnabled",
+            "teeConfig",
+            "type",
+        }
+    ),
+    # [TFA] resource_alicloud_ess_scheduled_task.go: no ForceNew argument (schema l.21-86); every
+    # change is one ModifyScheduledTask (Update l.145-204), including scaling_group_id and launch_time.
+    "alicloud:ess/scheduledTask:ScheduledTask": frozenset(),
 }
 # Every argument replaces except these (SG rule: all but description, §1.1; random: §4).
 FORCE_NEW_EXCEPT: dict[str, frozenset[str]] = {
@@ -134,6 +183,58 @@ UPDATE_NOTES: dict[str, dict[str, str]] = {
     "alicloud:ecs/ecsKeyPair:EcsKeyPair": {
         "publicKey": "no-op: ECS keeps the old public key while state shows the new one",
     },
+    # [TFA] resource_alicloud_cs_managed_kubernetes.go Update l.1455-1509 (ModifyCluster: modifyCluster in
+    # resource_alicloud_cs_kubernetes.go l.965-1110; MigrateCluster l.932-962; UpgradeCluster l.1511-1591).
+    # "no-op" rows: not ForceNew and never read by Update, so the plan shows an update that changes nothing
+    # (the SDK docstrings say "Only works for Create" for addons, new_nat_gateway, slb_internet_enabled).
+    "alicloud:cs/managedKubernetes:ManagedKubernetes": {
+        "addons": "no-op: only read at create (use cs.KubernetesAddon to change add-ons later)",
+        "newNatGateway": "no-op: only read at create",
+        "slbInternetEnabled": "no-op: only read at create (the API server SLB stays as created)",
+        "zoneIds": "no-op: only read at create",
+        "podVswitchIds": "no-op: only read at create",
+        "isEnterpriseSecurityGroup": "no-op: only read at create",
+        "userCa": "no-op: never sent by create or update",
+        "namePrefix": "no-op: listed in Update but modifyCluster ignores it",
+        "clusterSpec": "MigrateCluster only from ack.standard to ack.pro.*; any other change is a no-op",
+        "version": "UpgradeCluster in place (master_only from upgrade_policy.control_plane_only); ACK refuses "
+        "downgrades (SDK docstring)",
+        "vswitchIds": "ModifyCluster: the control plane restarts",
+        "securityGroupId": "ModifyCluster: the control plane restarts briefly",
+        "timezone": "ModifyCluster: control plane restarts briefly; existing nodes keep the old timezone",
+        "deleteOptions": "state only: read at delete, so `up` before `destroy` for it to apply",
+        "retainResources": "state only: read at delete, so `up` before `destroy` for it to apply",
+        "upgradePolicy": "state only: read with a version change",
+    },
+    # [TFA] resource_alicloud_cs_kubernetes_node_pool.go Update l.2431-3498: ModifyClusterNodePool (l.3120)
+    # (scaling_group / kubernetes_config / nodepool_info); Read l.1940+ reads desired_size back.
+    "alicloud:cs/nodePool:NodePool": {
+        "desiredSize": "scales the pool to the new size (ModifyClusterNodePool)",
+        "instanceTypes": "scaling configuration only: nodes already running keep their type (inference)",
+        "labels": "new nodes only unless update_nodes is true (SDK docstring of update_nodes)",
+        "taints": "new nodes only unless update_nodes is true (SDK docstring of update_nodes)",
+        "imageType": "scaling configuration only: nodes already running keep their image (inference)",
+        "updateNodes": "no-op alone: read only with another change (SDK docstring)",
+        "forceDelete": "state only: read at delete",
+    },
+    # [TFA] resource_alicloud_ess_scheduled_task.go Update l.145-204.
+    "alicloud:ess/scheduledTask:ScheduledTask": {
+        "launchTime": "ModifyScheduledTask moves the run; must be in the future and at most 90 days ahead (SDK)",
+    },
+}
+
+# What a delete of these types does besides removing the resource (shown next to the delete op).
+DELETE_NOTES: dict[str, str] = {
+    # [TFA] resource_alicloud_cs_kubernetes.go resourceAlicloudCSKubernetesDelete l.1344-1395 (DeleteCluster
+    # with retain_resources/delete_options); what it removes: the SDK docstring of retain_resources and
+    # ACK's "Delete a cluster" page (node pools are deleted in turn, pay-as-you-go nodes released).
+    "alicloud:cs/managedKubernetes:ManagedKubernetes": "DeleteCluster also deletes what the cluster created "
+    "(NAT gateway, SNAT entries, API server SLB, RAM role) unless retain_resources; SLS projects are kept "
+    "by default (delete_options); blocked while deletion_protection is true (ACK delete page)",
+    # [TFA] resource_alicloud_cs_kubernetes_node_pool.go Delete l.3500-3545: force=true unless force_delete=false.
+    # Release rule from ACK's "Delete a cluster" page for a pool with a desired size (unverified for a pool
+    # deleted on its own).
+    "alicloud:cs/nodePool:NodePool": "DeleteClusterNodepool (force): its pay-as-you-go nodes and their system disks are released",
 }
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -337,6 +438,7 @@ def diff_states(previous: Sequence[State], current: Sequence[State]) -> list[Cha
     for state in previous:
         if state.urn not in now:
             note = "retained in the cloud (retain_on_delete)" if state.options.get("retainOnDelete") else ""
+            note = note or DELETE_NOTES.get(state.type, "")
             changes.append(Change(state.urn, state.type, state.name, DELETE, (), note))
     return changes
 

@@ -20,6 +20,7 @@ import shlex
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 from pulumi.runtime import mocks as pulumi_mocks
 
@@ -48,6 +49,33 @@ users:
 - name: kubernetes-admin
   user: {{client-certificate-data: PLACEHOLDER, client-key-data: PLACEHOLDER}}
 """
+
+# ACK (issue 14): what only ACK knows at deploy time. The cluster's API server sits behind an SLB
+# (connections.api_server_internet / _intranet in the provider's Read).
+ACK_API_SERVER = "<ack-api-server: public address of the ACK API server SLB>"
+ACK_API_SERVER_PRIVATE = "<ack-api-server-private: VPC address of the ACK API server SLB>"
+ACK_API_SERVER_LABELS = {
+    ACK_API_SERVER: "public address of the ACK API server SLB (slbInternetEnabled; assigned by ACK at deploy time)",
+    ACK_API_SERVER_PRIVATE: "VPC address of the ACK API server SLB (assigned by ACK at deploy time)",
+}
+ACK_KUBECONFIG_EXPIRY = "<ack-kubeconfig-expiry: when ACK's kubeconfig certificate expires>"
+ACK_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://{server}:6443
+    certificate-authority-data: PLACEHOLDER-CA
+contexts:
+- name: ack-admin
+  context: {{cluster: kubernetes, user: ack-user}}
+current-context: ack-admin
+users:
+- name: ack-user
+  user: {{client-certificate-data: PLACEHOLDER, client-key-data: PLACEHOLDER}}
+"""
+ACK_VERSIONS = Path(__file__).resolve().parent / "fixtures" / "ack-kubernetes-versions.json"
+ACK_CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
 
 
 def command_env(create: str) -> dict[str, str]:
@@ -118,6 +146,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.failures: list[str] = []
         self.failed: list[str] = []
         self._hosts: dict[int, str] = {}
+        self._ack_clusters: dict[str, tuple[str, bool]] = {}  # ACK cluster id -> (name, public endpoint?)
         # Extra stdout producers for remote commands, by resource-name suffix.
         self.command_stdout: dict[str, Callable[[dict, dict[str, str]], str]] = {
             "-kubeconfig": self._kubeconfig,
@@ -168,6 +197,10 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # Offline there is no price list: the program falls back to its estimate.
             itype = a.get("instanceType", "")
             return {"ids": [itype], "instanceTypes": [{"id": itype, "price": ""}]}
+        if token == "alicloud:cs/getClusterCredential:getClusterCredential":
+            return self._ack_credential(a)
+        if token == "alicloud:cs/getKubernetesVersion:getKubernetesVersion":
+            return self._ack_versions(a)
         if token == "command:local:run":
             self.placeholders[DEPLOYER_IP + "/32"] = "your public IP, detected at deploy time (allowedCidrs: auto)"
             return {"stdout": DEPLOYER_IP + "\n", "stderr": "", "assets": {}}
@@ -250,6 +283,19 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         elif typ == "command:local:Command":
             out.setdefault("stdout", str(int(self.clock())))
             out.setdefault("stderr", "")
+        elif typ == ACK_CLUSTER:
+            out.update(self._ack_cluster_outputs(name, inputs, rid))
+        elif typ == "alicloud:cs/nodePool:NodePool":
+            # The provider's id is "<cluster id>:<node pool id>"; the pool's scaling group is what
+            # an ESS scheduled task scales (Read: node_pool_id, scaling_group_id).
+            for key, what in (("nodePoolId", "node pool id"), ("scalingGroupId", "ESS scaling group id")):
+                value = f"<{name} {what}>"
+                self.placeholders[value] = f"{what} of node pool {name} (assigned by ACK)"
+                out[key] = value
+        elif typ == "alicloud:ess/scheduledTask:ScheduledTask":
+            # The resource's id is the task id (CreateScheduledTask's ScheduledTaskId); the SDK has
+            # no task_id output.
+            self.placeholders[rid] = f"ESS scheduled task id of {name} (assigned by Auto Scaling)"
         elif typ.startswith("kubernetes:") and not typ.startswith("pulumi:providers"):
             meta = dict(out.get("metadata") or {})
             rid = "/".join(x for x in (meta.get("namespace"), meta.get("name")) if x) or rid
@@ -262,6 +308,98 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             n = 10 + (n - 9) % 240
         self._hosts[n] = name
         return n
+
+    # --- ACK (issue 14) -----------------------------------------------------------------
+    def _ack_cluster_outputs(self, name: str, inputs: dict, rid: str) -> dict:
+        """Computed outputs of cs.ManagedKubernetes the program may read, as labelled placeholders.
+
+        With slbInternetEnabled false (default true) there is no public endpoint; with
+        newNatGateway false (default true) no NAT gateway id.
+        """
+        public = inputs.get("slbInternetEnabled", True) is not False
+        nat = inputs.get("newNatGateway", True) is not False
+        values = {
+            "slbId": (f"<{name} API server SLB id>", f"id of the SLB in front of {name}'s API server (created by ACK)"),
+            "vpcId": (f"<{name} VPC id>", f"VPC of {name}'s vSwitches (read from the cluster)"),
+            "workerRamRoleName": (f"<{name} worker RAM role>", f"RAM role ACK attaches to {name}'s nodes"),
+            "serviceDomain": (f"<{name} service domain>", f"{name}'s service domain (connections.service_domain)"),
+        }
+        if nat:
+            values["natGatewayId"] = (f"<{name} NAT gateway id>", f"NAT gateway ACK creates for {name} (newNatGateway)")
+        if not inputs.get("securityGroupId"):
+            values["securityGroupId"] = (f"<{name} security group id>", f"security group ACK creates for {name}")
+        for value, label in values.values():
+            self.placeholders[value] = label
+        self.placeholders[rid] = f"ACK cluster id of {name} (assigned by ACK)"
+        self.placeholders[ACK_API_SERVER_PRIVATE] = ACK_API_SERVER_LABELS[ACK_API_SERVER_PRIVATE]
+        if public:
+            self.placeholders[ACK_API_SERVER] = ACK_API_SERVER_LABELS[ACK_API_SERVER]
+        out = {key: value for key, (value, _) in values.items()}
+        out.setdefault("natGatewayId", "")
+        out["slbInternet"] = ACK_API_SERVER if public else ""
+        out["slbIntranet"] = ACK_API_SERVER_PRIVATE
+        # A list of one in pulumi-alicloud 4.0.0 (Sequence[ManagedKubernetesConnection]; a map upstream).
+        out["connections"] = [
+            {
+                "apiServerInternet": f"https://{ACK_API_SERVER}:6443" if public else "",
+                "apiServerIntranet": f"https://{ACK_API_SERVER_PRIVATE}:6443",
+                "masterPublicIp": ACK_API_SERVER if public else "",
+                "serviceDomain": out.pop("serviceDomain"),
+            }
+        ]
+        self._ack_clusters[rid] = (name, public)
+        return out
+
+    def _ack_credential(self, a: dict) -> dict:
+        """cs.get_cluster_credential: ACK's kubeconfig for the cluster (a placeholder, never a real one).
+
+        It points at the public API server address when the cluster has one (else the VPC one).
+        """
+        cluster_id = a.get("clusterId")
+        if not cluster_id:
+            raise ValueError("strict mocks: getClusterCredential needs clusterId (required by the provider)")
+        name, public = self._ack_clusters.get(cluster_id, ("", True))
+        server = ACK_API_SERVER if public else ACK_API_SERVER_PRIVATE
+        self.placeholders[server] = ACK_API_SERVER_LABELS[server]
+        minutes = a.get("temporaryDurationMinutes")
+        label = f"{minutes} minutes after the kubeconfig is read" if minutes else "set by ACK"
+        self.placeholders[ACK_KUBECONFIG_EXPIRY] = f"when ACK's kubeconfig certificate expires ({label})"
+        return {
+            "id": cluster_id,
+            "clusterId": cluster_id,
+            "clusterName": name,
+            "kubeConfig": ACK_KUBECONFIG.format(server=server),
+            "expiration": ACK_KUBECONFIG_EXPIRY,
+            "certificateAuthorities": [
+                {"clientCert": "PLACEHOLDER", "clientKey": "PLACEHOLDER", "clusterCert": "PLACEHOLDER-CA"}
+            ],
+            **({"temporaryDurationMinutes": minutes} if minutes else {}),
+        }
+
+    def _ack_versions(self, a: dict) -> dict:
+        """cs.get_kubernetes_version from tools/fixtures/ack-kubernetes-versions.json (dated, sourced).
+
+        Without kubernetesVersion: every version the fixture lists; with one: that version's entry,
+        or none when ACK does not offer it (the program must then refuse the version).
+        """
+        fixture = json.loads(ACK_VERSIONS.read_text())
+        cluster_type, profile = a.get("clusterType"), a.get("profile") or "Default"
+        if cluster_type != fixture["cluster_type"] or profile != fixture["profile"]:
+            raise NotImplementedError(
+                f"strict mocks: getKubernetesVersion for clusterType={cluster_type!r} profile={profile!r}: "
+                f"the fixture only holds {fixture['cluster_type']}/{fixture['profile']}"
+            )
+        wanted = a.get("kubernetesVersion")
+        metadatas = [m for m in fixture["metadatas"] if not wanted or m["version"] == wanted]
+        for m in metadatas:
+            self.placeholders[m["version"]] = (
+                f"a Kubernetes version ACK offered on {fixture['as_of']} ({ACK_VERSIONS.name}); "
+                "the live list at deploy time may differ"
+            )
+        out = {"id": cluster_type, "clusterType": cluster_type, "profile": profile, "metadatas": metadatas}
+        if wanted:
+            out["kubernetesVersion"] = wanted
+        return out
 
     def _remote_stdout(self, name: str, inputs: dict, runs: bool = True) -> str:
         create = inputs.get("create") or ""
