@@ -92,6 +92,14 @@ def pool_labels(pool: NodePool, settings: AckSettings) -> list[dict[str, str]]:
     return [{"key": k, "value": v} for k, v in labels.items()]
 
 
+def _api_server_internet(connections) -> str:
+    for conn in connections or []:
+        value = conn.get("api_server_internet") if isinstance(conn, dict) else getattr(conn, "api_server_internet", None)
+        if value:
+            return value
+    return ""
+
+
 def scale_to_zero_time(release: str) -> str:
     """ESS wants YYYY-MM-DDThh:mmZ; the anchor gives yyyy-MM-ddTHH:mm:00Z (pure)."""
     return release.removesuffix(":00Z") + "Z"
@@ -232,9 +240,8 @@ class AckCluster(pulumi.ComponentResource):
             node_setup=backend.ACK,
         )
         self.ready = list(self.node_pools.values())
-        self.api_endpoint = self.control_plane.connections.apply(
-            lambda c: (c or {}).get("api_server_internet", "") if isinstance(c, dict) else c.api_server_internet
-        )
+        # connections is a list of one (pulumi-alicloud 4.0.0 ManagedKubernetesConnection).
+        self.api_endpoint = self.control_plane.connections.apply(_api_server_internet)
         self.image_id = f"ACK GPU node image ({ack_support.GPU_IMAGE_TYPE}), chosen by ACK per node pool"
         self.auto_release = self._auto_release_summary()
         self.register_outputs({"clusterId": cluster_id, "nodePools": list(self.node_pools)})

@@ -11,51 +11,73 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from components import catalog, cuda
+from components import catalog
 
 FACTS_DATE = "2026-11-29"
 
-# cs.ManagedKubernetes cluster_spec (pulumi-alicloud docs): Pro (managed, SLA, billed) or Basic.
+# cs.ManagedKubernetes cluster_spec (terraform-provider-alicloud docs/r/cs_managed_kubernetes).
+# Both have an HA control plane run by ACK; Pro adds an SLA and a fee (ACK Pro billing page,
+# https://help.aliyun.com/zh/ack/ack-managed-and-ack-dedicated/product-overview/ack-pro-cluster-billing).
+# Basic is "only for personal learning and testing", at most 2 clusters per account and 10
+# worker nodes each (ACK cluster overview, Jul 2025); whether new Basic clusters can still be
+# created in 2026 is UNVERIFIED (no end-of-sale notice found).
 CLUSTER_SPECS = {
-    "ack.pro.small": "ACK Pro (managed control plane with SLA; cluster management fee per hour)",
-    "ack.standard": "ACK Basic (no cluster fee, no SLA)",
+    "ack.pro.small": "ACK Pro (managed HA control plane, SLA; cluster management fee per hour)",
+    "ack.standard": "ACK Basic (managed HA control plane, no SLA, no fee; learning and testing only)",
 }
 
-# ACK Kubernetes versions (ACK release notes), newest first.
-KUBERNETES_VERSIONS = ("1.34.1-aliyun.1", "1.33.3-aliyun.1", "1.32.7-aliyun.1")
+# ACK Kubernetes versions offered for new clusters, newest first ("Kubernetes versions supported
+# by ACK", updated 2026-10-06, and the 1.36/1.35 release notes: 1.36.1-aliyun.1 with containerd
+# 2.1.6, 1.35.1-aliyun.1 with containerd 2.1.5; 1.34 reached end of support on 2026-09-30).
+# tools/fixtures/ack-kubernetes-versions.json (the offline API answer) lists the same.
+KUBERNETES_VERSIONS = ("1.36.1-aliyun.1", "1.35.1-aliyun.1")
 _VERSION_RE = re.compile(r"^1\.(\d{2})\.(\d{1,2})-aliyun\.(\d{1,2})$")
-VERSION_ACCEPTED = f"an ACK Kubernetes version such as {KUBERNETES_VERSIONS[0]} ({', '.join(KUBERNETES_VERSIONS)})"
+VERSION_ACCEPTED = f"an ACK Kubernetes version: {', '.join(KUBERNETES_VERSIONS)} (ACK's list of {FACTS_DATE})"
 
-# The NVIDIA driver versions ACK installs through the node pool label (ACK docs).
-DRIVER_VERSIONS = ("550.144.03", "535.161.08", "470.82.01")
-# Without the label ACK installs its default for the cluster's version.
-DEFAULT_DRIVER = "550.144.03"
+# Drivers ACK installs through the node pool label ack.aliyun.com/nvidia-driver-version, for
+# clusters 1.28 and later ("Node NVIDIA driver version list", help.aliyun.com/zh/ack/
+# ack-managed-and-ack-dedicated/user-guide/node-nvidia-driver-version-list, Nov 2025). A label
+# value not in ACK's list makes ACK install its default instead, silently (document 207292), so
+# the plan refuses it. Every 470, 510, 515 and 525 driver and 535.129.03 are "incompatible with
+# the latest operating systems. Do not use them on new nodes" (document 2402382, Mar 2026).
+DRIVER_VERSIONS = ("570.169", "570.133.20", "550.163.01", "550.144.03", "550.90.07", "535.230.02", "535.161.07")
+# Without the label: ACK's default for 1.28 and later (570.169 only on gn9t/ebmgn9t, not in the catalog).
+DEFAULT_DRIVER = "535.161.07"
 
-# GPU compute families ACK node pools take (ACK "supported GPU instance families").
-GPU_FAMILIES = frozenset({"gn6i", "gn6v", "gn6e", "gn7i", "gn7e", "gn8is", "ebmgn7i", "ebmgn6i", "gn5i"})
-FAMILIES_ACCEPTED = "a GPU compute family ACK node pools support: " + ", ".join(sorted(GPU_FAMILIES))
-
-# The Service range of the managed cluster (ACK console default): not the VPC, not the pods.
+# The Service range of the managed cluster (ACK's network planning example, document 86500);
+# outside the VPC (10.0.0.0/16) and the default pod range. Fixed at creation (ForceNew).
 SERVICE_CIDR = "172.21.0.0/20"
-# The node pools' OS image: ACK's default, with its GPU node setup.
+# The node pools' OS image: Alibaba Cloud Linux 3, ACK's default, with its GPU node setup.
 GPU_IMAGE_TYPE = "AliyunLinux3"
-# ACK's NVIDIA device plugin, for the allocatable check's diagnosis.
+# ack-nvidia-device-plugin: pods in kube-system labelled component=nvidia-device-plugin
+# (document 207292: "kubectl get po -n kube-system -l component=nvidia-device-plugin").
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
 DEVICE_PLUGIN_SELECTOR = "component=nvidia-device-plugin"
-# None: the long-lived kubeconfig, the same on every run (a temporary one would change every
-# `up`, updating the provider and re-running the checks that read it).
+# None: the long-lived kubeconfig (3-year certificate, DescribeClusterUserKubeconfig), the same
+# on every run. A temporary one (15-4320 minutes) would be new on every `up`: the provider and
+# the checks that read it would change each time.
 KUBECONFIG_MINUTES: int | None = None
-# What `pulumi destroy` deletes with the cluster (delete_options resource types).
-DELETED_WITH_CLUSTER = ("SLB", "ALB", "SLS_Data", "SLS_ControlPlane", "PrivateZone")
+# delete_options: what `pulumi destroy` deletes with the cluster. The provider's defaults keep
+# the log projects (SLS_Data, SLS_ControlPlane) and ALB, which bill after the cluster is gone.
+DELETED_WITH_CLUSTER = ("SLB", "ALB", "SLS_Data", "SLS_ControlPlane")
+FAMILIES_ACCEPTED = "a GPU compute family (gn*, ebmgn*): ACK node pools run no vGPU family"
+# ESS scheduled tasks start at most 90 days after they are made (pulumi-alicloud ess.ScheduledTask
+# launch_time), so the scale-to-zero TTL is at most that.
+MAX_TTL_HOURS = 90 * 24
 
-# Hourly fees in CNY beside the nodes: name -> (price, source).
+_PRO_FEE_SOURCE = "ACK Pro cluster management fee, CNY 0.64 per cluster-hour (ACK Pro billing page)"
+_CLB_SOURCE = (
+    "API server CLB instance fee, CNY 0.147/h (CLB pay-as-you-go billing page); "
+    "its capacity units, public IP fee and traffic are billed by use and not included"
+)
+# Hourly fees in CNY beside the nodes, which the node pools' TTL does not stop: name -> (price, source).
 _FEES: dict[str, dict[str, tuple[Decimal, str]]] = {
     "ack.pro.small": {
-        "ACK Pro cluster management fee": (Decimal("0.64"), "UNVERIFIED"),
-        "API server load balancer (CLB)": (Decimal("0.12"), "UNVERIFIED"),
+        "cluster management fee (ACK Pro)": (Decimal("0.64"), _PRO_FEE_SOURCE),
+        "API server load balancer (CLB)": (Decimal("0.147"), _CLB_SOURCE),
     },
     "ack.standard": {
-        "API server load balancer (CLB)": (Decimal("0.12"), "UNVERIFIED"),
+        "API server load balancer (CLB)": (Decimal("0.147"), _CLB_SOURCE),
     },
 }
 
@@ -80,16 +102,18 @@ def default_driver(kubernetes_version: str) -> str:
 
 
 def pool_problem(profile: catalog.GpuProfile, driver_version: str) -> str | None:
-    """Why ACK cannot run this pool, or None."""
+    """Why ACK cannot run this pool, or None.
+
+    ACK lists the GPU compute families ("gn, ebm and scc series", heterogeneous computing
+    overview, document 422806) and only datacenter (Tesla) drivers; no ACK page names a vGPU
+    family or a GRID driver, so vGPU pools are refused (an inference from those lists).
+    """
     if profile.driver != catalog.TESLA:
         return (
-            f"{profile.family} is a vGPU family (GRID driver); ACK node pools install the Tesla driver only. "
-            "Fix: use a GPU compute family (e.g. ecs.gn6i-c4g1.xlarge), or gpu-k8s:cluster kubeadm for vGPU."
+            f"{profile.family} is a vGPU family (GRID driver); ACK lists GPU compute families (gn, ebmgn) and "
+            "datacenter drivers only. Fix: use a compute family such as ecs.gn6i-c4g1.xlarge, or "
+            "gpu-k8s:cluster kubeadm for vGPU."
         )
-    if profile.family not in GPU_FAMILIES:
-        return f"ACK's supported GPU families ({FACTS_DATE}) do not list {profile.family}."
-    try:
-        cuda.driver_cuda(driver_version)
-    except ValueError:
-        return f"the driver {driver_version} is not in the CUDA table."
+    if driver_version not in DRIVER_VERSIONS:
+        return f"ACK does not offer driver {driver_version} ({FACTS_DATE})."
     return None

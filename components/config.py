@@ -581,6 +581,14 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
             driver,
             f"empty (ACK's default for the cluster version) or a driver ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}",
         )
+    ttl = parse_ttl_hours(cfg.get("ttlHours") or "")
+    if ttl > ack_support.MAX_TTL_HOURS:
+        raise ConfigError(
+            "ttlHours",
+            cfg.get("ttlHours") or "",
+            f"0 (off) or at most {ack_support.MAX_TTL_HOURS} hours with gpu-k8s:cluster ack",
+            reason="on ACK the TTL is an ESS scheduled task, which starts at most 90 days after it is made.",
+        )
     for pool in pools:
         problem = ack_support.pool_problem(pool.profile, driver or ack_support.default_driver(version))
         if problem:
