@@ -169,3 +169,70 @@ def run_script(
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
         ),
     )
+
+
+LOCAL_RUNNER = "local/with-kubeconfig.sh"
+_SCRIPTS_REL = "components/scripts"  # relative to the project directory
+
+
+def render_local_command(script: str, env: Mapping[str, str]) -> str:
+    """The command line run on the deployer: ``VAR='value' ... bash components/scripts/local/
+    with-kubeconfig.sh components/scripts/<script>``.
+
+    Paths are relative: Pulumi runs a local command in the project directory, and an
+    absolute path would differ per machine (a changed ``create`` re-runs the step).
+    """
+    script_path(script)  # the script exists
+    prefix = render_env(env)
+    run = f"bash {_SCRIPTS_REL}/{LOCAL_RUNNER} {_SCRIPTS_REL}/{script}"
+    return f"{prefix} {run}" if prefix else run
+
+
+def run_local_script(
+    name: str,
+    *,
+    script: str,
+    kubeconfig: pulumi.Input[str],
+    env: Mapping[str, pulumi.Input[str]] | None = None,
+    after: Sequence[pulumi.Resource] = (),
+    parent: pulumi.Resource,
+    timeout: str = "20m",
+    extra_triggers: Sequence[str] = (),
+) -> command.local.Command:
+    """Run a cluster check (70/80) on the deployer against the cluster of ``kubeconfig``.
+
+    For a managed control plane (ACK): no SSH to any node; the check reads the cluster
+    through the Kubernetes API with the deployer's ``kubectl``. ``local/with-kubeconfig.sh``
+    writes the kubeconfig (stdin, a secret) to a 0600 temp file, exports KUBECONFIG, runs
+    the script and removes the file. The scripts run in place in the checkout, so their
+    ``source .../lib/common.sh # gpu-k8s:inline`` line works unrendered (nothing is copied).
+
+    Triggers like run_script: the hash of the script (the lib included) and of
+    with-kubeconfig.sh, the ids of the ``after`` commands (a re-run of one re-runs this),
+    and ``extra_triggers``. The check's exit status fails the command (70: 1, 80: 2/3).
+    """
+    env = dict(env or {})
+    create = (
+        pulumi.Output.all(**env).apply(lambda values: render_local_command(script, values))
+        if env
+        else render_local_command(script, {})
+    )
+    triggers: list[pulumi.Input[str]] = [
+        script_hash(script),
+        script_hash(LOCAL_RUNNER),
+        *[step.id for step in after if isinstance(step, command.remote.Command | command.local.Command)],
+        *extra_triggers,
+    ]
+    return command.local.Command(
+        name,
+        create=create,
+        stdin=pulumi.Output.secret(kubeconfig),
+        triggers=triggers,
+        logging=command.local.Logging.STDOUT_AND_STDERR,
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(after),
+            custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+        ),
+    )

@@ -8,6 +8,11 @@ script's own parsing and diagnosis make the verdict. The script's wait loop runs
 fake clock: ``sleep`` is a bash function that advances ``$SECONDS``, so a pod that
 stays Pending reaches the script's deadline at once, as it would after TIMEOUT_SECONDS.
 
+Group mode (a managed control plane, ACK: the checks run on the deployer through
+``components/scripts/local/with-kubeconfig.sh``, the kubeconfig on stdin): node names are
+unknown offline, so each node is a labelled placeholder ``<ACK node N of <key>=<value>>``
+(``group_node``), the same in 70's answer and in 80's pods.
+
 nvidia-smi's answer for the gpu-verify step comes from components/nvidia_smi.py over a
 recorded ``nvidia-smi`` of that GPU and driver (tests/fixtures/nvidia-smi), where one
 exists; otherwise the caller uses a labelled placeholder.
@@ -27,12 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FAILURES = Path(__file__).resolve().parent / "fixtures" / "gpu-failures.json"
 NVIDIA_SMI_FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"
+# What the stub kubectl is given as its kubeconfig (it reads none).
+FAKE_ADMIN_CONF = "apiVersion: v1\nkind: Config\nclusters: []\n"
 GPU_TEST_OUTCOMES = ("passed", "failed", "timeout")
 # Which recorded failure each outcome replays (the "case" of a test_pod entry).
 FAILURE_CASES = {
     "failed": "seed: CUDA image newer than the driver",  # container StartError: the pod ends Failed
     "timeout": "seed: Pending, Insufficient nvidia.com/gpu",  # FailedScheduling: the pod stays Pending
 }
+
+# The label the test pods of a node group select (their nodeSelector) in group mode.
+POOL_LABEL = "gpu-k8s/pool"
+WITH_KUBECONFIG = "components/scripts/local/with-kubeconfig.sh"
 
 # kubectl as the control plane would answer 70/80-*.sh, from files in $STUB_STATE: per pod
 # <name>.{phase,node,log,previous,events,messages}, per node gpu-<node> (allocatable) and
@@ -73,6 +84,39 @@ def failure_case(outcome: str) -> dict:
     raise KeyError(f"{FAILURES.name} has no test_pod case {wanted!r}")
 
 
+def group_node(selector: str, number: int) -> str:
+    """The placeholder for the ``number``-th (1-based) node with label ``selector`` (key=value)."""
+    return f"<ACK node {number} of {selector}>"
+
+
+def group_nodes(groups: str) -> list[tuple[str, str]]:
+    """(selector, placeholder node) for each node GPU_NODE_GROUPS (``<key>=<value>:<count>``) waits for."""
+    nodes = []
+    for item in groups.split():
+        selector, _, count = item.rpartition(":")
+        nodes += [(selector, group_node(selector, i)) for i in range(1, int(count) + 1)]
+    return nodes
+
+
+def is_group_mode(env: dict[str, str], *, local: bool = False) -> bool:
+    """Whether the checks run against node groups (a node pool names its nodes): ACK."""
+    return local or env.get("NODE_SETUP") == "ack" or bool(env.get("GPU_NODE_GROUPS", "").strip())
+
+
+def pod_node(pod: str, env: dict[str, str], *, group: bool = False) -> str:
+    """The node a test pod runs on: ``gpu-test-<node>[-<i>]-<hash>`` names it (kubeadm); in group
+    mode ``gpu-test-<pool>-<i>-<hash>`` lands on a node of the pool (anti-affinity: the i-th on
+    the i-th node, PODS_PER_NODE to a node), a labelled placeholder."""
+    name = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-")
+    per_node = int(env.get("PODS_PER_NODE") or 1)
+    if group:
+        pool, _, rest = name.rpartition("-")[0].rpartition("-")
+        if pool and rest.isdigit():
+            return group_node(f"{POOL_LABEL}={pool}", int(rest) // per_node + 1)
+    node = name.rsplit("-", 1)[0]  # less the spec hash
+    return node.rsplit("-", 1)[0] if per_node > 1 else node
+
+
 def _pod_files(outcome: str, node: str) -> dict[str, str]:
     case = failure_case(outcome)
     if outcome == "timeout":
@@ -82,8 +126,11 @@ def _pod_files(outcome: str, node: str) -> dict[str, str]:
     return {"phase": "Failed", "node": node, "messages": f"StartError {case['text']}\n"}
 
 
-def run_gpu_test_result(env: dict[str, str], outcome: str) -> subprocess.CompletedProcess:
-    """Run the rendered 80-gpu-test-result.sh with ``env`` against pods that ``outcome``."""
+def run_gpu_test_result(env: dict[str, str], outcome: str, *, local: bool = False) -> subprocess.CompletedProcess:
+    """Run 80-gpu-test-result.sh with ``env`` against pods that ``outcome``: as rendered for the
+    control plane (admin.conf under GPU_K8S_ROOT), or with ``local`` as the deployer runs it
+    (in place, through local/with-kubeconfig.sh, the kubeconfig on stdin written under the
+    temp dir: $KUBECONFIG)."""
     from components.remote import render_script
 
     if outcome not in FAILURE_CASES:
@@ -97,15 +144,20 @@ def run_gpu_test_result(env: dict[str, str], outcome: str) -> subprocess.Complet
         kubectl.chmod(0o755)
         python = tmpdir / "bin" / "python3"
         python.symlink_to(sys.executable)
-        per_node = int(env.get("PODS_PER_NODE") or 1)
+        group = is_group_mode(env, local=local)
         for pod in env.get("TEST_PODS", "").split():
             name = pod.rsplit("/", 1)[-1]
-            node = name.removeprefix("gpu-test-").rsplit("-", 1)[0]  # less the spec hash
-            node = node.rsplit("-", 1)[0] if per_node > 1 else node
-            for suffix, text in _pod_files(outcome, node).items():
+            for suffix, text in _pod_files(outcome, pod_node(pod, env, group=group)).items():
                 (tmpdir / "state" / f"{name}.{suffix}").write_text(text)
-        script = tmpdir / "80-gpu-test-result.sh"
-        script.write_text(render_script("80-gpu-test-result.sh"))
+        if local:
+            command = ["bash", WITH_KUBECONFIG, "components/scripts/80-gpu-test-result.sh"]
+        else:
+            script = tmpdir / "80-gpu-test-result.sh"
+            script.write_text(render_script("80-gpu-test-result.sh"))
+            command = ["bash", str(script)]
+            admin = tmpdir / "etc" / "kubernetes" / "admin.conf"  # 80 refuses to run without it
+            admin.parent.mkdir(parents=True)
+            admin.write_text(FAKE_ADMIN_CONF)
         full_env = {
             **{k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "HOME")},
             **env,
@@ -115,8 +167,18 @@ def run_gpu_test_result(env: dict[str, str], outcome: str) -> subprocess.Complet
             "POLL_SECONDS": "60",
             # The fake clock: the script's sleeps advance bash's SECONDS instead of waiting.
             "BASH_FUNC_sleep%%": "() {  SECONDS=$((SECONDS + ${1%%.*}));\n}",
+            "TMPDIR": str(tmpdir),  # with-kubeconfig.sh's kubeconfig file ($KUBECONFIG)
         }
-        return subprocess.run(["bash", str(script)], env=full_env, capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            command,
+            input=FAKE_ADMIN_CONF if local else "",
+            cwd=ROOT,  # Pulumi runs local commands in the project directory
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def gpu_test_failure(proc: subprocess.CompletedProcess) -> str | None:

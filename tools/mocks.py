@@ -79,17 +79,26 @@ ACK_CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
 
 
 def command_env(create: str) -> dict[str, str]:
-    """VAR=value pairs at the front of a rendered remote command line."""
+    """VAR=value pairs at the front of a rendered command line: a remote step's
+    ``... bash /opt/gpu-k8s/NN.sh`` or a deployer check's ``... bash
+    components/scripts/local/with-kubeconfig.sh components/scripts/NN.sh``. Words from the
+    command on (``bash`` and its arguments) are not environment."""
     env: dict[str, str] = {}
     try:
         words = shlex.split(create or "")
     except ValueError:
         return env
     for word in words:
-        if "=" in word and word.split("=", 1)[0].isidentifier():
-            key, value = word.split("=", 1)
-            env[key] = value
+        if not ("=" in word and word.split("=", 1)[0].isidentifier()):
+            break
+        key, value = word.split("=", 1)
+        env[key] = value
     return env
+
+
+def _runs_on_deployer(name: str, create: object) -> bool:
+    """A cluster check run on the deployer (remote.run_local_script): 70/80 via with-kubeconfig.sh."""
+    return name.endswith(("-gpu-allocatable", "-gpu-test-result")) and mock_cluster.WITH_KUBECONFIG in str(create or "")
 
 
 _GENERATION = re.compile(r" #(\d+)>$")
@@ -280,6 +289,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             out.setdefault("stderr", "")
         elif typ == "command:local:Command" and str(inputs.get("create", "")).startswith("printf %s "):
             out.setdefault("stdout", shlex.split(inputs["create"])[2])  # a node's image record (node.py)
+        elif typ == "command:local:Command" and _runs_on_deployer(name, inputs.get("create")):
+            out.setdefault("stdout", self._remote_stdout(name, inputs, runs, local=True))  # 70/80 from the deployer
+            out.setdefault("stderr", "")
         elif typ == "command:local:Command":
             out.setdefault("stdout", str(int(self.clock())))
             out.setdefault("stderr", "")
@@ -401,13 +413,13 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             out["kubernetesVersion"] = wanted
         return out
 
-    def _remote_stdout(self, name: str, inputs: dict, runs: bool = True) -> str:
+    def _remote_stdout(self, name: str, inputs: dict, runs: bool = True, *, local: bool = False) -> str:
         create = inputs.get("create") or ""
         env = command_env(create)
         for suffix, producer in self.command_stdout.items():
             if name.endswith(suffix):
                 if producer == self._gpu_test_result:  # not replaced by a test
-                    return self._gpu_test_result(inputs, env, name=name, runs=runs)
+                    return self._gpu_test_result(inputs, env, name=name, runs=runs, local=local)
                 return producer(inputs, env)
         return ""
 
@@ -427,31 +439,44 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         return line + "\n"
 
     def _gpu_allocatable(self, inputs: dict, env: dict[str, str]) -> str:
-        """70-gpu-allocatable.sh: {node: nvidia.com/gpu allocatable}, here the expected minimum."""
-        nodes = env.get("GPU_NODES", "").replace(",", " ").split()
+        """70-gpu-allocatable.sh: {node: nvidia.com/gpu allocatable}, here the expected minimum.
+
+        Group mode (GPU_NODE_GROUPS): a node pool names its nodes at deploy time, so each
+        node is a labelled placeholder, <ACK node N of <key>=<value>> (mock_cluster.group_node).
+        """
         per_node = int(env.get("MIN_GPUS_PER_NODE") or 1)
+        if env.get("GPU_NODE_GROUPS", "").strip():
+            nodes = []
+            for selector, node in mock_cluster.group_nodes(env["GPU_NODE_GROUPS"]):
+                self.placeholders[node] = f"the name of a node labelled {selector} (its node pool names it at deploy time)"
+                nodes.append(node)
+        else:
+            nodes = env.get("GPU_NODES", "").replace(",", " ").split()
         answer = json.dumps({node: per_node for node in nodes})
         self.placeholders[answer] = "nvidia.com/gpu allocatable per GPU node, read from the cluster at deploy time"
         return answer + "\n"
 
-    def _gpu_test_result(self, inputs: dict, env: dict[str, str], *, name: str = "", runs: bool = True) -> str:
+    def _gpu_test_result(
+        self, inputs: dict, env: dict[str, str], *, name: str = "", runs: bool = True, local: bool = False
+    ) -> str:
         """80-gpu-test-result.sh: with gpu_test failed/timeout, the real script's verdict over a
         recorded failure (a failing step fails `pulumi up`); otherwise every test pod passes
-        with labelled placeholder logs (never a real result)."""
+        with labelled placeholder logs (never a real result). ``local``: run on the deployer
+        (with-kubeconfig.sh); in group mode a pod's node is a labelled placeholder of its pool."""
+        group = mock_cluster.is_group_mode(env, local=local)
         if self.gpu_test in mock_cluster.FAILURE_CASES and runs:
-            proc = mock_cluster.run_gpu_test_result(env, self.gpu_test)
+            proc = mock_cluster.run_gpu_test_result(env, self.gpu_test, local=local)
             why = mock_cluster.gpu_test_failure(proc)
             if why is not None:
                 self.failures.append(f"{name}: {why}")
                 self.failed.append(name)
             return proc.stdout
         pattern = env.get("SUCCESS_PATTERN", "")
-        per_node = int(env.get("PODS_PER_NODE") or 1)
         pods = []
         for pod in env.get("TEST_PODS", "").replace(",", " ").split():  # namespace/name
-            node = pod.rsplit("/", 1)[-1].removeprefix("gpu-test-").rsplit("-", 1)[0]  # less the spec hash
-            if per_node > 1:
-                node = node.rsplit("-", 1)[0]
+            node = mock_cluster.pod_node(pod, env, group=group)
+            if group:
+                self.placeholders.setdefault(node, f"the name of the node {pod} ran on (its node pool names it at deploy time)")
             log = f"<placeholder: log of {pod} at deploy time, which passes if it contains {pattern!r}>"
             self.placeholders[log] = f"what {pod} prints on the GPU node (read with kubectl logs at deploy time)"
             pods.append({"pod": pod, "node": node, "phase": "Succeeded", "passed": True, "log": log, "diagnosis": ""})

@@ -2,16 +2,21 @@
 # 80-gpu-test-result.sh: wait for the GPU test pods to finish and report, as JSON, whether
 # each one passed and, if not, why.
 #
-# Runs on: the control-plane node, as root, after the test pods are created.
+# Runs on: the kubeadm control-plane node, as root, after the test pods are created
+# (kubeconfig /etc/kubernetes/admin.conf); or on the deployer with KUBECONFIG set, through
+# local/with-kubeconfig.sh (a managed control plane such as ACK: only the Kubernetes API).
 # Inputs (environment):
 #   TEST_PODS        space-separated namespace/name
 #   SUCCESS_PATTERN  text a passing pod prints, e.g. "Test PASSED" or "/device:GPU:0"
 #   TIMEOUT_SECONDS  how long to wait for all pods to end (Succeeded or Failed), e.g. 600
+#   NODE_SETUP       who set the nodes up, for the fix hints: gpu-k8s (default: our node
+#                    steps) | ack (the node pool's GPU image and driver label)
+#   KUBECONFIG       when set, the kubeconfig to use; else /etc/kubernetes/admin.conf
 #   (PODS_PER_NODE and TEST_IMAGE may be passed so a new test re-runs the step; not read.)
 # Knobs: POLL_SECONDS (default 5); GPU_K8S_ROOT (path prefix, tests only).
 # stdin: not read.
 # stdout: one JSON object {"passed": bool, "verdict": "PASSED|FAILED|TIMEOUT", "pods":
-#   [{"pod": "ns/name", "node": "...", "phase": "...", "passed": bool, "timedOut": bool,
+#   [{"pod": "ns/name", "node": "<.spec.nodeName>", "phase": "...", "passed": bool, "timedOut": bool,
 #   "log": "<last 30 lines>", "diagnosis": "..."}]}, printed whatever the verdict.
 # Exit: 0 PASSED; 2 FAILED (a pod ended without the pattern, or its image does not exist);
 # 3 TIMEOUT (a pod had not ended after TIMEOUT_SECONDS, none failed); 1 the check could not
@@ -27,6 +32,8 @@ readonly TEST_PODS="${TEST_PODS:-}"
 readonly SUCCESS_PATTERN="${SUCCESS_PATTERN:-}"
 readonly TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-600}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
+readonly NODE_SETUP="${NODE_SETUP:-gpu-k8s}"
+readonly KUBECONFIG_GIVEN="${KUBECONFIG:-}"
 # What the kubelet says about each container: waiting (e.g. ErrImagePull and the pull
 # error), terminated, and the previous run's termination: an NVIDIA hook failure such as
 # "nvidia-container-cli: initialization error: nvml error: driver not loaded" is only
@@ -44,6 +51,31 @@ declare -A GONE=()
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
+
+# hint <topic>: what to fix, in the words of whoever set the nodes up (NODE_SETUP). On ACK
+# the node pool's GPU image brings the driver (its version from the pool's
+# ack.aliyun.com/nvidia-driver-version label) and the nvidia runtime: our steps do not run.
+hint() {
+  if [[ "$NODE_SETUP" == ack ]]; then
+    case "$1" in
+      newer-driver) printf "use an image for an older CUDA, or a newer driver (the node pool's ack.aliyun.com/nvidia-driver-version label)" ;;
+      driver) printf "check the node pool's GPU image and its ack.aliyun.com/nvidia-driver-version label" ;;
+      pull) printf "check the node's route to the registry (a NAT gateway for public images)" ;;
+      runtime) printf "the node pool's image is not ACK's GPU image (which sets the nvidia runtime)" ;;
+      nvml) printf "replace the node (scale its pool in and out), then make retest" ;;
+      allocatable) printf "see the GPU allocatable check" ;;
+    esac
+    return 0
+  fi
+  case "$1" in
+    newer-driver) printf "use an image for an older CUDA, or a newer driver" ;;
+    driver) printf "see 12-gpu-verify, nvidia-smi and dmesg there" ;;
+    pull) printf "set gpu-k8s:registryMirrors" ;;
+    runtime) printf "containerd's default runtime is not nvidia (default_runtime_name, 20-container-runtime), or set runtimeClassName: nvidia" ;;
+    nvml) printf "check SystemdCgroup = true in /etc/containerd/config.toml, then make retest" ;;
+    allocatable) printf "see 70-gpu-allocatable" ;;
+  esac
+}
 
 kc() { timeout 20 kubectl "$@" 2>/dev/null || true; }
 
@@ -90,26 +122,26 @@ diagnose() { # pod phase passed logs events messages
   [[ "$3" == true ]] && return 0
   if [[ "$text" =~ $re ]]; then
     need="${BASH_REMATCH[1]}"
-    printf 'the image needs a newer driver (unsatisfied condition: %s): use an image for an older CUDA, or a newer driver' "$need"
+    printf 'the image needs a newer driver (unsatisfied condition: %s): %s' "$need" "$(hint newer-driver)"
   elif [[ "$text" == *"driver not loaded"* ]]; then
-    printf 'the NVIDIA kernel driver is not loaded on the node (%s): see 12-gpu-verify, nvidia-smi and dmesg there' \
-      "$(first_line 'driver not loaded' "$text" | sed -E 's/^[A-Za-z]+ +//')"
+    printf 'the NVIDIA kernel driver is not loaded on the node (%s): %s' \
+      "$(first_line 'driver not loaded' "$text" | sed -E 's/^[A-Za-z]+ +//')" "$(hint driver)"
   elif [[ -n "${GONE[$1]:-}" || ("$text" =~ $PULL_ERROR_RE && "$text" =~ $IMAGE_GONE_RE) ]]; then
     printf 'the image does not exist (%s): fix gpu-k8s:smokeTestImage (stopped waiting at once)' \
       "$(first_line "$IMAGE_GONE_RE" "$text")"
   elif [[ "$text" =~ $PULL_ERROR_RE ]]; then
-    printf 'cannot pull the test image (%s): the registry is unreachable or too slow from the node: set gpu-k8s:registryMirrors' \
-      "$(first_line 'Failed to pull image|ErrImagePull|ImagePullBackOff' "$text")"
+    printf 'cannot pull the test image (%s): the registry is unreachable or too slow from the node: %s' \
+      "$(first_line 'Failed to pull image|ErrImagePull|ImagePullBackOff' "$text")" "$(hint pull)"
   elif [[ "$text" == *"CUDA driver version is insufficient for CUDA runtime version"* ]]; then
-    printf "the node's driver is too old for the image's CUDA (CUDA driver version is insufficient for CUDA runtime version): use an image for an older CUDA, or a newer driver"
+    printf "the node's driver is too old for the image's CUDA (CUDA driver version is insufficient for CUDA runtime version): %s" "$(hint newer-driver)"
   elif [[ "$text" == *"libnvidia-ml.so"*"cannot open shared object file"* ]]; then
-    printf "the container did not get the NVIDIA runtime (libnvidia-ml.so.1: cannot open shared object file): containerd's default runtime is not nvidia (default_runtime_name, 20-container-runtime), or set runtimeClassName: nvidia"
+    printf "the container did not get the NVIDIA runtime (libnvidia-ml.so.1: cannot open shared object file): %s" "$(hint runtime)"
   elif [[ "$text" == *"Failed to initialize NVML: Unknown Error"* ]]; then
-    printf 'the container lost access to the GPU devices (Failed to initialize NVML: Unknown Error), typically after a systemd daemon-reload with the wrong cgroup driver: check SystemdCgroup = true in /etc/containerd/config.toml, then make retest'
+    printf 'the container lost access to the GPU devices (Failed to initialize NVML: Unknown Error), typically after a systemd daemon-reload with the wrong cgroup driver: %s' "$(hint nvml)"
   elif [[ "$2" == Pending ]]; then
     printf 'still Pending after %ss: %s' "$TIMEOUT_SECONDS" "$(grep -m1 FailedScheduling <<<"$5" || head -n 1 <<<"$6$5")"
     [[ "$5" == *"Insufficient nvidia.com/gpu"* ]] &&
-      printf ' (no free nvidia.com/gpu on the node: the device plugin has not registered its GPUs, or all are in use; see 70-gpu-allocatable)'
+      printf ' (no free nvidia.com/gpu on the node: the device plugin has not registered its GPUs, or all are in use; %s)' "$(hint allocatable)"
   elif [[ "$2" == Succeeded ]]; then
     printf 'the pod succeeded but its log lacks "%s"' "$SUCCESS_PATTERN"
   elif [[ "$2" == Failed ]]; then
@@ -174,13 +206,27 @@ finish() {
   log "GPU test PASSED on $total test pods"
 }
 
+# --- the kubeconfig: $KUBECONFIG when given (the deployer), else the control plane's admin.conf ---
+use_kubeconfig() {
+  if [[ -n "$KUBECONFIG_GIVEN" ]]; then
+    [[ -f "$KUBECONFIG_GIVEN" ]] || die "KUBECONFIG=$KUBECONFIG_GIVEN: no such file"
+    export KUBECONFIG="$KUBECONFIG_GIVEN"
+    timeout 20 kubectl get --raw=/readyz >/dev/null 2>&1 ||
+      die "kubectl cannot reach the API server with the kubeconfig in \$KUBECONFIG: is the cluster up and its API server reachable from here?"
+    return 0
+  fi
+  export KUBECONFIG="$ROOT/etc/kubernetes/admin.conf"
+  [[ -f "$KUBECONFIG" ]] || die "/etc/kubernetes/admin.conf not found: run this on the initialised control plane (or set KUBECONFIG)"
+  timeout 20 kubectl get --raw=/readyz >/dev/null 2>&1 ||
+    die "kubectl cannot reach the API server with /etc/kubernetes/admin.conf: is the control plane up?"
+}
+
 main() {
   [[ "$TEST_PODS" =~ ^[a-z0-9./\ -]+$ && "$TEST_PODS" == */* ]] || die "TEST_PODS must be space-separated namespace/name (got '$TEST_PODS')"
   [[ -n "$SUCCESS_PATTERN" ]] || die "SUCCESS_PATTERN is empty"
   [[ "$TIMEOUT_SECONDS" =~ ^[0-9]+$ ]] || die "TIMEOUT_SECONDS must be a number (got '$TIMEOUT_SECONDS')"
-  export KUBECONFIG="$ROOT/etc/kubernetes/admin.conf"
-  timeout 20 kubectl get --raw=/readyz >/dev/null 2>&1 ||
-    die "kubectl cannot reach the API server with /etc/kubernetes/admin.conf: is the control plane up?"
+  [[ "$NODE_SETUP" == gpu-k8s || "$NODE_SETUP" == ack ]] || die "NODE_SETUP must be gpu-k8s or ack (got '$NODE_SETUP')"
+  use_kubeconfig
   RECORDS=$(mktemp)
   trap 'rm -f "$RECORDS"' EXIT
   wait_pods

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# with-kubeconfig.sh: run a cluster check (70-gpu-allocatable, 80-gpu-test-result) on the
+# machine running pulumi (the deployer), against the cluster whose kubeconfig is on stdin.
+#
+# Runs on: the deployer, from the project directory (Pulumi runs local commands there), for
+# a managed control plane (ACK) where no node can be reached over SSH: the check reads pod
+# status and logs through the Kubernetes API only. components/remote.py run_local_script.
+# Usage: VAR='value' ... bash components/scripts/local/with-kubeconfig.sh components/scripts/<NN-name>.sh
+# Inputs: $1 the check script (run in place: its `source lib/common.sh` works unrendered);
+#   the check's own inputs as environment (passed through unchanged).
+# stdin: the kubeconfig (a secret: written to a 0600 temp file, never echoed, never on argv;
+#   the file is removed on exit).
+# stdout: the check's stdout, unchanged.
+# Exit: the check's status (70: 1 on timeout; 80: 2 FAILED, 3 TIMEOUT); 1 when it cannot
+# run (no script, empty stdin, no kubectl on PATH).
+set -euo pipefail
+
+readonly STEP="with-kubeconfig"
+KUBECONFIG_FILE=""
+
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+check_script() {
+  [[ $# -eq 1 ]] || die "usage: with-kubeconfig.sh components/scripts/<NN-name>.sh (got $# arguments)"
+  [[ "$1" =~ (^|/)[0-9][0-9]-[a-z0-9-]+\.sh$ ]] || die "$1 is not a check script (components/scripts/<NN-name>.sh)"
+  [[ -f "$1" ]] || die "$1 not found: run from the project directory"
+}
+
+# --- stdin to a file only this user can read; the EXIT trap removes it ---
+save_kubeconfig() {
+  KUBECONFIG_FILE=$(umask 077 && mktemp "${TMPDIR:-/tmp}/gpu-k8s-kubeconfig.XXXXXX")
+  (umask 077 && cat >"$KUBECONFIG_FILE")
+  [[ -s "$KUBECONFIG_FILE" ]] || die "no kubeconfig on stdin"
+}
+
+# kubectl's version skew policy: within one minor version of the API server.
+check_kubectl() {
+  command -v kubectl >/dev/null 2>&1 ||
+    die "kubectl not found on this machine: the ACK backend runs the GPU checks from here; install kubectl of the cluster's minor version (or one minor apart)"
+}
+
+main() {
+  trap '[[ -z "$KUBECONFIG_FILE" ]] || rm -f "$KUBECONFIG_FILE"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  check_script "$@"
+  save_kubeconfig
+  check_kubectl
+  export KUBECONFIG="$KUBECONFIG_FILE"
+  local rc=0
+  bash "$1" </dev/null || rc=$?
+  exit "$rc"
+}
+
+main "$@"
