@@ -466,7 +466,7 @@ def load_config() -> StackConfig:
         image_name_regex=image_regex,
         system_disk_gib=parse_count("systemDiskGiB", cfg.get("systemDiskGiB") or "", minimum=20, maximum=500),
         public_bandwidth_mbps=parse_count("publicBandwidthMbps", cfg.get("publicBandwidthMbps") or "", maximum=100),
-        allowed_cidrs=parse_cidrs(_object(cfg, "allowedCidrs", None)),
+        allowed_cidrs=parse_cidrs(_object(cfg, "allowedCidrs", None)) if ack is None else (),
         ttl_hours=parse_ttl_hours(cfg.get("ttlHours") or ""),
         spot=spot,
         spot_price_limit=spot_price_limit,
@@ -508,6 +508,7 @@ CLUSTER_BACKENDS = ("kubeadm", "ack")
 # Keys only the kubeadm backend reads: on ACK the nodes come from ACK's GPU node image, with
 # the driver, runtime, Kubernetes, pod network and device plugin that ACK installs.
 KUBEADM_ONLY_KEYS = (
+    "allowedCidrs",  # ACK's API server load balancer is ACK's: this program opens no port on ACK
     "controlPlaneInstanceType",
     "imageNameRegex",
     "imageId",

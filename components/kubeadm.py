@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pulumi
+
 from components import backend, cost, device_plugin, prefetch, remote
 from components.auto_release import AutoRelease, AutoReleaseArgs
 from components.backend import ClusterChecks, GpuNode
@@ -54,7 +56,7 @@ class KubeadmBackend:
                 image_name_regex=cfg.image_name_regex,
                 image_id=cfg.image_id,
                 vswitch_id=network.vswitch.id,
-                security_group_id=network.security_group.id,
+                security_group_id=_security_group_id(network),
                 key_pair_name=ssh_key.key_pair_name,
                 system_disk_gib=cfg.system_disk_gib,
                 public_bandwidth_mbps=cfg.public_bandwidth_mbps,
@@ -115,3 +117,10 @@ class KubeadmBackend:
 
     def cost(self) -> dict:
         return cost.stack_cost(self._cfg, self.fleet)
+
+
+def _security_group_id(network: Network) -> pulumi.Output[str]:
+    """The nodes' group: opened to allowedCidrs, which kubeadm always has (config.py)."""
+    if network.security_group is None:
+        raise ValueError("the kubeadm backend needs the network's security group (allowedCidrs is empty)")
+    return network.security_group.id

@@ -45,7 +45,9 @@ LIVE_STOCK_LOOKUP = True
 class NetworkArgs:
     region: str
     instance_types: tuple[str, ...]
-    allowed_cidrs: tuple[str, ...]  # concrete CIDRs ("auto" already resolved)
+    # Concrete CIDRs ("auto" already resolved) that reach SSH and the API; empty: no public
+    # ports and no security group (ACK makes the nodes' group and the API's load balancer).
+    allowed_cidrs: tuple[str, ...]
     stack: str  # tags the network, so a later run finds this stack's vSwitch and its zone
     spot: bool = False
     zone_id: str | None = None  # pinned (gpu-k8s:zoneId)
@@ -55,8 +57,6 @@ class NetworkArgs:
             raise ValueError("NetworkArgs.instance_types must name at least one instance type")
         for cidr in self.allowed_cidrs:
             ipaddress.ip_network(cidr, strict=True)
-        if not self.allowed_cidrs:
-            raise ValueError("NetworkArgs.allowed_cidrs must not be empty")
         if not self.stack:
             raise ValueError("NetworkArgs.stack is required (it tags the network)")
         if self.zone_id is not None and not self.zone_id.startswith(f"{self.region}-"):
@@ -194,7 +194,7 @@ def pick_zone(
 class Network(pulumi.ComponentResource):
     vpc: alicloud.vpc.Network
     vswitch: alicloud.vpc.Switch
-    security_group: alicloud.ecs.SecurityGroup
+    security_group: alicloud.ecs.SecurityGroup | None  # None without allowed CIDRs (ACK)
     zone_id: str
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
@@ -232,6 +232,21 @@ class Network(pulumi.ComponentResource):
             # zone_id is ForceNew: never let a later lookup replace the vSwitch (and strand the nodes).
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["zone_id"]),
         )
+        self.security_group, self.rules, self.ssh_rules, self.api_rules = None, [], [], []
+        if args.allowed_cidrs:
+            self._open_ports(name, args, child)
+        self.register_outputs(
+            {
+                "vpcId": self.vpc.id,
+                "vswitchId": self.vswitch.id,
+                "securityGroupId": self.security_group.id if self.security_group else "none",
+                "zoneId": self.zone_id,
+                "zoneChoice": self.zone_choice,
+            }
+        )
+
+    def _open_ports(self, name: str, args: NetworkArgs, child: pulumi.ResourceOptions) -> None:
+        """The nodes' security group: SSH and the API from allowedCidrs only."""
         # inner_access_policy=Accept: nodes in the group reach each other on every port
         # (kubelet, flannel VXLAN, etcd); nothing else is open by default.
         self.security_group = alicloud.ecs.SecurityGroup(
@@ -262,12 +277,3 @@ class Network(pulumi.ComponentResource):
         roles = [role for role, _, _ in _ingress_rules(args.allowed_cidrs)]
         self.ssh_rules = [rule for rule, role in zip(self.rules, roles, strict=True) if role == "ssh"]
         self.api_rules = [rule for rule, role in zip(self.rules, roles, strict=True) if role == "kube-api"]
-        self.register_outputs(
-            {
-                "vpcId": self.vpc.id,
-                "vswitchId": self.vswitch.id,
-                "securityGroupId": self.security_group.id,
-                "zoneId": self.zone_id,
-                "zoneChoice": self.zone_choice,
-            }
-        )

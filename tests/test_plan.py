@@ -141,7 +141,7 @@ def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
 
 def test_unknown_stack_exits_2(capsys):
     code, _, err = run_cli(capsys, "--stack", "nope")
-    assert code == 2 and "stacks: dev, mixed, p4" in err
+    assert code == 2 and "stacks: ack, dev, mixed, p4" in err
 
 
 def test_real_process_exit_code_and_no_traceback():
