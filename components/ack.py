@@ -76,8 +76,8 @@ class AckClusterArgs:
 
 
 def pool_labels(pool: NodePool, settings: AckSettings) -> list[dict[str, str]]:
-    """The Kubernetes labels ACK puts on the pool's nodes (pure): our pool label and GPU labels,
-    and the driver label only when the driver is pinned (unlabelled: ACK's default driver)."""
+    """The Kubernetes labels ACK puts on the pool's nodes (pure): our pool and GPU labels, and the
+    driver label, which makes ACK install that driver on every node it adds to the pool."""
     labels = {
         backend.POOL_LABEL: pool.name,
         "gpu-k8s/driver": pool.profile.driver,
@@ -87,8 +87,7 @@ def pool_labels(pool: NodePool, settings: AckSettings) -> list[dict[str, str]]:
     product = catalog.product_label(pool.profile.expected_gpu_name or "")
     if product:
         labels["nvidia.com/gpu.product"] = product
-    if settings.driver_pinned:
-        labels[DRIVER_LABEL] = settings.driver_version
+    labels[DRIVER_LABEL] = settings.driver_version
     return [{"key": k, "value": v} for k, v in labels.items()]
 
 
@@ -274,8 +273,7 @@ class AckCluster(pulumi.ComponentResource):
                 "instanceType": pool.instance_type,
                 "count": pool.count,
                 "gpu": pool.profile.summary(),
-                "driver": f"{pool.profile.driver} {self.args.settings.driver_version}"
-                + ("" if self.args.settings.driver_pinned else " (ACK's default)"),
+                "driver": f"{pool.profile.driver} {self.args.settings.driver_version} (installed by ACK: {DRIVER_LABEL})",
                 "nodePoolId": self.node_pools[pool.name].node_pool_id,
                 "autoReleaseTime": self.release.release_times.get(pool.name) or "off",
             }

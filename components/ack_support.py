@@ -41,8 +41,9 @@ VERSION_ACCEPTED = f"an ACK Kubernetes version: {', '.join(KUBERNETES_VERSIONS)}
 # the plan refuses it. Every 470, 510, 515 and 525 driver and 535.129.03 are "incompatible with
 # the latest operating systems. Do not use them on new nodes" (document 2402382, Mar 2026).
 DRIVER_VERSIONS = ("570.169", "570.133.20", "550.163.01", "550.144.03", "550.90.07", "535.230.02", "535.161.07")
-# Without the label: ACK's default for 1.28 and later (570.169 only on gn9t/ebmgn9t, not in the catalog).
-DEFAULT_DRIVER = "535.161.07"
+# Without the label ACK installs its default (535.161.07 for 1.28 and later; 570.169 on gn9t),
+# and "ACK periodically updates the default driver version" (same page): the node pools always
+# carry the label, so a node added months later runs the driver the plan checked.
 
 # The Service range of the managed cluster (ACK's network planning example, document 86500);
 # outside the VPC (10.0.0.0/16) and the default pod range. Fixed at creation (ForceNew).
@@ -94,11 +95,6 @@ def check_kubernetes_version(version: str) -> str | None:
     if version in KUBERNETES_VERSIONS:
         return None
     return f"ACK's version list of {FACTS_DATE} does not have it (ACK creates only the versions it offers)."
-
-
-def default_driver(kubernetes_version: str) -> str:
-    """The driver ACK installs on a GPU node without the driver label."""
-    return DEFAULT_DRIVER
 
 
 def pool_problem(profile: catalog.GpuProfile, driver_version: str) -> str | None:

@@ -116,7 +116,6 @@ class AckSettings:
     cluster_spec: str  # ack.pro.small (Pro, billed per hour) | ack.standard (Basic)
     kubernetes_version: str  # an ACK version such as 1.34.1-aliyun.1
     driver_version: str  # the node pools' NVIDIA driver (ack.aliyun.com/nvidia-driver-version)
-    driver_pinned: bool  # False: ACK's default for kubernetes_version (not labelled)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -576,11 +575,12 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
     if verdict:
         raise ConfigError("ackKubernetesVersion", version, ack_support.VERSION_ACCEPTED, reason=verdict)
     driver = cfg.get("ackNvidiaDriverVersion") or ""
-    if driver and driver not in ack_support.DRIVER_VERSIONS:
+    if driver not in ack_support.DRIVER_VERSIONS:
         raise ConfigError(
             "ackNvidiaDriverVersion",
             driver,
-            f"empty (ACK's default for the cluster version) or a driver ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}",
+            f"a driver ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}",
+            reason=f"ACK installs its default instead of a version it does not list, silently ({ack_support.FACTS_DATE}).",
         )
     ttl = parse_ttl_hours(cfg.get("ttlHours") or "")
     if ttl > ack_support.MAX_TTL_HOURS:
@@ -591,15 +591,14 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
             reason="on ACK the TTL is an ESS scheduled task, which starts at most 90 days after it is made.",
         )
     for pool in pools:
-        problem = ack_support.pool_problem(pool.profile, driver or ack_support.default_driver(version))
+        problem = ack_support.pool_problem(pool.profile, driver)
         if problem:
             key = "nodePools" if cfg.get("nodePools") not in (None, "", "[]") else "instanceType"
             raise ConfigError(key, pool.instance_type, ack_support.FAMILIES_ACCEPTED, reason=problem)
     return AckSettings(
         cluster_spec=spec,
         kubernetes_version=version,
-        driver_version=driver or ack_support.default_driver(version),
-        driver_pinned=bool(driver),
+        driver_version=driver,
     )
 
 

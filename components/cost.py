@@ -178,16 +178,18 @@ def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
     summary["estimate"] = True  # the fees are list estimates (components/ack_support.py)
     nodes_hourly = summary["hourlyTotal"]
     if nodes_hourly.startswith("at least"):
-        summary["hourlyTotal"] = f"{nodes_hourly} for the nodes, plus {_money(fee_total)} cluster fees"
+        summary["hourlyTotal"] = f"{nodes_hourly} for the nodes, plus at least {_money(fee_total)} cluster fees"
     else:
-        summary["hourlyTotal"] = _money(Decimal(nodes_hourly) + fee_total)
+        # The load balancer's capacity units and traffic are billed by use: a lower bound.
+        summary["hourlyTotal"] = f"at least {_money(Decimal(nodes_hourly) + fee_total)}"
     summary["afterAutoRelease"] = (
-        f"{_money(fee_total)} per hour until `make down` (the node pools are at 0; the cluster and its load balancer remain)"
+        f"at least {_money(fee_total)} per hour until `make down` (the node pools are at 0; "
+        "the cluster and its load balancer remain)"
     )
     if cfg.ttl_hours != 0:
         summary["maxBeforeAutoRelease"] = (
             f"{summary['maxBeforeAutoRelease']} for the nodes, "
-            f"plus {_money(fee_total)} per hour for the cluster until `make down`"
+            f"plus at least {_money(fee_total)} per hour for the cluster until `make down`"
         )
     else:
         summary["maxBeforeAutoRelease"] = "unbounded: ttlHours 0, the node pools never scale to zero"

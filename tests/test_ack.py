@@ -1,0 +1,251 @@
+"""gpu-k8s:cluster ack: the ACK backend under the strict mocks, its config and its pure helpers."""
+
+from __future__ import annotations
+
+import inspect
+from decimal import Decimal
+
+import pulumi_alicloud as alicloud
+import pytest
+from helpers import env_of, kinds, run_stack
+
+from components import ack, ack_support, backend, catalog
+from components.config import AckSettings, NodePool
+from tools import engine
+from tools.harness import is_secret, reveal, run_program
+from tools.mocks import PlaceholderMocks
+
+CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
+NODE_POOL = "alicloud:cs/nodePool:NodePool"
+SCHEDULED_TASK = "alicloud:ess/scheduledTask:ScheduledTask"
+T4 = catalog.profile_for("ecs.gn6i-c4g1.xlarge")
+SETTINGS = AckSettings(cluster_spec="ack.pro.small", kubernetes_version="1.36.1-aliyun.1", driver_version="535.161.07")
+T0 = 1_790_000_000  # a fixed clock: 2026-09-21T14:13:20Z
+
+
+@pytest.fixture(scope="module")
+def ack_run():
+    return run_stack("ack", mocks=PlaceholderMocks(lambda: T0))
+
+
+def test_ack_stack_is_a_managed_cluster_with_a_gpu_node_pool(ack_run):
+    (cluster,) = ack_run.of_type(CLUSTER)
+    inputs = reveal(cluster.inputs)
+    assert inputs["clusterSpec"] == "ack.pro.small" and inputs["version"] == "1.36.1-aliyun.1"
+    assert inputs["addons"] == [{"name": "flannel"}] and inputs["podCidr"] == "10.244.0.0/16"
+    assert inputs["serviceCidr"] == ack_support.SERVICE_CIDR
+    # No NAT gateway or EIP to bill: the nodes get their own public IPs.
+    assert inputs["newNatGateway"] is False and inputs["slbInternetEnabled"] is True
+    assert inputs["deletionProtection"] is False
+    # Everything ACK creates that bills after the cluster (logs, ingress LBs) goes with it.
+    assert {o["resourceType"]: o["deleteMode"] for o in inputs["deleteOptions"]} == dict.fromkeys(
+        ("SLB", "ALB", "SLS_Data", "SLS_ControlPlane"), "delete"
+    )
+    (pool,) = ack_run.of_type(NODE_POOL)
+    p = reveal(pool.inputs)
+    assert p["instanceTypes"] == ["ecs.gn6i-c4g1.xlarge"] and p["desiredSize"] == "1"
+    assert p["instanceChargeType"] == "PostPaid" and p["spotStrategy"] == "NoSpot"
+    assert p["systemDiskCategory"] == "cloud_essd" and p["imageType"] == "AliyunLinux3"
+    assert p["clusterId"] == cluster.id
+    labels = {label["key"]: label["value"] for label in p["labels"]}
+    assert labels[backend.POOL_LABEL] == "gpu" and labels["nvidia.com/gpu.present"] == "true"
+    # The driver is always pinned: ACK changes its own default over time.
+    assert labels[ack.DRIVER_LABEL] == "535.161.07"
+
+
+def test_ack_installs_nothing_twice_and_never_uses_ssh(ack_run):
+    """ACK brings the driver, runtime, flannel and its device plugin: no SSH step, no plugin of ours."""
+    types = {r.type for r in ack_run.resources}
+    assert not {t for t in types if t.startswith("command:remote:")}
+    # The only DaemonSet is the optional GPU metrics exporter (gpu-k8s:monitoring), no device plugin.
+    assert [d.inputs["metadata"]["name"] for d in kinds(ack_run, "DaemonSet")] == ["dcgm-exporter"]
+    assert not [r for r in ack_run.resources if r.type == "alicloud:ecs/instance:Instance"]
+    assert not [r for r in ack_run.resources if r.type.startswith("alicloud:ecs/securityGroup")]
+    assert not kinds(ack_run, "RuntimeClass")
+
+
+def test_ack_gpu_checks_read_the_cluster_from_here_with_a_secret_kubeconfig(ack_run):
+    checks = [r for r in ack_run.resources if r.type == "command:local:Command" and "-smoke-" in r.name]
+    assert {c.name for c in checks} == {"gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result"}
+    for check in checks:
+        assert is_secret(check.inputs["stdin"])  # the kubeconfig, never on the command line
+        assert "kubeconfig" not in reveal(check.inputs["create"]).lower().replace("with-kubeconfig.sh", "")
+        env = env_of(check)
+        assert env["NODE_SETUP"] == "ack"
+    allocatable = next(c for c in checks if c.name.endswith("-gpu-allocatable"))
+    env = env_of(allocatable)
+    assert env["GPU_NODE_GROUPS"] == "gpu-k8s/pool=gpu:1" and "GPU_NODES" not in env
+    assert env["PLUGIN_NAMESPACE"] == "kube-system" and env["PLUGIN_SELECTOR"] == "component=nvidia-device-plugin"
+    assert is_secret(ack_run.outputs["kubeconfig"])
+    (provider,) = ack_run.of_type("pulumi:providers:kubernetes")
+    assert is_secret(provider.inputs["kubeconfig"]) and "<ack-api-server" in reveal(provider.inputs["kubeconfig"])
+
+
+def test_ack_test_pods_select_the_pool_and_spread_one_per_node():
+    run = run_stack("ack", nodePools=[{"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2}])
+    pods = kinds(run, "Pod")
+    assert len(pods) == 2
+    for pod in pods:
+        spec = pod.inputs["spec"]
+        assert spec["nodeSelector"] == {backend.POOL_LABEL: "train"}
+        term = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert pod.inputs["metadata"]["labels"][term["labelSelector"]["matchLabels"].popitem()[0]] == "train"
+    assert len({p.inputs["metadata"]["name"] for p in pods}) == 2
+    allocatable = next(r for r in run.resources if r.name.endswith("-gpu-allocatable"))
+    assert env_of(allocatable)["GPU_NODE_GROUPS"] == "gpu-k8s/pool=train:2"
+
+
+def test_ack_outputs_match_the_kubeadm_stack(ack_run):
+    kubeadm = run_stack("p4")
+    assert set(ack_run.outputs) == set(kubeadm.outputs)
+    assert ack_run.outputs["cluster"] == "ack" and kubeadm.outputs["cluster"] == "kubeadm"
+    assert ack_run.outputs["kubeconfig"] and ack_run.outputs["gpuTest"]["test"] == "vectoradd"
+    rows = ack_run.outputs["gpuNodes"]
+    assert [r["pool"] for r in rows] == ["gpu"] and rows[0]["driver"].startswith("tesla 535.161.07")
+
+
+def test_ack_cost_names_what_the_ttl_does_not_stop(ack_run):
+    cost = ack_run.outputs["cost"]
+    fees = {f["item"]: f["hourly"] for f in cost["clusterFees"]}
+    assert fees == {"cluster management fee (ACK Pro)": "0.64", "API server load balancer (CLB)": "0.15"}
+    assert "until `make down`" in cost["afterAutoRelease"] and "node pools are at 0" in cost["afterAutoRelease"]
+    assert "until `make down`" in cost["maxBeforeAutoRelease"]
+    basic = run_stack("ack", ackClusterSpec="ack.standard").outputs["cost"]
+    assert [f["item"] for f in basic["clusterFees"]] == ["API server load balancer (CLB)"]
+    priced = run_stack("ack", hourlyPriceCny="10").outputs["cost"]
+    assert priced["hourlyTotal"] == "at least 10.79"  # 10 + 0.64 + 0.147, capacity units not included
+
+
+def test_ack_ttl_is_a_scale_to_zero_task_per_pool(ack_run):
+    (task,) = ack_run.of_type(SCHEDULED_TASK)
+    t = reveal(task.inputs)
+    assert t["desiredCapacity"] == 0 and t["minValue"] == 0
+    (pool,) = ack_run.of_type(NODE_POOL)
+    assert t["scalingGroupId"] == pool.outputs["scalingGroupId"]
+    # 4 h after the anchor (T0), on a minute not ending in 0, in ESS's format
+    assert t["launchTime"] == "2026-09-21T18:14Z"
+    assert "scale to 0" in ack_run.outputs["autoReleaseTime"] and "bill until `make down`" in ack_run.outputs["autoReleaseTime"]
+    off = run_stack("ack", ttlHours="0")
+    assert not off.of_type(SCHEDULED_TASK) and off.outputs["autoReleaseTime"].startswith("off")
+
+
+def test_ack_second_up_with_the_same_config_changes_nothing(ack_run):
+    again = run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 3600), previous=ack_run)
+    assert {c.op for c in again.changes} == {engine.SAME}
+
+
+def test_ack_scaling_a_pool_updates_it_in_place(ack_run):
+    more = run_program(
+        "ack",
+        {"gpu-k8s:nodePools": '[{"name": "gpu", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2}]'},
+        mocks=PlaceholderMocks(lambda: T0 + 3600),
+        previous=ack_run,
+    )
+    changed = {c.name: (c.op, c.keys) for c in more.changes if c.op != engine.SAME}
+    assert changed["gpu-k8s-gpu-pool"] == (engine.UPDATE, ("desiredSize",))
+    assert not [c for c in more.changes if c.op == engine.REPLACE and c.type in (CLUSTER, NODE_POOL)]
+
+
+def test_resource_arguments_exist_in_the_installed_sdk(ack_run):
+    """Every input the program sets on an ACK resource is an argument of the installed pulumi-alicloud."""
+    classes = {CLUSTER: alicloud.cs.ManagedKubernetesArgs, NODE_POOL: alicloud.cs.NodePoolArgs}
+    classes[SCHEDULED_TASK] = alicloud.ess.ScheduledTaskArgs
+    for r in ack_run.resources:
+        if r.type in classes:
+            names = set(inspect.signature(classes[r.type].__init__).parameters)
+            camel = {"".join(w.capitalize() if i else w for i, w in enumerate(n.split("_"))) for n in names}
+            assert set(r.inputs) <= camel, (r.type, set(r.inputs) - camel)
+
+
+# --- bad input: refused before anything is created --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides", "key", "words"),
+    [
+        ("dev", {"cluster": "ack"}, "gpu-k8s:instanceType", "vGPU family"),
+        ("ack", {"ackKubernetesVersion": "1.34.1-aliyun.1"}, "gpu-k8s:ackKubernetesVersion", "does not have it"),
+        ("ack", {"ackKubernetesVersion": "1.36.1"}, "gpu-k8s:ackKubernetesVersion", "not an ACK version string"),
+        ("ack", {"ackNvidiaDriverVersion": "470.82.01"}, "gpu-k8s:ackNvidiaDriverVersion", "silently"),
+        ("ack", {"ackClusterSpec": "ack.pro.huge"}, "gpu-k8s:ackClusterSpec", "ack.pro.small"),
+        ("ack", {"driverVersion": "550.144.03"}, "gpu-k8s:driverVersion", "ackNvidiaDriverVersion"),
+        ("ack", {"controlPlaneInstanceType": "ecs.g7.large"}, "gpu-k8s:controlPlaneInstanceType", "ACK's GPU node image"),
+        ("ack", {"timeSlicingReplicas": "2"}, "gpu-k8s:timeSlicingReplicas", "device plugin"),
+        ("ack", {"allowedCidrs": ["203.0.113.7/32"]}, "gpu-k8s:allowedCidrs", "gpu-k8s:cluster"),
+        ("ack", {"ttlHours": "2200"}, "gpu-k8s:ttlHours", "90 days"),
+        ("ack", {"podCidr": "172.21.0.0/16"}, "gpu-k8s:podCidr", "172.21.0.0/20"),
+        ("dev", {"ackClusterSpec": "ack.standard"}, "gpu-k8s:ackClusterSpec", "ack only"),
+        ("dev", {"cluster": "eks"}, "gpu-k8s:cluster", "kubeadm, ack"),
+        (
+            "ack",
+            {"smokeTest": "tensorflow", "smokeTestImage": "tensorflow/tensorflow:2.16.1-gpu"},
+            "gpu-k8s:smokeTestImage",
+            "ackNvidiaDriverVersion",
+        ),
+    ],
+)
+def test_bad_ack_input_is_one_clear_error(stack, overrides, key, words):
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        run_stack(stack, **overrides)
+    assert str(err.value).startswith(key), str(err.value)
+    assert words in str(err.value), str(err.value)
+
+
+def test_a_newer_driver_lets_the_newer_cuda_image_run():
+    run = run_stack(
+        "ack", smokeTest="tensorflow", smokeTestImage="tensorflow/tensorflow:2.16.1-gpu", ackNvidiaDriverVersion="550.144.03"
+    )
+    assert run.outputs["gpuTest"]["image"] == "tensorflow/tensorflow:2.16.1-gpu"
+
+
+# --- pure helpers ---------------------------------------------------------------------
+
+
+def test_pool_labels_and_scale_to_zero_time():
+    pool = NodePool(name="train", instance_type="ecs.gn6i-c4g1.xlarge", count=2, profile=T4)
+    labels = {x["key"]: x["value"] for x in ack.pool_labels(pool, SETTINGS)}
+    assert labels == {
+        "gpu-k8s/pool": "train",
+        "gpu-k8s/driver": "tesla",
+        "gpu-k8s/gpu-kind": "compute",
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": "Tesla-T4",
+        "ack.aliyun.com/nvidia-driver-version": "535.161.07",
+    }
+    assert ack.scale_to_zero_time("2026-11-29T08:31:00Z") == "2026-11-29T08:31Z"
+
+
+def test_api_endpoint_reads_the_connections_list():
+    assert ack._api_server_internet([{"api_server_internet": "https://203.0.113.5:6443"}]) == "https://203.0.113.5:6443"
+    assert ack._api_server_internet([]) == "" and ack._api_server_internet(None) == ""
+
+
+def test_ack_support_refuses_vgpu_and_unknown_drivers():
+    assert ack_support.pool_problem(T4, "535.161.07") is None
+    assert "vGPU" in ack_support.pool_problem(catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge"), "535.161.07")
+    assert "does not offer" in ack_support.pool_problem(T4, "535.129.03")
+    assert ack_support.check_kubernetes_version("1.36.1-aliyun.1") is None
+    assert "list" in ack_support.check_kubernetes_version("1.33.3-aliyun.1")
+    with pytest.raises(ValueError, match="pools"):
+        ack.AckClusterArgs(
+            stack="s",
+            settings=SETTINGS,
+            pools=(),
+            vswitch_id="v",
+            key_pair_name="k",
+            pod_cidr="10.244.0.0/16",
+            system_disk_gib=60,
+            public_bandwidth_mbps=10,
+            ttl_hours=Decimal(4),
+        )
+
+
+def test_the_known_versions_are_what_the_recorded_api_offers():
+    import json
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parent.parent / "tools/fixtures/ack-kubernetes-versions.json").read_text())
+    assert {m["version"] for m in recorded["metadatas"]} == set(ack_support.KUBERNETES_VERSIONS)
