@@ -94,7 +94,7 @@ extend: install
 replace-node: install
 	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
 	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
-	  { echo "make replace-node: $(NODE) is not a worker of $(STACK) (the control plane: make down, make up)" >&2; exit 2; }; \
+	  { echo "make replace-node: $(NODE) is not a kubeadm worker of $(STACK) (the control plane: make down, make up; on ACK the node pools own their nodes: remove the node in ACK and the pool adds one)" >&2; exit 2; }; \
 	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(image|instance|ttl-anchor)$$') || exit 2; \
 	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
@@ -116,7 +116,7 @@ gpu-top: install
 rejoin: install
 	@[ -n "$(NODE)" ] || { echo "usage: make rejoin NODE=<worker hostname>" >&2; exit 2; }
 	@token=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-join-token$$') && [ -n "$$token" ] || \
-	  { echo "make rejoin: $(NODE) is not a worker of $(STACK)" >&2; exit 2; }; \
+	  { echo "make rejoin: $(NODE) is not a kubeadm worker of $(STACK) (on ACK, ACK joins the nodes)" >&2; exit 2; }; \
 	pulumi up -s $(STACK) --yes --replace="$$token"
 
 # From the stack outputs; when `up` failed (no outputs recorded), from the state itself.

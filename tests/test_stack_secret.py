@@ -69,3 +69,20 @@ def test_kubeconfig_and_key_come_from_the_state(capsys):
 def test_missing_or_encrypted_values_are_one_line(capsys, doc, message):
     code, out, err = run("kubeconfig", doc, capsys)
     assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_ack_kubeconfig_comes_from_the_kubernetes_provider_in_state(capsys):
+    """ACK has no kubeconfig command: the provider's kubeconfig input is in the state."""
+    provider = {
+        "urn": "urn:pulumi:ack::gpu-k8s::gpu-k8s:ack:AckCluster$pulumi:providers:kubernetes::gpu-k8s-k8s",
+        "type": "pulumi:providers:kubernetes",
+        "inputs": {"kubeconfig": secret("apiVersion: v1\nkind: Config\nclusters: []\n")},
+    }
+    code, out, _ = run("kubeconfig", export(provider, KEY), capsys)
+    assert code == 0 and out == "apiVersion: v1\nkind: Config\nclusters: []\n"
+    # The kubeadm command wins where both exist (the provider's copy is the same text there).
+    code, out, _ = run("kubeconfig", export(KUBECONFIG, provider), capsys)
+    assert code == 0 and out == "apiVersion: v1\nkind: Config\n"
+    encrypted = {**provider, "inputs": {"kubeconfig": {SIG: "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "x"}}}
+    code, _, err = run("kubeconfig", export(encrypted), capsys)
+    assert code == 2 and "--show-secrets" in err

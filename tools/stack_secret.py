@@ -7,7 +7,9 @@ output is rejected. The resources are in state all the same, so this reads them 
 
     pulumi stack export -s dev --show-secrets | python -m tools.stack_secret kubeconfig
 
-kubeconfig: the stdout of the `<name>-kubeconfig` remote command (41-kubeconfig.sh);
+kubeconfig: the stdout of the `<name>-kubeconfig` remote command (41-kubeconfig.sh) on the
+kubeadm backend; on ACK (which has no such command: the kubeconfig comes from ACK's API at
+every run) the kubeconfig input of the Kubernetes provider, which the state keeps;
 ssh-key: the `privateKeyOpenssh` of the tls PrivateKey. Prints the value on stdout; one
 line on stderr and exit 2 when it is not there (or still encrypted: --show-secrets).
 """
@@ -23,6 +25,8 @@ WANTED = {
     "kubeconfig": ("command:remote:Command", "-kubeconfig", "stdout"),
     "ssh-key": ("tls:index/privateKey:PrivateKey", "", "privateKeyOpenssh"),
 }
+# Where else a value is when the first place is absent: (type, URN suffix, input key).
+FALLBACK = {"kubeconfig": ("pulumi:providers:kubernetes", "", "kubeconfig")}
 
 
 class NotInState(Exception):
@@ -45,6 +49,13 @@ def find(export: dict, what: str) -> str:
     if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
         raise NotInState("stdin is not a `pulumi stack export` document (no deployment.resources list)")
     found = [r for r in resources if r.get("type") == type_ and str(r.get("urn", "")).endswith(suffix)]
+    if not found and what in FALLBACK:
+        fb_type, fb_suffix, fb_key = FALLBACK[what]
+        providers = [r for r in resources if r.get("type") == fb_type and str(r.get("urn", "")).endswith(fb_suffix)]
+        if len(providers) == 1:
+            value = _plain((providers[0].get("inputs") or {}).get(fb_key))
+            if isinstance(value, str) and value.strip():
+                return value if value.endswith("\n") else value + "\n"
     if len(found) != 1:
         raise NotInState(f"{len(found)} resources of type {type_} ending in {suffix!r} in the state (expected 1)")
     value = _plain((found[0].get("outputs") or {}).get(key))
