@@ -348,6 +348,18 @@ def test_runner_without_kubectl_says_how_to_get_it(probe):
 
 
 @pytest.mark.parametrize(
+    ("tool", "message"),
+    [("timeout", "timeout not found on this machine (GNU coreutils"), ("python3", "python3 not found on this machine")],
+)
+def test_runner_names_a_missing_tool(probe, tool: str, message: str):
+    sb, script = probe
+    (sb.dir / tool).unlink()
+    result = deployer(sb, script, PROBE_DIR=str(sb.state))
+    assert result.returncode == 1 and f"[gpu-k8s with-kubeconfig] ERROR: {message}" in result.stderr
+    assert not (sb.state / "mode").exists() and leftovers(sb) == []
+
+
+@pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
         ((), KUBECONFIG_TEXT, "usage: with-kubeconfig.sh"),
