@@ -9,6 +9,11 @@ node each step is one self-contained file, ``render_script(script)``, with the m
 A step's triggers hold the hash of its rendered script, its inputs and the ids of the
 steps it follows, so a changed script (or library) re-runs only the steps that use it
 and the steps after them.
+
+The cluster checks (70, 80) can also run on the deployer (``run_local_script``): a local
+Command ``VAR='value' ... bash components/scripts/local/with-kubeconfig.sh
+components/scripts/<script>`` with the kubeconfig on stdin, for a managed control plane
+(ACK) whose nodes are not reachable over SSH.
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def _shellcheck_run(shellcheck: str, script: Path) -> subprocess.CompletedProces
 def test_every_node_script_exists():
     assert {p.name for p in NODE_SCRIPTS} == EXPECTED_NODE_SCRIPTS
     assert (SCRIPTS_DIR / "local" / "detect-public-ip.sh") in ALL_SCRIPTS
+    assert (SCRIPTS_DIR / "local" / "with-kubeconfig.sh") in ALL_SCRIPTS
     assert LIB in ALL_SCRIPTS
 
 
@@ -246,5 +247,5 @@ def test_node_script_paths_use_root_prefix(script: Path):
 
 def test_readme_documents_every_script():
     readme = (SCRIPTS_DIR / "README.md").read_text()
-    for name in EXPECTED_NODE_SCRIPTS | {"local/detect-public-ip.sh"}:
+    for name in EXPECTED_NODE_SCRIPTS | {"local/detect-public-ip.sh", "local/with-kubeconfig.sh"}:
         assert f"`{name}`" in readme, f"{name} missing from components/scripts/README.md"

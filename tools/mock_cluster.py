@@ -47,8 +47,10 @@ WITH_KUBECONFIG = "components/scripts/local/with-kubeconfig.sh"
 
 # kubectl as the control plane would answer 70/80-*.sh, from files in $STUB_STATE: per pod
 # <name>.{phase,node,log,previous,events,messages}, per node gpu-<node> (allocatable) and
-# pods-<node> (the device plugin pod line); api-down makes the API refuse. The tests use the
-# same body (tests/gpu_failures.py, tests/test_script_behaviour.py).
+# pods-<node> (the device plugin pod line), per label selector nodes-<selector, / as _>
+# (`get nodes -l`: "<name>\t<allocatable>" lines); api-down makes the API refuse. The tests
+# use the same body (tests/gpu_failures.py, tests/test_script_behaviour.py,
+# tests/test_deployer_checks.py).
 KUBECTL_STUB_BODY = r"""
 [[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 192.0.2.10:6443 was refused" >&2; exit 1; }
 name=""
@@ -60,6 +62,7 @@ esac
 case "$*" in
   "get --raw=/readyz") echo -n ok;;
   "get node "*) cat "$STUB_STATE/gpu-$3" 2>/dev/null;;
+  "get nodes -l "*) sel="$4"; printf '%b' "$(cat "$STUB_STATE/nodes-${sel//\//_}" 2>/dev/null)";;
   "get pods "*)
     node=""; for a in "$@"; do [[ "$a" == spec.nodeName=* ]] && node="${a#spec.nodeName=}"; done
     printf '%b' "$(cat "$STUB_STATE/pods-$node" 2>/dev/null)";;

@@ -12,7 +12,7 @@
 #   the file is removed on exit).
 # stdout: the check's stdout, unchanged.
 # Exit: the check's status (70: 1 on timeout; 80: 2 FAILED, 3 TIMEOUT); 1 when it cannot
-# run (no script, empty stdin, no kubectl on PATH).
+# run (no script, empty stdin, no kubectl / bash 4 / timeout / python3 on this machine).
 set -euo pipefail
 
 readonly STEP="with-kubeconfig"
@@ -34,10 +34,16 @@ save_kubeconfig() {
   [[ -s "$KUBECONFIG_FILE" ]] || die "no kubeconfig on stdin"
 }
 
-# kubectl's version skew policy: within one minor version of the API server.
-check_kubectl() {
+# What the checks need on this machine: kubectl (within one minor version of the API
+# server: Kubernetes' version skew policy), bash 4+ (associative arrays), GNU timeout and
+# python3 (80 prints its JSON with it). macOS ships bash 3.2 and no timeout.
+check_tools() {
   command -v kubectl >/dev/null 2>&1 ||
     die "kubectl not found on this machine: the ACK backend runs the GPU checks from here; install kubectl of the cluster's minor version (or one minor apart)"
+  ((BASH_VERSINFO[0] >= 4)) ||
+    die "bash $BASH_VERSION is too old for the GPU checks (bash 4 or newer; on macOS: brew install bash, first on PATH)"
+  command -v timeout >/dev/null 2>&1 || die "timeout not found on this machine (GNU coreutils; on macOS: brew install coreutils)"
+  command -v python3 >/dev/null 2>&1 || die "python3 not found on this machine: the GPU test result check needs it"
 }
 
 main() {
@@ -46,7 +52,7 @@ main() {
   trap 'exit 143' TERM
   check_script "$@"
   save_kubeconfig
-  check_kubectl
+  check_tools
   export KUBECONFIG="$KUBECONFIG_FILE"
   local rc=0
   bash "$1" </dev/null || rc=$?
