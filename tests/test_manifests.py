@@ -15,6 +15,7 @@ CASES = [
     ("dev", {}),
     ("p4", {"devicePluginVersion": "v0.14.3", "smokeTest": "tensorflow"}),
     ("mixed", {"timeSlicingReplicas": 2, "migStrategy": "single"}),
+    ("ack", {"nodePools": [{"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2}]}),
 ]
 
 
