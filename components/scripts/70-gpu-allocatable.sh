@@ -68,7 +68,7 @@ hint() {
     case "$1" in
       driver) printf "check the node pool's GPU image and its ack.aliyun.com/nvidia-driver-version label, nvidia-smi on the node" ;;
       runtime) printf "the node pool's image is not ACK's GPU image (which sets the nvidia runtime)" ;;
-      pull) printf "check the node's route to the registry (a NAT gateway for public images)" ;;
+      pull) printf "check the node's internet access (gpu-k8s gives pool nodes public IPs, no NAT)" ;;
       nodevice) printf "the node pool's GPU image and ack.aliyun.com/nvidia-driver-version label" ;;
       noplugin) printf "ACK's device plugin: is the pool's image ACK's GPU image?" ;;
       join) printf "see the node pool's scaling activities in the ACK console" ;;

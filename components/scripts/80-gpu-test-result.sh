@@ -60,7 +60,7 @@ hint() {
     case "$1" in
       newer-driver) printf "use an image for an older CUDA, or a newer driver (the node pool's ack.aliyun.com/nvidia-driver-version label)" ;;
       driver) printf "check the node pool's GPU image and its ack.aliyun.com/nvidia-driver-version label" ;;
-      pull) printf "check the node's route to the registry (a NAT gateway for public images)" ;;
+      pull) printf "check the node's internet access (gpu-k8s gives pool nodes public IPs, no NAT) or use gpu-k8s:smokeTestImage from a registry the region reaches" ;;
       runtime) printf "the node pool's image is not ACK's GPU image (which sets the nvidia runtime)" ;;
       nvml) printf "replace the node (scale its pool in and out), then make retest" ;;
       allocatable) printf "see the GPU allocatable check" ;;
