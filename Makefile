@@ -98,13 +98,15 @@ replace-node: install
 	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(image|instance|ttl-anchor)$$') || exit 2; \
 	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
-# Run the GPU test again (after fixing its cause): new test pods and a new result check.
-# Their URNs come from the offline plan, which runs the same program with the same config.
+# Run the GPU test again (after fixing its cause): a new gpu-k8s:gpuTestRun names new test
+# pods (the old ones are deleted first, under other names: no wait for a terminating pod of
+# the same name), and their new names re-run the result check. The offline plan first checks
+# that the stack has a GPU test at all.
 RETEST_RESOURCES = -smoke-pod-|-smoke-gpu-test-result$$
 retest: install
 	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)') && [ -n "$$urns" ] || \
 	  { echo "make retest: no GPU test in the plan of $(STACK) (smokeTest none, or a config error above)" >&2; exit 2; }; \
-	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
+	pulumi config set -s $(STACK) gpu-k8s:gpuTestRun "$$(date -u +%Y%m%dT%H%M%SZ)" && pulumi up -s $(STACK) --yes
 
 # GPU metrics table from the cluster's Prometheus (README "GPU metrics"); GPU_TOP passes
 # more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.

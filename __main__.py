@@ -79,6 +79,7 @@ gpu_test = GpuSmokeTest(
         image=cfg.smoke_test_image,
         image_cuda_version=cfg.smoke_test_cuda_version,
         time_slicing_replicas=cfg.time_slicing_replicas,
+        run=cfg.gpu_test_run,
         device_plugin=device_plugin,
         after=list(cluster.ready),
     ),

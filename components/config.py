@@ -47,6 +47,7 @@ _TOOLKIT_VERSION_RE = re.compile(r"^1\.1[78]\.\d{1,2}$")
 SUPPORTED_TOOLKITS = "a 1.17.x or 1.18.x release (the supported NVIDIA Container Toolkit lines), e.g. 1.17.8"
 _CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
+_GPU_TEST_RUN_RE = re.compile(r"^[A-Za-z0-9.:-]{0,40}$")
 # An ECS image id: a system image (ubuntu_22_04_x64_20G_alibase_20240130.vhd) or a custom one (m-bp1...).
 _ECS_IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,127}$")
 # An image reference: repository[:tag][@sha256:digest], lower-case, no spaces.
@@ -159,6 +160,7 @@ class StackConfig:
     dcgm_counters: str | None  # a replacement counters CSV's text; None = NVIDIA's default
     image_id: str | None = None  # pinned ECS image (None: newest match of image_name_regex)
     zone_id: str | None = None  # pinned zone (None: the existing vSwitch's zone, else a lookup)
+    gpu_test_run: str = ""  # gpu-k8s:gpuTestRun: a new value runs the GPU test again (make retest)
     cluster: str = "kubeadm"  # kubeadm | ack (components/backend.py)
     ack: AckSettings | None = None  # set when cluster is ack
 
@@ -495,6 +497,9 @@ def load_config() -> StackConfig:
         zone_id=parse_zone_id(cfg.get("zoneId") or "", region),
         cluster=cluster,
         ack=ack,
+        gpu_test_run=_match(
+            "gpuTestRun", cfg.get("gpuTestRun") or "", _GPU_TEST_RUN_RE, "empty or up to 40 letters, digits, '.', ':', '-'"
+        ),
     )
     _check_releases(loaded)
     warn_world_open(loaded.allowed_cidrs)

@@ -70,6 +70,7 @@ class GpuSmokeTestArgs:
     image: str | None = None  # replaces the test's default image
     image_cuda_version: str | None = None  # CUDA the image needs, when it isn't a known image
     time_slicing_replicas: int = 1  # N > 1: N test pods per node share its GPU(s)
+    run: str = ""  # gpu-k8s:gpuTestRun: a new value is a new set of test pods (make retest)
     device_plugin: Sequence[pulumi.Resource] = ()  # the plugin DaemonSet(s): checked after them
     after: Sequence[pulumi.Resource] = ()  # e.g. the GPU node label patches
 
@@ -117,14 +118,21 @@ def _pod_name(node: str, suffix: str) -> str:
     return f"{POD_PREFIX}-{node[:room].rstrip('-')}-{suffix}"
 
 
-def _test_pods(nodes: Sequence[GpuNode], replicas: int, specs: dict[str, dict] | None = None) -> list[tuple[str, str]]:
+def _test_pods(
+    nodes: Sequence[GpuNode], replicas: int, specs: dict[str, dict] | None = None, run: str = ""
+) -> list[tuple[str, str]]:
     """(pod name, node name) pairs: one pod per node, or N per node when time-slicing.
 
-    The name ends in a hash of the pod's spec (``specs``, per node): a new spec is a new
-    name, so a replaced test pod never waits for the old one of the same name to go
-    (skipAwait skips the delete wait too, reference §3), and TEST_PODS changes with it.
+    The name ends in a hash of the pod's spec (``specs``, per node) and of ``run``
+    (gpu-k8s:gpuTestRun, which `make retest` sets): a new spec or a new run is a new name,
+    so a replaced test pod never waits for the old one of the same name to go (skipAwait
+    skips the delete wait too, reference §3), and TEST_PODS changes with it, so the result
+    check runs again. An empty ``run`` keeps the names of stacks made before it existed.
     """
-    tag = {n.name: spec_hash((specs or {}).get(n.name, {})) for n in nodes}
+    tag = {
+        n.name: spec_hash((specs or {}).get(n.name, {}) if not run else {"spec": (specs or {}).get(n.name, {}), "run": run})
+        for n in nodes
+    }
     if replicas == 1:
         return [(_pod_name(n.name, tag[n.name]), n.name) for n in nodes]
     return [(_pod_name(n.name, f"{i}-{tag[n.name]}"), n.name) for n in nodes for i in range(replicas)]
@@ -327,7 +335,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
             pod_deps.append(self.config_map)
         specs = {n.name: _pod_spec(args.test, image, n.name, n.selector) for n in nodes}
         groups = {n.name: _group_name(n.selector) for n in nodes if n.selector}
-        pods = _test_pods(nodes, replicas, specs)
+        pods = _test_pods(nodes, replicas, specs, args.run)
         index: dict[str, int] = {}
         for pod, node in pods:
             i = index[node] = index.get(node, -1) + 1

@@ -140,12 +140,23 @@ def test_smoke_test_change_then_make_retest(dev):
     assert old_name != new_name and old_name.rsplit("-", 1)[0] == new_name.rsplit("-", 1)[0] == "gpu-test-gpu-0"
     pod = next(c for c in second.changes if c.name == "gpu-k8s-smoke-pod-gpu-0")
     assert "delete_before_replace" in pod.note  # the old pod (it may hold the GPU) goes first
-    # make retest (same config): only the test pods and the result check, anew.
-    third = run_program("dev", cfg, mocks=world(T0 + 2 * HOUR), previous=second, replace=make_replace_urns("retest", "dev"))
+    # make retest (same config): it sets gpu-k8s:gpuTestRun, then a plain `up`.
+    recipe = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "retest", "STACK=dev"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pulumi config set -s dev gpu-k8s:gpuTestRun" in recipe and "--replace" not in recipe
+    third = run_program("dev", {**cfg, "gpu-k8s:gpuTestRun": "20261129T050000Z"}, mocks=world(T0 + 2 * HOUR), previous=second)
+    # Only the test pods and the result check, anew: the pod under a new name (no wait for the
+    # old one, still terminating, to free its name), and the check re-runs for it.
     assert changed(third) == {
-        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("--replace",)),
-        "gpu-k8s-smoke-gpu-test-result": (REPLACE, ("--replace",)),
+        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name",)),
+        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),
     }
+    third_name = third.named("gpu-k8s-smoke-pod-gpu-0").inputs["metadata"]["name"]
+    assert third_name not in (old_name, new_name) and third_name.startswith("gpu-test-gpu-0-")
+    # The same run value again changes nothing.
+    again = run_program("dev", {**cfg, "gpu-k8s:gpuTestRun": "20261129T050000Z"}, mocks=world(T0 + 3 * HOUR), previous=third)
+    assert changed(again) == {}
 
 
 def test_scale_out_later_touches_only_the_new_node_and_the_cluster_wide_checks(dev):
