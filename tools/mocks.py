@@ -144,12 +144,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.existing: list[engine.State] = []
         self.placeholders: dict[str, str] = {
             ZONE: "availability zone Aliyun picks for the instance type (get_zones at deploy time)",
-            IMAGE_ID: "system image id (get_images at deploy time)",
         }
         if zones is not None:
             self.placeholders.pop(ZONE)
-        if image is not None:
-            self.placeholders.pop(IMAGE_ID)
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
         # Steps that fail at deploy time (they make `pulumi up` fail): messages, resource names.
         self.failures: list[str] = []
@@ -198,6 +195,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             }
         if token == "alicloud:ecs/getImages:getImages":
             image = self.image or IMAGE_ID
+            if self.image is None:  # only where the program looks an image up (not on ACK)
+                self.placeholders[IMAGE_ID] = "system image id (get_images at deploy time)"
             return {
                 "ids": [image],
                 "images": [{"id": image, "imageId": image, "name": image, "osType": "linux"}],
