@@ -347,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     except plan.PlanError as err:
         print(f"estimate: {err}", file=sys.stderr)
         return 2
+    if run.config.get("gpu-k8s:cluster") == "ack":
+        # Nothing of ours runs on ACK's nodes: there are no steps to model.
+        print(
+            f"estimate: stack {args.stack} uses gpu-k8s:cluster ack: ACK creates and sets up the nodes, so there are no "
+            "gpu-k8s node steps to model (ACK: about 15 min to create a cluster, per the provider's docs; no published "
+            "figure for adding a GPU node). See README 'kubeadm or ACK?'.",
+            file=sys.stderr,
+        )
+        return 2
     with_pull, without = estimate(args.stack, True, run=run), estimate(args.stack, False, run=run)
     seed = seed_estimate(with_pull["bandwidthMbps"])
     if args.json:

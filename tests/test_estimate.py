@@ -66,6 +66,7 @@ def test_every_image_of_the_other_stacks_has_a_size(stack):
         (["--config", "foo"], "expected KEY=VALUE"),
         (["--config", "gpu-k8s:smokeTest=nope"], "gpu-k8s:smokeTest: 'nope' is not accepted"),
         (["--config", "gpu-k8s:nodes=2"], "did you mean gpu-k8s:nodePools?"),
+        (["--stack", "ack"], "no gpu-k8s node steps to model"),
     ],
 )
 def test_cli_mistakes_are_one_line(capsys, argv, message):
