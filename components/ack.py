@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from components.ssh_key import SshKey
 
 DRIVER_LABEL = "ack.aliyun.com/nvidia-driver-version"
+# The allocatable check may start while the pools still add nodes and ACK installs their
+# driver at join (no published figure): a margin, not a measurement.
+ACK_ALLOCATABLE_TIMEOUT_SECONDS = 1500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +240,7 @@ class AckCluster(pulumi.ComponentResource):
             plugin_namespace=ack_support.DEVICE_PLUGIN_NAMESPACE,
             plugin_selector=ack_support.DEVICE_PLUGIN_SELECTOR,
             node_setup=backend.ACK,
+            allocatable_timeout_seconds=ACK_ALLOCATABLE_TIMEOUT_SECONDS,
         )
         self.ready = list(self.node_pools.values())
         # connections is a list of one (pulumi-alicloud 4.0.0 ManagedKubernetesConnection).

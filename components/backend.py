@@ -77,6 +77,9 @@ class ClusterChecks:
     plugin_namespace: str  # where the device plugin's pods run, for the diagnosis
     plugin_selector: str  # their label selector
     node_setup: str  # "gpu-k8s" (our node steps) or "ack": which fix the diagnoses name
+    # How long the GPUs may take to show up: kubeadm's nodes are set up before the check;
+    # an ACK node pool may still be adding nodes and installing their driver (ack.py).
+    allocatable_timeout_seconds: int = 300
 
     def __post_init__(self):
         if self.node_setup not in ("gpu-k8s", ACK):

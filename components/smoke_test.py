@@ -47,7 +47,6 @@ POD_PREFIX = "gpu-test"
 SCRIPT_CONFIG_MAP = "gpu-test-script"
 # The seed's test: prints the GPU's device name, empty when TensorFlow sees no GPU.
 TENSORFLOW_SCRIPT = "import tensorflow as tf\nprint(tf.test.gpu_device_name())\n"
-ALLOCATABLE_TIMEOUT_SECONDS = 300
 RESULT_TIMEOUT_SECONDS = 900
 MAX_REPLICAS = device_plugin.MAX_REPLICAS
 MAX_LOG_CHARS = 4000  # per pod in the stack output; the tail is what explains a failure
@@ -301,12 +300,12 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 **_placement_env(nodes),
                 # Time-slicing advertises every GPU N times: at least N per node.
                 "MIN_GPUS_PER_NODE": str(replicas),
-                "TIMEOUT_SECONDS": str(ALLOCATABLE_TIMEOUT_SECONDS),
+                "TIMEOUT_SECONDS": str(args.checks.allocatable_timeout_seconds),
                 **_check_env(args.checks),
             },
             after=[*args.device_plugin, *args.after],
             parent=self,
-            timeout="10m",
+            timeout=f"{args.checks.allocatable_timeout_seconds // 60 + 5}m",
         )
         self.allocatable = self.allocatable_check.stdout.apply(_parse_allocatable)
         self.config_map, self.pods, self.result_check = None, [], None

@@ -75,6 +75,8 @@ def test_ack_gpu_checks_read_the_cluster_from_here_with_a_secret_kubeconfig(ack_
     allocatable = next(c for c in checks if c.name.endswith("-gpu-allocatable"))
     env = env_of(allocatable)
     assert env["GPU_NODE_GROUPS"] == "gpu-k8s/pool=gpu:1" and "GPU_NODES" not in env
+    # The pools may still be adding nodes and ACK installing their driver: a longer wait than kubeadm's.
+    assert env["TIMEOUT_SECONDS"] == "1500"
     assert env["PLUGIN_NAMESPACE"] == "kube-system" and env["PLUGIN_SELECTOR"] == "component=nvidia-device-plugin"
     assert is_secret(ack_run.outputs["kubeconfig"])
     (provider,) = ack_run.of_type("pulumi:providers:kubernetes")
