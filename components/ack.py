@@ -28,7 +28,11 @@ deletes the pools, then the cluster, with the load balancer ACK created for it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -51,6 +55,14 @@ DRIVER_LABEL = "ack.aliyun.com/nvidia-driver-version"
 # The allocatable check may start while the pools still add nodes and ACK installs their
 # driver at join (no published figure): a margin, not a measurement.
 ACK_ALLOCATABLE_TIMEOUT_SECONDS = 1500
+# What "now" is for the TTL check (the offline harness sets the mocks' clock).
+CLOCK: Callable[[], float] = time.time
+# A scale-to-zero time must leave ESS room to accept it.
+TASK_LEAD = timedelta(minutes=5)
+
+
+class TtlPassed(pulumi.RunError):
+    """A node pool's scale-to-zero time has passed: nodes made now would bill with no TTL."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +78,7 @@ class AckClusterArgs:
     ttl_hours: Decimal  # 0: the node pools never scale to zero
     spot: bool = False
     spot_price_limit: Decimal | None = None
+    config: StackConfig | None = field(default=None, compare=False)  # prices for the cost output
 
     def __post_init__(self):
         if not self.pools or sum(p.count for p in self.pools) < 1:
@@ -107,6 +120,32 @@ def scale_to_zero_time(release: str) -> str:
     return release.removesuffix(":00Z") + "Z"
 
 
+def future_scale_to_zero_time(release: str, pool: str, now: float) -> str:
+    """The task's launch time, or TtlPassed when it is not ahead of ``now``.
+
+    The task runs once. After it has fired (or when its time has gone by), a `pulumi up`
+    that restores the pool (`--refresh` reads it at 0, the config says ``count``) would
+    leave nodes billing with no TTL at all, and ESS refuses a past time anyway: the run
+    stops with what to do instead.
+    """
+    when = datetime.strptime(release, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    if when <= datetime.fromtimestamp(now, tz=UTC) + TASK_LEAD:
+        raise TtlPassed(
+            f"gpu-k8s:ttlHours of node pool {pool} ended at {release}: its nodes were (or are about to be) scaled to 0. "
+            "Run `make extend` (a new TTL from now) to keep or bring back the nodes, or `make down` to stop the cluster fee too."
+        )
+    return scale_to_zero_time(release)
+
+
+def task_name(stack: str, pool: str) -> str:
+    """A unique ESS task name of at most 40 characters (pure): stack and pool, hashed when long."""
+    name = f"gpu-k8s-{stack}-{pool}-ttl"
+    if len(name) <= 40:
+        return name
+    digest = hashlib.sha256(f"{stack}/{pool}".encode()).hexdigest()[:8]
+    return f"gpu-k8s-{stack[:16].rstrip('-')}-{digest}-ttl"
+
+
 class AckCluster(pulumi.ComponentResource):
     kind = backend.ACK
     brings_pod_network = True  # the flannel addon
@@ -120,7 +159,7 @@ class AckCluster(pulumi.ComponentResource):
     @classmethod
     def from_config(cls, name: str, cfg: StackConfig, network: Network, ssh_key: SshKey) -> AckCluster:
         assert cfg.ack is not None
-        cluster = cls(
+        return cls(
             name,
             AckClusterArgs(
                 stack=cfg.stack,
@@ -134,15 +173,13 @@ class AckCluster(pulumi.ComponentResource):
                 ttl_hours=cfg.ttl_hours,
                 spot=cfg.spot,
                 spot_price_limit=cfg.spot_price_limit,
+                config=cfg,
             ),
         )
-        cluster._cfg = cfg
-        return cluster
 
     def __init__(self, name: str, args: AckClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:ack:AckCluster", name, {}, opts)
         self.args = args
-        self._cfg = None
         settings = args.settings
         tags = {"managed-by": "gpu-k8s", "gpu-k8s-stack": args.stack}
         self.control_plane = alicloud.cs.ManagedKubernetes(
@@ -213,13 +250,14 @@ class AckCluster(pulumi.ComponentResource):
             if release is not None:
                 self.scale_to_zero[pool.name] = alicloud.ess.ScheduledTask(
                     f"{name}-{pool.name}-scale-to-zero",
-                    scheduled_task_name=f"gpu-k8s-{args.stack}-{pool.name}-ttl"[:40],
+                    scheduled_task_name=task_name(args.stack, pool.name),
                     description=f"gpu-k8s ttlHours: scale node pool {pool.name} to 0 instances (stops its GPU billing)",
                     scaling_group_id=self.node_pools[pool.name].scaling_group_id,
-                    launch_time=release.apply(scale_to_zero_time),
+                    launch_time=release.apply(lambda t, p=pool.name: future_scale_to_zero_time(t, p, CLOCK())),
+                    # 0 instances; the group's maximum is left as ACK set it (ESS: at least one
+                    # of desired, min, max; min 0 so that desired 0 is allowed).
                     desired_capacity=0,
                     min_value=0,
-                    max_value=pool.count,
                     launch_expiration_time=1800,  # retried for 30 minutes if ESS is busy
                     task_enabled=True,
                     opts=pulumi.ResourceOptions(parent=self),
@@ -295,4 +333,6 @@ class AckCluster(pulumi.ComponentResource):
         return "not measured on ACK: ACK creates and sets up the nodes (see the node pool's scaling activities)"
 
     def cost(self) -> dict:
-        return cost.ack_cost(self._cfg, fees=ack_support.cluster_fees(self.args.settings.cluster_spec))
+        if self.args.config is None:
+            raise ValueError("AckCluster.cost needs AckClusterArgs.config (the prices)")
+        return cost.ack_cost(self.args.config, fees=ack_support.cluster_fees(self.args.settings.cluster_spec))

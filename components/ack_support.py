@@ -65,6 +65,9 @@ FAMILIES_ACCEPTED = "a GPU compute family (gn*, ebmgn*): ACK node pools run no v
 # ESS scheduled tasks start at most 90 days after they are made (pulumi-alicloud ess.ScheduledTask
 # launch_time), so the scale-to-zero TTL is at most that.
 MAX_TTL_HOURS = 90 * 24
+# The task is made after the cluster (about 15 minutes) and the node pools (their nodes), but
+# its time is anchored before them: 2 hours leaves it in the future (a margin, not measured).
+MIN_TTL_HOURS = 2
 
 _PRO_FEE_SOURCE = "ACK Pro cluster management fee, CNY 0.64 per cluster-hour (ACK Pro billing page)"
 _CLB_SOURCE = (

@@ -421,7 +421,7 @@ def load_config() -> StackConfig:
     )
     cluster = _choice("cluster", cfg.get("cluster") or "", CLUSTER_BACKENDS)
     check_backend_keys(cluster, {key: cfg.get(key) for key in (*KUBEADM_ONLY_KEYS, *ACK_ONLY_KEYS)})
-    ack = parse_ack(cfg, pools) if cluster == "ack" else None
+    ack = parse_ack(cfg, pools, region) if cluster == "ack" else None
     control_plane_type = cfg.get("controlPlaneInstanceType") or None
     if control_plane_type is not None:
         _check_control_plane_type(control_plane_type)
@@ -572,7 +572,7 @@ def check_backend_keys(cluster: str, values: dict[str, str | None]) -> None:
             raise ConfigError(key, values[key], accepted, reason=f"{why} Fix: remove it, or set gpu-k8s:cluster.")
 
 
-def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
+def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "") -> AckSettings:
     """The ack* keys, and the node pools ACK can run (refused before anything is created)."""
     spec = _choice("ackClusterSpec", cfg.get("ackClusterSpec") or "", tuple(ack_support.CLUSTER_SPECS))
     version = cfg.get("ackKubernetesVersion") or ""
@@ -588,12 +588,19 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...]) -> AckSettings:
             reason=f"ACK installs its default instead of a version it does not list, silently ({ack_support.FACTS_DATE}).",
         )
     ttl = parse_ttl_hours(cfg.get("ttlHours") or "")
-    if ttl > ack_support.MAX_TTL_HOURS:
+    if ttl != 0 and not ack_support.MIN_TTL_HOURS <= ttl <= ack_support.MAX_TTL_HOURS:
         raise ConfigError(
             "ttlHours",
             cfg.get("ttlHours") or "",
-            f"0 (off) or at most {ack_support.MAX_TTL_HOURS} hours with gpu-k8s:cluster ack",
-            reason="on ACK the TTL is an ESS scheduled task, which starts at most 90 days after it is made.",
+            f"0 (off) or {ack_support.MIN_TTL_HOURS} to {ack_support.MAX_TTL_HOURS} hours with gpu-k8s:cluster ack",
+            reason="on ACK the TTL is an ESS scheduled task, made after the cluster (about 15 min) and the node pools; "
+            "it must start in the future and at most 90 days after it is made.",
+        )
+    if region.startswith("cn-"):
+        pulumi.log.warn(
+            f"{region} is in mainland China, where nvcr.io and docker.io are often unreachable: on ACK the GPU test image "
+            "(gpu-k8s:smokeTestImage: e.g. a copy in your ACR) and, with gpu-k8s:monitoring, dcgm-exporter and Prometheus "
+            "come from them (gpu-k8s:registryMirrors is kubeadm-only). If pulls fail, use an ACR copy or monitoring none."
         )
     for pool in pools:
         problem = ack_support.pool_problem(pool.profile, driver)

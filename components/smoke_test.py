@@ -123,15 +123,24 @@ def _test_pods(
     """(pod name, node name) pairs: one pod per node, or N per node when time-slicing.
 
     The name ends in a hash of the pod's spec (``specs``, per node) and of ``run``
-    (gpu-k8s:gpuTestRun, which `make retest` sets): a new spec or a new run is a new name,
+    (gpu-k8s:gpuTestRun, which `make retest` sets), and for a node group (ACK) of the
+    group's size: a new spec, run or pool size is a new name,
     so a replaced test pod never waits for the old one of the same name to go (skipAwait
     skips the delete wait too, reference §3), and TEST_PODS changes with it, so the result
     check runs again. An empty ``run`` keeps the names of stacks made before it existed.
     """
-    tag = {
-        n.name: spec_hash((specs or {}).get(n.name, {}) if not run else {"spec": (specs or {}).get(n.name, {}), "run": run})
-        for n in nodes
-    }
+    groups = backend.gpu_node_groups(nodes)
+
+    def hashed(n: GpuNode) -> dict:
+        spec = (specs or {}).get(n.name, {})
+        if n.pinned:
+            return spec if not run else {"spec": spec, "run": run}
+        # A group's pods go to whichever nodes its pool has: a new pool size is a new set of
+        # pods (a pod whose node the pool removed is gone, and its result with it).
+        group = ",".join(f"{k}={v}" for k, v in n.selector)
+        return {"spec": spec, "run": run, "groupSize": groups[group]}
+
+    tag = {n.name: spec_hash(hashed(n)) for n in nodes}
     if replicas == 1:
         return [(_pod_name(n.name, tag[n.name]), n.name) for n in nodes]
     return [(_pod_name(n.name, f"{i}-{tag[n.name]}"), n.name) for n in nodes for i in range(replicas)]

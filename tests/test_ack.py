@@ -20,7 +20,7 @@ NODE_POOL = "alicloud:cs/nodePool:NodePool"
 SCHEDULED_TASK = "alicloud:ess/scheduledTask:ScheduledTask"
 T4 = catalog.profile_for("ecs.gn6i-c4g1.xlarge")
 SETTINGS = AckSettings(cluster_spec="ack.pro.small", kubernetes_version="1.36.1-aliyun.1", driver_version="535.161.07")
-T0 = 1_790_000_000  # a fixed clock: 2026-09-21T14:13:20Z
+T0 = 1_790_000_000  # a fixed clock: 2026-09-21T14:13:20Z (the mocks' and the TTL check's "now")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_ack_cost_names_what_the_ttl_does_not_stop(ack_run):
 def test_ack_ttl_is_a_scale_to_zero_task_per_pool(ack_run):
     (task,) = ack_run.of_type(SCHEDULED_TASK)
     t = reveal(task.inputs)
-    assert t["desiredCapacity"] == 0 and t["minValue"] == 0
+    assert t["desiredCapacity"] == 0 and t["minValue"] == 0 and "maxValue" not in t
     (pool,) = ack_run.of_type(NODE_POOL)
     assert t["scalingGroupId"] == pool.outputs["scalingGroupId"]
     # 4 h after the anchor (T0), on a minute not ending in 0, in ESS's format
@@ -132,9 +132,56 @@ def test_ack_ttl_is_a_scale_to_zero_task_per_pool(ack_run):
     assert not off.of_type(SCHEDULED_TASK) and off.outputs["autoReleaseTime"].startswith("off")
 
 
-def test_ack_second_up_with_the_same_config_changes_nothing(ack_run):
+def test_ack_second_up_with_the_same_config_changes_nothing(ack_run, monkeypatch):
     again = run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 3600), previous=ack_run)
     assert {c.op for c in again.changes} == {engine.SAME}
+    # What this guards: a temporary kubeconfig (a new certificate at every read) would change
+    # the provider and re-run the checks on every `up`.
+    monkeypatch.setattr(ack_support, "KUBECONFIG_MINUTES", 60)
+    first = run_program("ack", mocks=PlaceholderMocks(lambda: T0))
+    second = run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 3600), previous=first)
+    touched = {c.name for c in second.changes if c.op != engine.SAME}
+    assert {"gpu-k8s-k8s", "gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result"} <= touched
+
+
+def test_ack_up_after_the_ttl_stops_with_what_to_do(ack_run):
+    """The one-time task has fired: an `up` (e.g. after --refresh) must not bring nodes back without a TTL."""
+    with pytest.raises(ack.TtlPassed, match=r"ended at 2026-09-21T18:14:00Z.*make extend"):
+        run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 5 * 3600), previous=ack_run)
+    # make extend replaces the anchors: a new TTL from now, and the run goes through.
+    extended = run_program(
+        "ack",
+        mocks=PlaceholderMocks(lambda: T0 + 5 * 3600),
+        previous=ack_run,
+        replace=[r.urn for r in ack_run.resources if r.name.endswith("-ttl-anchor")],
+    )
+    assert not extended.errors
+    (task,) = extended.of_type(SCHEDULED_TASK)
+    assert task.inputs["launchTime"] == "2026-09-21T23:14Z"  # T0 + 5 h + 4 h
+    assert next(c for c in extended.changes if c.name == "gpu-k8s-gpu-scale-to-zero").op == engine.UPDATE
+
+
+def test_ack_pool_size_change_renews_that_pools_test_pods():
+    """ACK picks which node leaves: every pod of the pool is renamed, so none waits on a removed node."""
+    two = [{"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2}]
+    first = run_program("ack", {"gpu-k8s:nodePools": two}, mocks=PlaceholderMocks(lambda: T0))
+    one = [{**two[0], "count": 1}]
+    second = run_program("ack", {"gpu-k8s:nodePools": one}, mocks=PlaceholderMocks(lambda: T0 + 600), previous=first)
+    ops = {c.name: c.op for c in second.changes}
+    assert ops["gpu-k8s-smoke-pod-train-0"] == engine.REPLACE and ops["gpu-k8s-smoke-pod-train-1"] == engine.DELETE
+    assert ops["gpu-k8s-train-pool"] == engine.UPDATE and ops["gpu-k8s-smoke-gpu-test-result"] == engine.UPDATE
+    # kubeadm names its nodes: the pods of the nodes that stay keep their names.
+    k1 = run_program("mixed", mocks=PlaceholderMocks(lambda: T0))
+    k2 = run_program(
+        "mixed",
+        {
+            "gpu-k8s:nodePools": '[{"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 1},'
+            ' {"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 4}]'
+        },
+        mocks=PlaceholderMocks(lambda: T0 + 600),
+        previous=k1,
+    )
+    assert {c.name: c.op for c in k2.changes}["gpu-k8s-smoke-pod-train-0"] == engine.SAME
 
 
 def test_ack_scaling_a_pool_updates_it_in_place(ack_run):
@@ -176,6 +223,7 @@ def test_resource_arguments_exist_in_the_installed_sdk(ack_run):
         ("ack", {"timeSlicingReplicas": "2"}, "gpu-k8s:timeSlicingReplicas", "device plugin"),
         ("ack", {"allowedCidrs": ["203.0.113.7/32"]}, "gpu-k8s:allowedCidrs", "gpu-k8s:cluster"),
         ("ack", {"ttlHours": "2200"}, "gpu-k8s:ttlHours", "90 days"),
+        ("ack", {"ttlHours": "1"}, "gpu-k8s:ttlHours", "in the future"),
         ("ack", {"podCidr": "172.21.0.0/16"}, "gpu-k8s:podCidr", "172.21.0.0/20"),
         ("dev", {"ackClusterSpec": "ack.standard"}, "gpu-k8s:ackClusterSpec", "ack only"),
         ("dev", {"cluster": "eks"}, "gpu-k8s:cluster", "kubeadm, ack"),
@@ -218,6 +266,16 @@ def test_pool_labels_and_scale_to_zero_time():
         "ack.aliyun.com/nvidia-driver-version": "535.161.07",
     }
     assert ack.scale_to_zero_time("2026-11-29T08:31:00Z") == "2026-11-29T08:31Z"
+    now = 1_795_000_000.0  # 2026-11-18T...: the release time below is 11 days ahead
+    assert ack.future_scale_to_zero_time("2026-11-29T08:31:00Z", "gpu", now) == "2026-11-29T08:31Z"
+    with pytest.raises(ack.TtlPassed, match="node pool gpu ended at 2026-11-29T08:31:00Z"):
+        ack.future_scale_to_zero_time("2026-11-29T08:31:00Z", "gpu", 1_796_000_000.0)
+    assert ack.task_name("dev", "gpu") == "gpu-k8s-dev-gpu-ttl"
+    long_a, long_b = (
+        ack.task_name("a-very-long-stack-name", "inference-a"),
+        ack.task_name("a-very-long-stack-name", "inference-b"),
+    )
+    assert len(long_a) <= 40 and len(long_b) <= 40 and long_a != long_b
 
 
 def test_api_endpoint_reads_the_connections_list():

@@ -26,7 +26,7 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components import cost, network
+from components import ack, cost, network
 from tools import engine
 from tools.mocks import PlaceholderMocks
 
@@ -383,6 +383,7 @@ def run_program(
     logger.addHandler(collector)
 
     saved_settings = settings.SETTINGS
+    saved_clock = ack.CLOCK
     saved_config = runtime_config.CONFIG.get()
     saved_secret_keys = runtime_config._SECRET_KEYS.get()  # noqa: SLF001
     started = time.perf_counter()
@@ -391,6 +392,7 @@ def run_program(
     asyncio.set_event_loop(loop)
     try:
         pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)
+        ack.CLOCK = mocks.clock  # "now" is the mocks' clock, as for the TTL anchors
         pulumi.runtime.set_all_config(cfg, [k for k in cfg if k == f"{PROJECT}:gridDriverUrl"])
         main = program or ROOT / "__main__.py"
         settings.SETTINGS.rpc_manager.clear()
@@ -425,6 +427,7 @@ def run_program(
             # why `make kubeconfig` / `make ssh-key` fall back to the state (tools/stack_secret.py).
             outputs = {key: f"<not recorded: {key} (an output failed, so `up` records none)>" for key in outputs}
     finally:
+        ack.CLOCK = saved_clock
         settings.configure(saved_settings)
         runtime_config.CONFIG.set(saved_config)
         runtime_config._SECRET_KEYS.set(saved_secret_keys)  # noqa: SLF001

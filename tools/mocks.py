@@ -379,7 +379,10 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             "id": cluster_id,
             "clusterId": cluster_id,
             "clusterName": name,
-            "kubeConfig": ACK_KUBECONFIG.format(server=server),
+            # A temporary credential is a new client certificate at every read (ack-engine-facts.md):
+            # modelled by the read time, so a second run sees another kubeconfig, as the engine would.
+            "kubeConfig": ACK_KUBECONFIG.format(server=server)
+            + (f"# <temporary client certificate issued at {int(self.clock())}>\n" if minutes else ""),
             "expiration": ACK_KUBECONFIG_EXPIRY,
             "certificateAuthorities": [
                 {"clientCert": "PLACEHOLDER", "clientKey": "PLACEHOLDER", "clusterCert": "PLACEHOLDER-CA"}
