@@ -173,7 +173,7 @@ def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
     summary = summarize(_price_nodes(cfg, nodes), cfg.ttl_hours)
     fee_total = sum((price for price, _ in fees.values()), Decimal(0))
     summary["clusterFees"] = [
-        {"item": item, "hourly": _money(price), "source": f"estimate: {source}"} for item, (price, source) in fees.items()
+        {"item": item, "hourly": str(price), "source": f"estimate: {source}"} for item, (price, source) in fees.items()
     ]
     summary["estimate"] = True  # the fees are list estimates (components/ack_support.py)
     nodes_hourly = summary["hourlyTotal"]

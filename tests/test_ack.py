@@ -110,7 +110,7 @@ def test_ack_outputs_match_the_kubeadm_stack(ack_run):
 def test_ack_cost_names_what_the_ttl_does_not_stop(ack_run):
     cost = ack_run.outputs["cost"]
     fees = {f["item"]: f["hourly"] for f in cost["clusterFees"]}
-    assert fees == {"cluster management fee (ACK Pro)": "0.64", "API server load balancer (CLB)": "0.15"}
+    assert fees == {"cluster management fee (ACK Pro)": "0.64", "API server load balancer (CLB)": "0.147"}
     assert "until `make down`" in cost["afterAutoRelease"] and "node pools are at 0" in cost["afterAutoRelease"]
     assert "until `make down`" in cost["maxBeforeAutoRelease"]
     basic = run_stack("ack", ackClusterSpec="ack.standard").outputs["cost"]
@@ -309,3 +309,22 @@ def test_the_known_versions_are_what_the_recorded_api_offers():
 
     recorded = json.loads((Path(__file__).parent.parent / "tools/fixtures/ack-kubernetes-versions.json").read_text())
     assert {m["version"] for m in recorded["metadatas"]} == set(ack_support.KUBERNETES_VERSIONS)
+
+
+def test_make_plan_stack_ack_shows_the_cluster_pool_test_and_fees(capsys):
+    from tools import plan
+
+    assert plan.main(["--stack", "ack"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "+ alicloud:cs/managedKubernetes:ManagedKubernetes  gpu-k8s-control-plane",
+        "+ alicloud:cs/nodePool:NodePool  gpu-k8s-gpu-pool",
+        "+ kubernetes:core/v1:Pod  gpu-k8s-smoke-pod-gpu-0",
+        "after auto-release:       at least 0.79 per hour until `make down`",
+        "cluster management fee (ACK Pro): 0.64 CNY/h",
+        "API server load balancer (CLB): 0.147 CNY/h",
+    ):
+        assert line in out, line
+    (timings,) = [line for line in out.splitlines() if line.startswith("    timings:")]
+    assert "placeholder" not in timings  # a sentence on ACK, not node measurements
+    assert "<image-id" not in out  # no image lookup on ACK

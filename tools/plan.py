@@ -422,6 +422,8 @@ def render_text(run: ProgramRun) -> str:
     outputs, legend = offline_outputs(run.outputs)
     for key, value in outputs.items():
         note = f"   <- {DEPLOY_TIME_OUTPUTS[key]}" if key in DEPLOY_TIME_OUTPUTS else ""
+        if key == "timings" and not isinstance(value, dict):
+            note = ""  # a sentence, not measurements (ACK: no node steps of ours)
         if key == "cost" and isinstance(value, dict):
             lines += render_cost(value)
             continue
@@ -443,10 +445,14 @@ def render_cost(cost: dict) -> list[str]:
         f"        per hour:                 {cost.get('hourlyTotal')}",
         f"        most before auto-release: {cost.get('maxBeforeAutoRelease')}" + (f" (after {ttl:g} h)" if ttl else ""),
     ]
+    if cost.get("afterAutoRelease"):
+        lines.append(f"        after auto-release:       {cost['afterAutoRelease']}")
     for row in cost.get("perNode") or []:
         price = row.get("hourly")
         shown = f"{price} {cur}/h" if price is not None else "unknown"
         lines.append(f"        {row.get('node')} ({row.get('instanceType')}): {shown}  [{row.get('source')}]")
+    for fee in cost.get("clusterFees") or []:  # ACK: what bills beside the nodes
+        lines.append(f"        {fee.get('item')}: {fee.get('hourly')} {cur}/h  [{fee.get('source')}]")
     return lines
 
 
