@@ -39,6 +39,7 @@ from pulumi_policy.proxy import (
 from components import catalog
 
 INSTANCE = "alicloud:ecs/instance:Instance"
+NODE_POOL = "alicloud:cs/nodePool:NodePool"  # the ACK backend's GPU nodes
 SECURITY_GROUP_RULE = "alicloud:ecs/securityGroupRule:SecurityGroupRule"
 
 # Ports that must never face the whole internet: SSH and the Kubernetes API server.
@@ -180,8 +181,34 @@ def _supported() -> str:
     return ", ".join(catalog.supported_families())
 
 
+def _node_pool_types(props: Mapping) -> list[str]:
+    """Advisory, ACK node pools: GPU compute types the catalog knows (ACK runs no vGPU family)."""
+    types = _get(props, "instanceTypes")
+    if types is UNKNOWN or not isinstance(types, list | tuple):
+        return []
+    messages = []
+    for instance_type in types:
+        if _get({"t": instance_type}, "t") is UNKNOWN:  # a sentinel string inside the list
+            continue
+        profile = _gpu_profile(instance_type)
+        if profile is None:
+            messages.append(f"node pool type {instance_type} is not a GPU instance type: its nodes get no GPU")
+        elif profile.driver != catalog.TESLA:
+            messages.append(
+                f"node pool type {instance_type} is a vGPU family ({profile.family}): ACK installs datacenter drivers only"
+            )
+        elif not profile.known_family:
+            messages.append(
+                f"node pool type {instance_type} is of family {profile.family}, which the gpu-k8s catalog does not know; "
+                f"supported families: {_supported()}"
+            )
+    return messages
+
+
 def check_instance_type_in_catalog(resource_type: str, props: Mapping) -> list[str]:
     """Advisory: GPU nodes should use a family the catalog knows (driver, GPU name, memory)."""
+    if resource_type == NODE_POOL:
+        return _node_pool_types(props)
     if resource_type != INSTANCE:
         return []
     instance_type = _get(props, "instanceType")

@@ -212,6 +212,17 @@ def test_silent_on_default_stacks(stack):
     assert _messages(run) == []
 
 
+def test_ack_node_pools_are_checked_against_the_catalog():
+    run = run_program("ack")
+    assert run.of_type(rules.NODE_POOL) and _messages(run) == []
+    vgpu = rules.check_instance_type_in_catalog(rules.NODE_POOL, {"instanceTypes": ["ecs.sgn7i-vws-m2s.xlarge"]})
+    assert len(vgpu) == 1 and "vGPU family" in vgpu[0]
+    cpu = rules.check_instance_type_in_catalog(rules.NODE_POOL, {"instanceTypes": ["ecs.g7.large"]})
+    assert len(cpu) == 1 and "not a GPU instance type" in cpu[0]
+    unknown = rules.check_instance_type_in_catalog(rules.NODE_POOL, {"instanceTypes": ["ecs.gn7s-c8g1.2xlarge"]})
+    assert len(unknown) == 1 and "does not know" in unknown[0]
+
+
 def test_real_program_without_ttl_or_with_open_cidrs_is_caught():
     """The rules match what the program really sends, not just hand-written inputs."""
     run = run_program("dev", {"gpu-k8s:ttlHours": 0, "gpu-k8s:allowedCidrs": ["0.0.0.0/0"]})
