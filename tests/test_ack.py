@@ -328,3 +328,15 @@ def test_make_plan_stack_ack_shows_the_cluster_pool_test_and_fees(capsys):
     (timings,) = [line for line in out.splitlines() if line.startswith("    timings:")]
     assert "placeholder" not in timings  # a sentence on ACK, not node measurements
     assert "<image-id" not in out  # no image lookup on ACK
+
+
+def test_make_plan_out_stack_ack_writes_the_manifests(tmp_path, capsys):
+    from tools import plan
+
+    out = tmp_path / "ack"
+    assert plan.main(["--stack", "ack", "--out", str(out)]) == 0
+    capsys.readouterr()
+    written = sorted(p.name for p in (out / "manifests").iterdir())
+    assert any(name.startswith("10-pod-gpu-k8s-smoke-pod-gpu-0") for name in written), written
+    assert not any("device-plugin" in name or "flannel" in name for name in written)  # ACK's own
+    assert (out / "plan.json").is_file()
