@@ -428,15 +428,10 @@ class _Recording(PlaceholderMocks):
 
 @pytest.fixture
 def recording():
-    from pulumi.runtime import settings
+    from conftest import installed
 
-    mocks = _Recording()
-    saved = settings.SETTINGS
-    pulumi_mocks.set_mocks(mocks, project="gpu-k8s", stack="test", preview=False)
-    try:
+    with installed(_Recording()) as mocks:
         yield mocks
-    finally:
-        settings.configure(saved)
 
 
 @pulumi.runtime.test
