@@ -79,12 +79,16 @@ refresh-down:
 # Restart every node's auto-release countdown from now (optionally with a new TTL): each
 # node's release time is anchored to its own timestamp command; replacing them all re-reads
 # the clock. Their URNs come from the offline plan (same program, same config), like retest's.
+# On ACK (the plan has scale-to-zero tasks) it also refreshes: a pool its task already set to
+# 0 is read at 0, and the update brings it back to its count under the new TTL.
 TTL_ANCHORS = -ttl-anchor$$
+ACK_TTL_TASKS = -scale-to-zero$$
 extend: install
 	@if [ -n "$(HOURS)" ]; then pulumi config set -s $(STACK) gpu-k8s:ttlHours "$(HOURS)"; fi
 	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(TTL_ANCHORS)') && [ -n "$$urns" ] || \
 	  { echo "make extend: no auto-release anchors in the plan of $(STACK) (ttlHours 0?)" >&2; exit 2; }; \
-	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
+	tasks=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(ACK_TTL_TASKS)') || exit 2; \
+	pulumi up -s $(STACK) --yes $${tasks:+--refresh} $$(printf -- '--replace=%s ' $$urns)
 
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
 # its auto-release anchor so that the new instance gets a valid release time, and its image

@@ -22,8 +22,9 @@ API server's load balancer keep billing until `make down`; the `cost` output say
 Day 2: the cluster's version and node pools' sizes update in place; the pool's instance type,
 disk and spot settings update the pool's scaling configuration (new nodes only). A node pool
 deleted (pool removed from config) drains and releases its nodes (ACK). `pulumi destroy`
-deletes the pools, then the cluster, with the load balancer ACK created for it
-(``delete_options``).
+deletes the pools, then the cluster, with what ACK made for it (the API server's load
+balancer) and, through ``delete_options``, the Service/Ingress load balancers and log
+projects that ACK would otherwise keep.
 """
 
 from __future__ import annotations
@@ -132,18 +133,20 @@ def future_scale_to_zero_time(release: str, pool: str, now: float) -> str:
     if when <= datetime.fromtimestamp(now, tz=UTC) + TASK_LEAD:
         raise TtlPassed(
             f"gpu-k8s:ttlHours of node pool {pool} ended at {release}: its nodes were (or are about to be) scaled to 0. "
-            "Run `make extend` (a new TTL from now) to keep or bring back the nodes, or `make down` to stop the cluster fee too."
+            "Run `make extend` (a new TTL from now; on ACK it refreshes, so a pool at 0 goes back to its count, then "
+            "`make retest`), or `make down` to stop the cluster fee too."
         )
     return scale_to_zero_time(release)
 
 
-def task_name(stack: str, pool: str) -> str:
-    """A unique ESS task name of at most 40 characters (pure): stack and pool, hashed when long."""
-    name = f"gpu-k8s-{stack}-{pool}-ttl"
-    if len(name) <= 40:
-        return name
-    digest = hashlib.sha256(f"{stack}/{pool}".encode()).hexdigest()[:8]
-    return f"gpu-k8s-{stack[:16].rstrip('-')}-{digest}-ttl"
+def task_name(pool: str, scaling_group_id: str) -> str:
+    """The ESS task's name, at most 40 characters (pure).
+
+    ESS wants it unique in the region and account: two engineers' stacks of the same name
+    would clash on stack and pool alone, so it carries a hash of the pool's scaling group.
+    """
+    digest = hashlib.sha256(scaling_group_id.encode()).hexdigest()[:8]
+    return f"gpu-k8s-ttl-{pool[:16].rstrip('-')}-{digest}"
 
 
 class AckCluster(pulumi.ComponentResource):
@@ -196,7 +199,9 @@ class AckCluster(pulumi.ComponentResource):
             slb_internet_enabled=True,
             addons=[alicloud.cs.ManagedKubernetesAddonArgs(name="flannel")],
             deletion_protection=False,  # `make down` must be able to delete it
-            # Delete the load balancer ACK made for the API server with the cluster.
+            # ACK deletes what it made with the cluster (the API server's CLB, its RAM role:
+            # retain_resources' default). delete_options adds what it would keep: the
+            # load balancers of Services/Ingresses (SLB, ALB) and the log projects (SLS).
             delete_options=[
                 alicloud.cs.ManagedKubernetesDeleteOptionArgs(resource_type=kind, delete_mode="delete")
                 for kind in ack_support.DELETED_WITH_CLUSTER
@@ -210,8 +215,9 @@ class AckCluster(pulumi.ComponentResource):
             AutoReleaseArgs(
                 ttl_hours=args.ttl_hours,
                 hostnames=tuple(p.name for p in args.pools),
-                # Spot settings change the pool's instances: a new TTL for them.
-                replace_triggers=(_spot_strategy(args.spot, args.spot_price_limit), str(args.spot_price_limit or "")),
+                # No triggers: a spot change updates the pool in place and its nodes keep running,
+                # so their TTL stays (kubeadm re-anchors because its instances are replaced).
+                replace_triggers=(),
             ),
             pulumi.ResourceOptions(parent=self),
         )
@@ -250,7 +256,9 @@ class AckCluster(pulumi.ComponentResource):
             if release is not None:
                 self.scale_to_zero[pool.name] = alicloud.ess.ScheduledTask(
                     f"{name}-{pool.name}-scale-to-zero",
-                    scheduled_task_name=task_name(args.stack, pool.name),
+                    scheduled_task_name=self.node_pools[pool.name].scaling_group_id.apply(
+                        lambda sg, p=pool.name: task_name(p, sg)
+                    ),
                     description=f"gpu-k8s ttlHours: scale node pool {pool.name} to 0 instances (stops its GPU billing)",
                     scaling_group_id=self.node_pools[pool.name].scaling_group_id,
                     launch_time=release.apply(lambda t, p=pool.name: future_scale_to_zero_time(t, p, CLOCK())),

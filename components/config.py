@@ -587,8 +587,11 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             f"a driver ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}",
             reason=f"ACK installs its default instead of a version it does not list, silently ({ack_support.FACTS_DATE}).",
         )
-    ttl = parse_ttl_hours(cfg.get("ttlHours") or "")
-    if ttl != 0 and not ack_support.MIN_TTL_HOURS <= ttl <= ack_support.MAX_TTL_HOURS:
+    try:
+        ttl: Decimal | None = parse_ttl_hours(cfg.get("ttlHours") or "")
+    except ConfigError:
+        ttl = None  # not a number, or outside kubeadm's range: say ACK's range
+    if ttl is None or (ttl != 0 and not ack_support.MIN_TTL_HOURS <= ttl <= ack_support.MAX_TTL_HOURS):
         raise ConfigError(
             "ttlHours",
             cfg.get("ttlHours") or "",

@@ -270,12 +270,10 @@ def test_pool_labels_and_scale_to_zero_time():
     assert ack.future_scale_to_zero_time("2026-11-29T08:31:00Z", "gpu", now) == "2026-11-29T08:31Z"
     with pytest.raises(ack.TtlPassed, match="node pool gpu ended at 2026-11-29T08:31:00Z"):
         ack.future_scale_to_zero_time("2026-11-29T08:31:00Z", "gpu", 1_796_000_000.0)
-    assert ack.task_name("dev", "gpu") == "gpu-k8s-dev-gpu-ttl"
-    long_a, long_b = (
-        ack.task_name("a-very-long-stack-name", "inference-a"),
-        ack.task_name("a-very-long-stack-name", "inference-b"),
-    )
-    assert len(long_a) <= 40 and len(long_b) <= 40 and long_a != long_b
+    # Unique per scaling group (ESS wants names unique in the region and account), at most 40 characters.
+    assert ack.task_name("gpu", "asg-bp1aaa") != ack.task_name("gpu", "asg-bp1bbb")
+    assert ack.task_name("gpu", "asg-bp1aaa").startswith("gpu-k8s-ttl-gpu-")
+    assert len(ack.task_name("a-sixteen-char-pool-name", "asg-bp1aaa")) <= 40
 
 
 def test_api_endpoint_reads_the_connections_list():
@@ -340,3 +338,35 @@ def test_make_plan_out_stack_ack_writes_the_manifests(tmp_path, capsys):
     assert any(name.startswith("10-pod-gpu-k8s-smoke-pod-gpu-0") for name in written), written
     assert not any("device-plugin" in name or "flannel" in name for name in written)  # ACK's own
     assert (out / "plan.json").is_file()
+
+
+@pytest.mark.parametrize(("stack", "refreshes"), [("ack", True), ("dev", False)])
+def test_make_extend_refreshes_on_ack_only(tmp_path, stack, refreshes):
+    """On ACK a pool its task set to 0 must be read at 0 to come back: extend runs `up --refresh` there."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    subprocess.run(["make", "-s", "-C", str(root), "extend", f"STACK={stack}"], env=env, check=True, capture_output=True)
+    (up,) = calls.read_text().splitlines()
+    assert up.startswith(f"up -s {stack} --yes") and "--replace=urn:pulumi:" in up
+    assert ("--refresh" in up.split()) is refreshes
+
+
+def test_plan_diff_after_the_ttl_is_one_line_not_a_traceback(tmp_path, capsys):
+    from tools import plan
+
+    assert plan.main(["--stack", "ack", "--json", "--assume", "now=2026-09-21T14:13:20Z"]) == 0
+    before = tmp_path / "before.json"
+    before.write_text(capsys.readouterr().out)
+    code = plan.main(["--stack", "ack", "--diff", str(before), "--assume", "now=2026-09-21T19:00:00Z"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and "node pool gpu ended at 2026-09-21T18:14:00Z" in err and "make extend" in err

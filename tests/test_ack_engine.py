@@ -132,23 +132,6 @@ def test_every_modelled_input_is_an_input_of_the_installed_sdk(type_):
     assert modelled - wire == set()
 
 
-# The inputs the coordinator will set (issue 14), by SDK (snake_case) name.
-PLANNED_INPUTS = {
-    CLUSTER: "name cluster_spec version vswitch_ids pod_cidr service_cidr new_nat_gateway slb_internet_enabled "
-    "security_group_id addons deletion_protection tags delete_options proxy_mode timezone",
-    POOL: "cluster_id node_pool_name vswitch_ids instance_types desired_size instance_charge_type spot_strategy "
-    "spot_price_limits system_disk_category system_disk_size security_group_ids key_name internet_charge_type "
-    "internet_max_bandwidth_out image_type labels tags taints",
-    TASK: "scaling_group_id launch_time desired_capacity min_value max_value scheduled_task_name task_enabled",
-}
-
-
-@pytest.mark.parametrize("type_", [CLUSTER, POOL, TASK])
-def test_the_planned_inputs_exist_in_the_sdk_args(type_):
-    params = set(inspect.signature(ARGS[type_].__init__).parameters)
-    assert set(PLANNED_INPUTS[type_].split()) - params == set()
-
-
 def test_sdk_tokens_and_types_match_what_the_mocks_answer():
     sdk = inspect.getsource
     assert f"'{CLUSTER}'" in sdk(alicloud.cs.ManagedKubernetes)
