@@ -25,6 +25,8 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +51,18 @@ def _validate(rule: Rule):
     return validate
 
 
-def policies() -> list[ResourceValidationPolicy]:
+def _validate_stack(rule):
+    """Adapt a pure whole-stack rule: each (message, urn) becomes a violation of that resource."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        for message, urn in rule([(r.resource_type, r.urn, r.props) for r in args.resources]):
+            report_violation(message, urn)
+
+    validate.__name__ = f"validate_{rule.__name__}"
+    return validate
+
+
+def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
     """The pack's policies (no engine needed to build them)."""
     return [
         ResourceValidationPolicy(
@@ -75,6 +88,15 @@ def policies() -> list[ResourceValidationPolicy]:
             ),
             enforcement_level=EnforcementLevel.ADVISORY,
             validate=_validate(rules.check_instance_type_in_catalog),
+        ),
+        StackValidationPolicy(
+            name="gpu-node-pool-needs-scale-to-zero",
+            description=(
+                "ACK GPU node pools must have a scale-to-zero task (gpu-k8s:ttlHours), the node pools' "
+                "auto-release, so a forgotten stack stops billing for its GPU nodes by itself."
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            validate=_validate_stack(rules.check_node_pools_scale_to_zero),
         ),
     ]
 

@@ -40,6 +40,7 @@ from components import catalog
 
 INSTANCE = "alicloud:ecs/instance:Instance"
 NODE_POOL = "alicloud:cs/nodePool:NodePool"  # the ACK backend's GPU nodes
+SCHEDULED_TASK = "alicloud:ess/scheduledTask:ScheduledTask"  # the ACK backend's TTL (components/ack.py)
 SECURITY_GROUP_RULE = "alicloud:ecs/securityGroupRule:SecurityGroupRule"
 
 # Ports that must never face the whole internet: SSH and the Kubernetes API server.
@@ -232,6 +233,40 @@ def check_instance_type_in_catalog(resource_type: str, props: Mapping) -> list[s
         f"but is not a GPU instance type: it gets no GPU driver and no GPU; supported families: {_supported()}"
     ]
 
+
+def check_node_pools_scale_to_zero(resources: list[tuple[str, str, Mapping]]) -> list[tuple[str, str]]:
+    """Stack rule, ACK: every node pool's scaling group has a scale-to-zero task.
+
+    ACK node pools have no per-instance auto-release (their scaling group replaces a
+    released instance), so the TTL is an ESS scheduled task that sets the group to 0
+    (components/ack.py). ``resources``: (type, urn, props) of the whole stack, props with
+    the outputs (``scalingGroupId`` of a pool). An unknown group (preview) is not judged.
+    Returns (message, urn) pairs.
+    """
+    tasks = {
+        _get(props, "scalingGroupId")
+        for type_, _, props in resources
+        if type_ == SCHEDULED_TASK and _get(props, "desiredCapacity") in (0, 0.0, "0") and _get(props, "taskEnabled") is not False
+    }
+    found = []
+    for type_, urn, props in resources:
+        if type_ != NODE_POOL:
+            continue
+        group = _get(props, "scalingGroupId")
+        if group is UNKNOWN or group is None or group in tasks or UNKNOWN in tasks:
+            continue
+        found.append(
+            (
+                f"ACK node pool {_get(props, 'nodePoolName')} has no scale-to-zero task on its scaling group "
+                "(gpu-k8s:ttlHours 0?): its GPU nodes bill until `make down`",
+                urn,
+            )
+        )
+    return found
+
+
+# Whole-stack rules (policy/__main__.py StackValidationPolicy): name -> rule.
+STACK_RULES = {"gpu-node-pool-needs-scale-to-zero": check_node_pools_scale_to_zero}
 
 # name -> rule, in the order the pack lists them (policy/__main__.py).
 RULES = {

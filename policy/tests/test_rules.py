@@ -212,6 +212,28 @@ def test_silent_on_default_stacks(stack):
     assert _messages(run) == []
 
 
+def _stack(run) -> list[tuple[str, str, dict]]:
+    """What a stack policy sees: every resource with its outputs (inputs echoed by the mocks)."""
+    return [(r.type, r.urn, {**r.inputs, **r.outputs}) for r in run.resources]
+
+
+def test_ack_node_pools_need_a_scale_to_zero_task():
+    assert rules.check_node_pools_scale_to_zero(_stack(run_program("ack"))) == []
+    off = run_program("ack", {"gpu-k8s:ttlHours": "0"})
+    found = rules.check_node_pools_scale_to_zero(_stack(off))
+    (pool,) = off.of_type(rules.NODE_POOL)
+    assert found == [(found[0][0], pool.urn)] and "bill until `make down`" in found[0][0]
+    # a task on another group, or a disabled one, does not count
+    pool_props = {"nodePoolName": "gpu", "scalingGroupId": "asg-1"}
+    other = {"scalingGroupId": "asg-2", "desiredCapacity": 0, "taskEnabled": True}
+    disabled = {"scalingGroupId": "asg-1", "desiredCapacity": 0, "taskEnabled": False}
+    for task in (other, disabled):
+        stack = [(rules.NODE_POOL, "urn:p", pool_props), (rules.SCHEDULED_TASK, "urn:t", task)]
+        assert len(rules.check_node_pools_scale_to_zero(stack)) == 1
+    unknown = [(rules.NODE_POOL, "urn:p", {"scalingGroupId": UNKNOWN_STRING_VALUE})]
+    assert rules.check_node_pools_scale_to_zero(unknown) == []  # preview: not judged
+
+
 def test_ack_node_pools_are_checked_against_the_catalog():
     run = run_program("ack")
     assert run.of_type(rules.NODE_POOL) and _messages(run) == []
@@ -242,7 +264,7 @@ def test_real_program_dedicated_non_gpu_control_plane_is_silent():
 # --- the pack's wiring (policy/__main__.py) ------------------------------------------
 
 
-def test_pack_lists_the_three_policies_with_their_levels():
+def test_pack_lists_the_four_policies_with_their_levels():
     pack = importlib.import_module("policy.__main__")  # __name__ != "__main__": no gRPC server
     assert pack.PACK_NAME == "gpu-k8s-safety"
     levels = {p.name: p.enforcement_level for p in pack.policies()}
@@ -250,6 +272,7 @@ def test_pack_lists_the_three_policies_with_their_levels():
         "gpu-instance-needs-auto-release": EnforcementLevel.MANDATORY,
         "no-world-open-admin-ports": EnforcementLevel.MANDATORY,
         "instance-type-in-catalog": EnforcementLevel.ADVISORY,
+        "gpu-node-pool-needs-scale-to-zero": EnforcementLevel.MANDATORY,
     }
 
 
@@ -292,7 +315,7 @@ def test_pack_serves_as_the_cli_starts_it():
             stub = analyzer_pb2_grpc.AnalyzerStub(channel)
             info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
             assert info.name == "gpu-k8s-safety"
-            assert [p.name for p in info.policies] == list(rules.RULES)
+            assert [p.name for p in info.policies] == [*rules.RULES, *rules.STACK_RULES]
 
             def analyze(resource_type: str, props: dict) -> list[str]:
                 request = analyzer_pb2.AnalyzeRequest(
@@ -313,3 +336,23 @@ def test_pack_serves_as_the_cli_starts_it():
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_pack_stack_policy_reports_the_pool_without_a_task():
+    from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
+
+    pack = importlib.import_module("policy.__main__")
+    (policy,) = [p for p in pack.policies() if p.name == "gpu-node-pool-needs-scale-to-zero"]
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+
+    def resource(type_: str, urn: str, props: dict) -> PolicyResource:
+        return PolicyResource(type_, props, urn, urn.rsplit("::", 1)[-1], opts, None, None, [], {})
+
+    pool = resource(rules.NODE_POOL, "urn:x::pool", {"nodePoolName": "gpu", "scalingGroupId": "asg-1"})
+    task = resource(rules.SCHEDULED_TASK, "urn:x::task", {"scalingGroupId": "asg-1", "desiredCapacity": 0})
+    reported: list = []
+    policy.validate(StackValidationArgs([pool]), lambda message, urn=None: reported.append(urn))
+    assert reported == ["urn:x::pool"]
+    reported.clear()
+    policy.validate(StackValidationArgs([pool, task]), lambda message, urn=None: reported.append(urn))
+    assert reported == []
