@@ -331,9 +331,12 @@ class AckCluster(pulumi.ComponentResource):
         }
 
     def detected_gpus(self) -> dict[str, dict[str, str]]:
-        """nvidia-smi is not read on ACK (no SSH): the expected GPU, labelled as such."""
+        """nvidia-smi is not read on ACK (no SSH): the catalog's GPU and the requested driver, labelled so."""
         return {
-            n.name: {"gpu": f"{n.profile.expected_gpu_name or n.profile.summary()} (expected)", "driverVersion": n.driver_version}
+            n.name: {
+                "gpu": f"{n.profile.expected_gpu_name or n.profile.summary()} (expected)",
+                "driverVersion": f"{n.driver_version} (requested: {DRIVER_LABEL})",
+            }
             for n in self.gpu_nodes()
         }
 

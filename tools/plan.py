@@ -428,6 +428,11 @@ def render_text(run: ProgramRun) -> str:
         note = f"   <- {DEPLOY_TIME_OUTPUTS[key]}" if key in DEPLOY_TIME_OUTPUTS else ""
         if key == "timings" and not isinstance(value, dict):
             note = ""  # a sentence, not measurements (ACK: no node steps of ours)
+        if key == "gpuNodes" and "(expected)" in json.dumps(value):
+            note = (
+                "   <- placeholder: allocatable and test come from the cluster at deploy time; "
+                "GPU and driver are the catalog's and the requested (ACK: nvidia-smi is not read)"
+            )
         if key == "cost" and isinstance(value, dict):
             lines += render_cost(value)
             continue
