@@ -105,14 +105,17 @@ def offline_outputs(outputs: dict) -> tuple[dict, dict[str, str]]:
     for row in shown.get("gpuNodes") or []:
         if not isinstance(row, dict):
             continue
-        if not str(row.get("gpu", "")).endswith("(expected)"):  # ACK: the catalog's, already labelled
+        expected = str(row.get("gpu", "")).endswith("(expected)")  # ACK: the catalog's, already labelled
+        if not expected:
             row["gpu"] = _gpu_name_placeholder(row.get("gpu"))
             row["driver"] = _driver_placeholder(row.get("driver"))
         row["allocatableGpus"] = _allocatable_placeholder(row.get("allocatableGpus"))
         if row.get("test") != "SKIPPED":
             row["test"] = PLACEHOLDER_TEST
         legend["<placeholder: ...> in gpuNodes"] = (
-            "GPU name, driver, allocatable GPUs and test come from each node at deploy time"
+            "allocatable GPUs and test come from the cluster at deploy time"
+            if expected
+            else "GPU name, driver, allocatable GPUs and test come from each node at deploy time"
         )
     return shown, legend
 
