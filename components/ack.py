@@ -139,6 +139,11 @@ def future_scale_to_zero_time(release: str, pool: str, now: float) -> str:
     return scale_to_zero_time(release)
 
 
+def cluster_name(stack: str, vswitch_id: str) -> str:
+    """The ACK cluster's name (pure): the stack's, and a hash of its vSwitch (unique per deployment)."""
+    return f"gpu-k8s-{stack[:40]}-{hashlib.sha256(vswitch_id.encode()).hexdigest()[:6]}"
+
+
 def task_name(pool: str, scaling_group_id: str) -> str:
     """The ESS task's name, at most 40 characters (pure).
 
@@ -187,7 +192,9 @@ class AckCluster(pulumi.ComponentResource):
         tags = {"managed-by": "gpu-k8s", "gpu-k8s-stack": args.stack}
         self.control_plane = alicloud.cs.ManagedKubernetes(
             f"{name}-control-plane",
-            name=f"gpu-k8s-{args.stack}",
+            # ACK refuses a second cluster of the same name in an account and region: the name
+            # carries a hash of this stack's vSwitch, so two engineers' `ack` stacks differ.
+            name=pulumi.Output.from_input(args.vswitch_id).apply(lambda v: cluster_name(args.stack, v)),
             cluster_spec=settings.cluster_spec,
             version=settings.kubernetes_version,
             vswitch_ids=[args.vswitch_id],
@@ -207,7 +214,9 @@ class AckCluster(pulumi.ComponentResource):
                 for kind in ack_support.DELETED_WITH_CLUSTER
             ],
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            # A replacement (podCidr: ForceNew) deletes the old cluster first: two clusters
+            # would bill at once and fight over the VPC's route table (flannel's routes).
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         cluster_id = self.control_plane.id
         self.release = AutoRelease(

@@ -9,6 +9,9 @@ refused with the table's date in the message rather than guessed at.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from decimal import Decimal
 
 from components import catalog
@@ -116,3 +119,29 @@ def pool_problem(profile: catalog.GpuProfile, driver_version: str) -> str | None
     if driver_version not in DRIVER_VERSIONS:
         return f"ACK does not offer driver {driver_version} ({FACTS_DATE})."
     return None
+
+
+# The GPU checks run on this machine on ACK (components/scripts/local/with-kubeconfig.sh and
+# 70/80): kubectl, GNU timeout, python3 and bash 4 (associative arrays). Checked when the
+# program starts, before anything is created; the offline harness turns it off.
+CHECK_DEPLOYER_TOOLS = True
+DEPLOYER_TOOLS = ("kubectl", "timeout", "python3")
+
+
+def _bash_major() -> int | None:
+    try:
+        out = subprocess.run(["bash", "-c", "echo ${BASH_VERSINFO[0]}"], capture_output=True, text=True, timeout=10)
+        return int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def missing_deployer_tools(
+    which: Callable[[str], str | None] = shutil.which, bash_major: Callable[[], int | None] = _bash_major
+) -> list[str]:
+    """What this machine lacks to run the GPU checks against ACK (pure with the callables given)."""
+    missing = [tool for tool in DEPLOYER_TOOLS if which(tool) is None]
+    major = bash_major()
+    if major is None or major < 4:
+        missing.append(f"bash 4 or newer (found {major or 'none'})")
+    return missing

@@ -574,6 +574,15 @@ def check_backend_keys(cluster: str, values: dict[str, str | None]) -> None:
 
 def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "") -> AckSettings:
     """The ack* keys, and the node pools ACK can run (refused before anything is created)."""
+    missing = ack_support.missing_deployer_tools() if ack_support.CHECK_DEPLOYER_TOOLS else []
+    if missing:
+        raise ConfigError(
+            "cluster",
+            "ack",
+            "kubectl, GNU timeout, python3 and bash 4+ on this machine with gpu-k8s:cluster ack",
+            reason=f"on ACK the GPU checks run kubectl here (no SSH to a node); missing: {', '.join(missing)}. "
+            "Fix: install them (kubectl of the cluster's minor version), or use gpu-k8s:cluster kubeadm.",
+        )
     spec = _choice("ackClusterSpec", cfg.get("ackClusterSpec") or "", tuple(ack_support.CLUSTER_SPECS))
     version = cfg.get("ackKubernetesVersion") or ""
     verdict = ack_support.check_kubernetes_version(version)

@@ -26,13 +26,14 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components import ack, cost, network
+from components import ack, ack_support, cost, network
 from tools import engine
 from tools.mocks import PlaceholderMocks
 
 # The offline plan never asks Aliyun for prices (components/cost.py), even with keys in the
 # environment: the mocks' get_instance_types answer none, so the catalog estimate is used.
 cost.LIVE_PRICE_LOOKUP = False
+ack_support.CHECK_DEPLOYER_TOOLS = False  # nor whether this machine has kubectl (ACK's checks run there)
 network.LIVE_STOCK_LOOKUP = False  # nor for stock: get_zones (mocked) chooses the zone
 
 ROOT = Path(__file__).resolve().parent.parent
