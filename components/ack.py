@@ -7,8 +7,8 @@ gpu-k8s:cluster ack (components/backend.py). In the stack's VPC and vSwitch:
                                                           └─> kubeconfig (get_cluster_credential, secret) ─> Kubernetes provider
 
 ACK installs on each GPU node what the kubeadm backend installs over SSH: the NVIDIA driver
-(the node pool's ``ack.aliyun.com/nvidia-driver-version`` label picks it; without the label
-ACK's default for the cluster version), the container runtime with the NVIDIA runtime, and
+(the node pool's ``ack.aliyun.com/nvidia-driver-version`` label, always set, picks it), the
+container runtime with the NVIDIA runtime, and
 its own NVIDIA device plugin. So nothing is installed twice: no SSH step runs here, and
 __main__.py deploys neither flannel nor NVIDIA's device plugin (``brings_*``). The GPU checks
 run kubectl on the deployer with the kubeconfig (components/remote.py run_local_script).
@@ -45,7 +45,7 @@ from components import ack_support, backend, catalog, cost, remote
 from components.auto_release import AutoRelease, AutoReleaseArgs
 from components.backend import ClusterChecks, GpuNode
 from components.config import AckSettings, NodePool
-from components.node import SYSTEM_DISK_CATEGORY, _spot_strategy
+from components.node import SYSTEM_DISK_CATEGORY, spot_strategy
 
 if TYPE_CHECKING:
     from components.config import StackConfig
@@ -240,7 +240,7 @@ class AckCluster(pulumi.ComponentResource):
                 instance_types=[pool.instance_type],
                 desired_size=str(pool.count),
                 instance_charge_type="PostPaid",
-                spot_strategy=_spot_strategy(args.spot, args.spot_price_limit),
+                spot_strategy=spot_strategy(args.spot, args.spot_price_limit),
                 spot_price_limits=(
                     [
                         alicloud.cs.NodePoolSpotPriceLimitArgs(

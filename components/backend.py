@@ -61,8 +61,9 @@ class GpuNode(NamedTuple):
         return not self.selector
 
     @property
-    def node_selector(self) -> dict[str, str]:
-        return dict(self.selector) if self.selector else {HOSTNAME_LABEL: self.name}
+    def group(self) -> str:
+        """``label=value[,...]`` of a node placed by label (the GPU_NODE_GROUPS key); "" when pinned."""
+        return ",".join(f"{k}={v}" for k, v in self.selector)
 
 
 # run(name, *, script, env, after, parent, timeout) -> a command resource whose stdout is the script's.
@@ -122,7 +123,6 @@ def gpu_node_groups(nodes: Sequence[GpuNode]) -> dict[str, int]:
     """``label=value`` -> how many GPU nodes it must hold, for nodes placed by label (ACK)."""
     groups: dict[str, int] = {}
     for node in nodes:
-        if node.selector:
-            key = ",".join(f"{k}={v}" for k, v in node.selector)
-            groups[key] = groups.get(key, 0) + 1
+        if node.group:
+            groups[node.group] = groups.get(node.group, 0) + 1
     return groups

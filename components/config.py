@@ -14,6 +14,7 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
 
 import pulumi
@@ -115,7 +116,7 @@ class AckSettings:
     """gpu-k8s:cluster ack: the managed cluster's settings (components/ack.py)."""
 
     cluster_spec: str  # ack.pro.small (Pro, billed per hour) | ack.standard (Basic)
-    kubernetes_version: str  # an ACK version such as 1.34.1-aliyun.1
+    kubernetes_version: str  # an ACK version such as 1.36.1-aliyun.1
     driver_version: str  # the node pools' NVIDIA driver (ack.aliyun.com/nvidia-driver-version)
 
 
@@ -535,11 +536,19 @@ ACK_ONLY_KEYS = ("ackClusterSpec", "ackKubernetesVersion", "ackNvidiaDriverVersi
 _PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 
 
-def project_default(key: str) -> object:
-    """The default Pulumi.yaml declares for a gpu-k8s key (the only place defaults live)."""
+@cache
+def project_config_declarations() -> dict[str, dict]:
+    """Pulumi.yaml's config section (the only place defaults live), read once."""
     import yaml
 
-    decl = ((yaml.safe_load(_PROJECT_FILE.read_text()) or {}).get("config") or {}).get(key) or {}
+    return dict((yaml.safe_load(_PROJECT_FILE.read_text()) or {}).get("config") or {})
+
+
+def project_default(key: str) -> object:
+    """The default Pulumi.yaml declares for a key (``default:``, or ``value:`` for untyped keys)."""
+    decl = project_config_declarations().get(key)
+    if not isinstance(decl, dict):
+        return None
     return decl.get("default", decl.get("value"))
 
 
@@ -703,6 +712,7 @@ def _check_smoke_test(
     problem = cuda.smoke_test_error(test, image, declared, drivers)
     if problem and ack:
         problem = problem.replace("gpu-k8s:driverVersion", "gpu-k8s:ackNvidiaDriverVersion")
+        problem += f" ACK offers: {', '.join(ack_support.DRIVER_VERSIONS)}."
     if problem:
         key, value = ("smokeTestImage", image) if image else ("smokeTest", test)
         if declared is not None and "smokeTestCudaVersion" in problem:

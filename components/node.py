@@ -69,7 +69,7 @@ class NodeArgs:
             raise ValueError("NodeArgs.spot_price_limit needs spot=True")
 
 
-def _spot_strategy(spot: bool, limit: Decimal | None) -> str:
+def spot_strategy(spot: bool, limit: Decimal | None) -> str:
     if not spot:
         return "NoSpot"
     return "SpotWithPriceLimit" if limit is not None else "SpotAsPriceGo"
@@ -77,7 +77,7 @@ def _spot_strategy(spot: bool, limit: Decimal | None) -> str:
 
 def replacing_inputs(spot: bool, limit: Decimal | None) -> tuple[str, ...]:
     """The instance inputs this program sets that are ForceNew (§1.2): a change replaces the instance."""
-    return (_spot_strategy(spot, limit), str(limit) if limit is not None else "", SYSTEM_DISK_CATEGORY)
+    return (spot_strategy(spot, limit), str(limit) if limit is not None else "", SYSTEM_DISK_CATEGORY)
 
 
 class Node(pulumi.ComponentResource):
@@ -91,7 +91,7 @@ class Node(pulumi.ComponentResource):
         self.args = args
         self.hostname = args.hostname
         self.profile = args.profile
-        strategy = _spot_strategy(args.spot, args.spot_price_limit)
+        strategy = spot_strategy(args.spot, args.spot_price_limit)
         limit = float(args.spot_price_limit) if args.spot_price_limit is not None else None
         self.auto_release_time = args.auto_release_time
         # The image this node runs: chosen when the record is created (see the module docstring).

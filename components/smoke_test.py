@@ -137,8 +137,7 @@ def _test_pods(
             return spec if not run else {"spec": spec, "run": run}
         # A group's pods go to whichever nodes its pool has: a new pool size is a new set of
         # pods (a pod whose node the pool removed is gone, and its result with it).
-        group = ",".join(f"{k}={v}" for k, v in n.selector)
-        return {"spec": spec, "run": run, "groupSize": groups[group]}
+        return {"spec": spec, "run": run, "groupSize": groups[n.group]}
 
     tag = {n.name: spec_hash(hashed(n)) for n in nodes}
     if replicas == 1:

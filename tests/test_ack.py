@@ -198,15 +198,34 @@ def test_ack_scaling_a_pool_updates_it_in_place(ack_run):
     assert not [c for c in more.changes if c.op == engine.REPLACE and c.type in (CLUSTER, NODE_POOL)]
 
 
-def test_resource_arguments_exist_in_the_installed_sdk(ack_run):
-    """Every input the program sets on an ACK resource is an argument of the installed pulumi-alicloud."""
-    classes = {CLUSTER: alicloud.cs.ManagedKubernetesArgs, NODE_POOL: alicloud.cs.NodePoolArgs}
-    classes[SCHEDULED_TASK] = alicloud.ess.ScheduledTaskArgs
-    for r in ack_run.resources:
-        if r.type in classes:
-            names = set(inspect.signature(classes[r.type].__init__).parameters)
-            camel = {"".join(w.capitalize() if i else w for i, w in enumerate(n.split("_"))) for n in names}
-            assert set(r.inputs) <= camel, (r.type, set(r.inputs) - camel)
+def _wire_names(args_class) -> set[str]:
+    """The camelCase input names of an SDK Args class, as the engine receives them."""
+    names = set(inspect.signature(args_class.__init__).parameters) - {"self", "__self__"}
+    return {"".join(w.capitalize() if i else w for i, w in enumerate(n.split("_"))) for n in names}
+
+
+def test_nested_resource_arguments_match_the_installed_sdk():
+    """The SDK's constructors reject an unknown top-level argument, but a plain dict inside a list
+    (labels, addons, delete options, spot limits) reaches the engine unchecked: its keys must be
+    the fields of the SDK's Args type, or the provider ignores or refuses them at deploy time."""
+    run = run_stack("ack", spot="true", spotPriceLimit="3.5")
+    nested = {
+        CLUSTER: {
+            "addons": alicloud.cs.ManagedKubernetesAddonArgs,
+            "deleteOptions": alicloud.cs.ManagedKubernetesDeleteOptionArgs,
+        },
+        NODE_POOL: {"labels": alicloud.cs.NodePoolLabelArgs, "spotPriceLimits": alicloud.cs.NodePoolSpotPriceLimitArgs},
+    }
+    seen = set()
+    for r in run.resources:
+        for key, args_class in nested.get(r.type, {}).items():
+            items = reveal(r.inputs[key])
+            assert items and all(set(item) <= _wire_names(args_class) for item in items), (r.type, key, items)
+            seen.add(key)
+    assert seen == {"addons", "deleteOptions", "labels", "spotPriceLimits"}
+    (pool,) = run.of_type(NODE_POOL)
+    assert reveal(pool.inputs["spotPriceLimits"]) == [{"instanceType": "ecs.gn6i-c4g1.xlarge", "priceLimit": "3.5"}]
+    assert reveal(pool.inputs["spotStrategy"]) == "SpotWithPriceLimit"
 
 
 # --- bad input: refused before anything is created --------------------------------------
@@ -234,6 +253,12 @@ def test_resource_arguments_exist_in_the_installed_sdk(ack_run):
             {"smokeTest": "tensorflow", "smokeTestImage": "tensorflow/tensorflow:2.16.1-gpu"},
             "gpu-k8s:smokeTestImage",
             "ackNvidiaDriverVersion",
+        ),
+        (
+            "ack",
+            {"smokeTest": "tensorflow", "smokeTestImage": "tensorflow/tensorflow:2.16.1-gpu"},
+            "gpu-k8s:smokeTestImage",
+            "ACK offers: 570.169, 570.133.20",
         ),
     ],
 )
