@@ -315,7 +315,10 @@ class GpuSmokeTest(pulumi.ComponentResource):
             parent=self,
             timeout=f"{args.checks.allocatable_timeout_seconds // 60 + 5}m",
         )
-        self.allocatable = self.allocatable_check.stdout.apply(_parse_allocatable)
+        # A check run on the deployer reads the kubeconfig from stdin, a secret, and pulumi-command
+        # may then mark its stdout secret too; the checks print no credential, only GPU counts,
+        # pod phases and logs, which the outputs must show in the clear.
+        self.allocatable = pulumi.Output.unsecret(self.allocatable_check.stdout).apply(_parse_allocatable)
         self.config_map, self.pods, self.result_check = None, [], None
         self.image = self.success_pattern = None
         if args.test == "none":
@@ -407,4 +410,4 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 raise GpuTestFailed(_failure_message(result))
             return result
 
-        return self.result_check.stdout.apply(verdict)
+        return pulumi.Output.unsecret(self.result_check.stdout).apply(verdict)  # see allocatable above
