@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import access, backend, report
+from components import access, backend, lifecycle, report
 from components.cni import Flannel, FlannelArgs
 from components.config import load_config
 from components.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
@@ -14,6 +14,9 @@ from components.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
 # 1. Config: every key read and validated before anything is created.
 cfg = load_config()
 allowed_cidrs = access.resolve_allowed_cidrs(cfg.allowed_cidrs)
+#    What a running stack cannot change in place (region, backend, which node is the control
+#    plane, the kubeadm version and pod CIDR) is refused first: everything below waits for it.
+lifecycle.LifecycleGuard("gpu-k8s-lifecycle", lifecycle.LifecycleGuardArgs(facts=lifecycle.stack_facts(cfg)))
 
 # 2. Network: VPC, vSwitch in a zone that sells the GPU types, locked-down security group.
 network = Network(
@@ -42,17 +45,17 @@ network_ready: list[pulumi.Resource] = list(cluster.ready)
 if not cluster.brings_pod_network:
     cni = Flannel("gpu-k8s-cni", FlannelArgs(pod_cidr=cfg.pod_cidr, flannel_version=cfg.flannel_version), on_cluster)
     network_ready = [cni]
-device_plugin: list[pulumi.Resource] = []
+device_plugins: list[NvidiaDevicePlugin] = []
 if not cluster.brings_device_plugin:
-    device_plugin = [
+    device_plugins.append(
         NvidiaDevicePlugin(
             "gpu-k8s-device-plugin",
             NvidiaDevicePluginArgs(
                 version=cfg.device_plugin_version, mig_strategy=cfg.mig_strategy, time_slicing_replicas=cfg.time_slicing_replicas
             ),
             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=network_ready),
-        ).daemonset
-    ]
+        )
+    )
 
 # 5b. GPU metrics: dcgm-exporter on the GPU families DCGM supports, scraped by a small Prometheus.
 gpu_metrics = None
@@ -80,7 +83,8 @@ gpu_test = GpuSmokeTest(
         image_cuda_version=cfg.smoke_test_cuda_version,
         time_slicing_replicas=cfg.time_slicing_replicas,
         run=cfg.gpu_test_run,
-        device_plugin=device_plugin,
+        verifies=[plugin.fingerprint for plugin in device_plugins],
+        device_plugin=[plugin.daemonset for plugin in device_plugins],
         after=list(cluster.ready),
     ),
     on_cluster,

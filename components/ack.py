@@ -318,7 +318,17 @@ class AckCluster(pulumi.ComponentResource):
         """A slot per node of each pool: ACK names the nodes, the pods select the pool's label."""
         driver = self.args.settings.driver_version
         return [
-            GpuNode(slot, pool.profile, driver, ((backend.POOL_LABEL, pool.name),), pool=pool.name)
+            GpuNode(
+                slot,
+                pool.profile,
+                driver,
+                ((backend.POOL_LABEL, pool.name),),
+                pool=pool.name,
+                # A new cluster or node pool, another type or driver: the GPU test runs again.
+                verifies=pulumi.Output.all(self.control_plane.id, self.node_pools[pool.name].id).apply(
+                    lambda ids, pool=pool: backend.digest(ids, pool.instance_type, driver, self.args.spot)
+                ),
+            )
             for pool in self.args.pools
             for slot in pool.node_names()
         ]

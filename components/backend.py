@@ -55,6 +55,10 @@ class GpuNode(NamedTuple):
     driver_version: str
     selector: tuple[tuple[str, str], ...] = ()
     pool: str = ""
+    # What the GPU test verifies on this node (its instance, driver, runtime, cluster), as a
+    # digest: when it changes the test runs again (new test pods, the checks re-run), so a
+    # verdict always belongs to what runs now. "" for a node built outside a backend (tests).
+    verifies: pulumi.Input[str] = ""
 
     @property
     def pinned(self) -> bool:
@@ -117,6 +121,14 @@ def create(cfg: StackConfig, network: Network, ssh_key: SshKey) -> ClusterBacken
     from components.kubeadm import KubeadmBackend
 
     return KubeadmBackend(cfg, network, ssh_key)
+
+
+def digest(*parts: object) -> str:
+    """12 hex of the SHA-256 of ``parts`` (JSON, sorted keys): a short, stable fingerprint."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def gpu_node_groups(nodes: Sequence[GpuNode]) -> dict[str, int]:

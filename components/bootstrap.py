@@ -55,6 +55,7 @@ class NodeSetup:
 class NodeBootstrapArgs:
     hostname: str
     public_ip: pulumi.Input[str]
+    instance_id: pulumi.Input[str]  # a new instance re-runs every step (remote.py)
     private_key: pulumi.Input[str]
     profile: GpuProfile | None  # None: no GPU steps (dedicated control plane)
     setup: NodeSetup
@@ -102,6 +103,7 @@ def _driver_env(profile: GpuProfile, setup: NodeSetup) -> dict[str, str]:
 
 class NodeBootstrap(pulumi.ComponentResource):
     kubernetes_ready: list[pulumi.Resource]  # what kubeadm init/join must follow
+    verified_setup: dict[str, dict[str, str]]  # the driver and runtime steps' inputs (what the GPU test verifies)
     gpu_verify: command.remote.Command | None
     gpu_name: pulumi.Output[str] | None
     driver_version: pulumi.Output[str] | None
@@ -112,12 +114,12 @@ class NodeBootstrap(pulumi.ComponentResource):
         super().__init__("gpu-k8s:bootstrap:NodeBootstrap", name, {}, opts)
         setup, profile = args.setup, args.profile
         # Generous dials: the instance boots (or reboots) while we wait.
-        conn = remote.connection(args.public_ip, args.private_key, dial_error_limit=80)
+        on = remote.host(args.public_ip, args.private_key, args.instance_id, dial_error_limit=80)
 
         self.timed = []
 
         def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
-            cmd = remote.run_script(f"{name}-{role}", script=script, conn=conn, after=after, parent=self, **kw)
+            cmd = remote.run_script(f"{name}-{role}", script=script, on=on, after=after, parent=self, **kw)
             waits = tuple(f"{name}-{r}" for r, c in roles.items() if c in after)
             roles[role] = cmd
             self.timed.append((TimedStep(f"{name}-{role}", args.hostname, role, waits), cmd.stderr))
@@ -128,6 +130,7 @@ class NodeBootstrap(pulumi.ComponentResource):
         wait = step("wait-boot", "00-wait-boot.sh", list(args.after), timeout="20m")
         base: list[pulumi.Resource] = [wait]
         self.gpu_verify = self.gpu_name = self.driver_version = None
+        self.verified_setup = {}
         driver = None
         if profile is not None:
             prepare = step("driver-prepare", "10-driver-prepare.sh", [wait], env={"GPU_DRIVER": profile.driver}, timeout="20m")
@@ -151,11 +154,12 @@ class NodeBootstrap(pulumi.ComponentResource):
                 )
             )
             grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""
+            self.verified_setup["nvidia-driver"] = _driver_env(profile, setup)
             driver = step(
                 "nvidia-driver",
                 "11-nvidia-driver.sh",
                 base,
-                env=_driver_env(profile, setup),
+                env=self.verified_setup["nvidia-driver"],
                 stdin=pulumi.Output.concat(grid_url, "\n"),
                 timeout="40m",
             )
@@ -173,18 +177,15 @@ class NodeBootstrap(pulumi.ComponentResource):
             gpus = self.gpu_verify.stdout.apply(parse_query)
             self.gpu_name = gpus.apply(lambda g: g[0].name if g else "unknown")
             self.driver_version = gpus.apply(lambda g: g[0].driver_version if g else "unknown")
+        self.verified_setup["container-runtime"] = {
+            "CONTAINER_TOOLKIT_VERSION": setup.container_toolkit_version,
+            "PACKAGE_MIRROR": setup.package_mirror,
+            "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
+            "INSTALL_DOCKER": str(setup.install_docker).lower(),
+            "NVIDIA_RUNTIME": str(profile is not None).lower(),  # no GPU: runc stays the default
+        }
         runtime = step(
-            "container-runtime",
-            "20-container-runtime.sh",
-            base,
-            env={
-                "CONTAINER_TOOLKIT_VERSION": setup.container_toolkit_version,
-                "PACKAGE_MIRROR": setup.package_mirror,
-                "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
-                "INSTALL_DOCKER": str(setup.install_docker).lower(),
-                "NVIDIA_RUNTIME": str(profile is not None).lower(),  # no GPU: runc stays the default
-            },
-            timeout="30m",
+            "container-runtime", "20-container-runtime.sh", base, env=self.verified_setup["container-runtime"], timeout="30m"
         )
         self.prefetch = None
         if args.images or args.kubeadm_image_repository:

@@ -29,7 +29,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import catalog, cuda, device_plugin, remote, timings
-from components.backend import POOL_LABEL, GpuNode
+from components.backend import POOL_LABEL, GpuNode, digest
 from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 from components.fleet import Fleet
 
@@ -109,6 +109,7 @@ class KubeCluster(pulumi.ComponentResource):
                 NodeBootstrapArgs(
                     hostname=node.hostname,
                     public_ip=node.public_ip,
+                    instance_id=node.instance.id,
                     private_key=args.private_key,
                     profile=node.profile,
                     setup=setup,
@@ -121,12 +122,12 @@ class KubeCluster(pulumi.ComponentResource):
             for node in fleet.nodes
         }
         cp = fleet.control_plane
-        cp_conn = remote.connection(cp.public_ip, args.private_key)
-        self.control_plane_connection = cp_conn
+        on_cp = remote.host(cp.public_ip, args.private_key, cp.instance.id)
+        self.control_plane_host = on_cp
         self._fleet, self._setup = fleet, setup
 
         def on_control_plane(role: str, script: str, after: list[pulumi.Resource], **kw):
-            return remote.run_script(f"{name}-{role}", script=script, conn=cp_conn, after=after, parent=self, **kw)
+            return remote.run_script(f"{name}-{role}", script=script, on=on_cp, after=after, parent=self, **kw)
 
         self.init = on_control_plane(
             "kubeadm-init",
@@ -159,7 +160,7 @@ class KubeCluster(pulumi.ComponentResource):
                 token_cmd = remote.run_script(
                     f"{worker.hostname}-join-token",
                     script="43-join-token.sh",
-                    conn=cp_conn,
+                    on=on_cp,
                     env={"FOR_NODE": worker.hostname},
                     stdin=token,
                     after=[self.init],
@@ -170,7 +171,7 @@ class KubeCluster(pulumi.ComponentResource):
                 self.joins[worker.hostname] = remote.run_script(
                     f"{worker.hostname}-kubeadm-join",
                     script="50-kubeadm-join.sh",
-                    conn=remote.connection(worker.public_ip, args.private_key),
+                    on=remote.host(worker.public_ip, args.private_key, worker.instance.id),
                     env={
                         "CONTROL_PLANE_ENDPOINT": pulumi.Output.concat(cp.private_ip, f":{API_PORT}"),
                         "NODE_NAME": worker.hostname,
@@ -241,13 +242,20 @@ class KubeCluster(pulumi.ComponentResource):
         )
 
     def gpu_nodes(self) -> list[GpuNode]:
-        """(node, profile, expected driver) for every GPU node, for the GPU test."""
+        """(node, profile, expected driver) for every GPU node, for the GPU test.
+
+        ``verifies``: the node's instance, its type, its driver and runtime steps' inputs and
+        the cluster (the kubeadm init run): a change to any of them runs the GPU test again.
+        """
         return [
             GpuNode(
                 n.hostname,
                 n.profile,
                 cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version),
                 pool=n.args.pool,
+                verifies=pulumi.Output.all(n.instance.id, self.init.id).apply(
+                    lambda ids, n=n: digest(ids, n.args.instance_type, self.bootstraps[n.hostname].verified_setup)
+                ),
             )
             for n in self._fleet.nodes
             if n.profile is not None

@@ -167,6 +167,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
     config: dict  # the plugin config file, as written
     namespace: str
     selector: str  # label selector of the plugin pods, e.g. for kubectl
+    fingerprint: str  # image and config: what the GPU test verifies of the plugin (smoke_test.py)
 
     def __init__(self, name: str, args: NvidiaDevicePluginArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:device_plugin:NvidiaDevicePlugin", name, {}, opts)
@@ -176,6 +177,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
         self.namespace = NAMESPACE
         self.selector = ",".join(f"{k}={v}" for k, v in SELECTOR.items())
         config_text = _config_yaml(self.config)
+        self.fingerprint = hashlib.sha256(f"{self.image}\n{config_text}".encode()).hexdigest()[:12]
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": CONFIG_MAP_NAME, "namespace": NAMESPACE},

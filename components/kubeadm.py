@@ -91,9 +91,9 @@ class KubeadmBackend:
         )
         self.provider = self.cluster.provider
         self.kubeconfig = self.cluster.kubeconfig
-        conn = self.cluster.control_plane_connection
+        on_cp = self.cluster.control_plane_host
         self.checks = ClusterChecks(
-            run=lambda name, **kw: remote.run_script(name, conn=conn, **kw),
+            run=lambda name, **kw: remote.run_script(name, on=on_cp, **kw),
             plugin_namespace=device_plugin.NAMESPACE,
             plugin_selector=",".join(f"{k}={v}" for k, v in device_plugin.SELECTOR.items()),
             node_setup="gpu-k8s",

@@ -12,14 +12,17 @@ value into the inputs whenever the resource has a previous state, a replacement 
 (pulumi step_generator.go, processIgnoreChanges; reference §5), so a replaced node came back
 on its old image (and failed if that public image had been retired). The same holds for
 an ignored ``create`` on the record, so the record does not use ``ignore_changes`` either:
-its ``update`` prints the stdout it already has (``PULUMI_COMMAND_STDOUT``, set by
-pulumi-command for ``update``), so a changed image updates the record without changing its
-stdout, and only a replace (``create``) prints the image chosen now.
+``components/scripts/local/image-record.sh`` runs again on an update (a newer image) and prints
+the image it printed before (``PULUMI_COMMAND_STDOUT``, set by pulumi-command on an update), so
+a changed image updates the record without changing its stdout. It prints the image chosen now
+when the record is created (a new node, `make replace-node`), and when the instance's ForceNew
+inputs changed since its last run (``FOR_INSTANCE``, kept on its stderr): toggling ``spot`` or
+changing ``spotPriceLimit`` replaces the instance, which must not ask for an image Aliyun has
+retired since.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -27,19 +30,13 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_command as command
 
+from components import remote
 from components.catalog import GpuProfile
 from components.config import DNS_LABEL_RE
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
 SYSTEM_DISK_CATEGORY = "cloud_essd"  # ForceNew on the instance; the zone lookup checks every type takes it
-# The record's update keeps the stdout it has: the image chosen when the record was created.
-# pulumi-command passes the previous stdout only when it is non-empty; without it, fail
-# rather than print "" (an empty image_id would be an in-place image change).
-KEEP_IMAGE = (
-    '[ -n "${PULUMI_COMMAND_STDOUT:-}" ] || { echo "gpu-k8s: the image record has no previous image; '
-    'replace the node (make replace-node) or pin gpu-k8s:imageId" >&2; exit 1; }; '
-    'printf %s "$PULUMI_COMMAND_STDOUT"'
-)
+IMAGE_RECORD_SCRIPT = "local/image-record.sh"  # under components/scripts/, run in the project directory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,10 +92,10 @@ class Node(pulumi.ComponentResource):
         limit = float(args.spot_price_limit) if args.spot_price_limit is not None else None
         self.auto_release_time = args.auto_release_time
         # The image this node runs: chosen when the record is created (see the module docstring).
+        record_env = {"IMAGE": args.image_id, "FOR_INSTANCE": ",".join(replacing_inputs(args.spot, args.spot_price_limit))}
         self.image_record = command.local.Command(
             f"{name}-image",
-            create=f"printf %s {shlex.quote(args.image_id)}",
-            update=KEEP_IMAGE,
+            create=remote.local_script_command(IMAGE_RECORD_SCRIPT, record_env),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.instance = alicloud.ecs.Instance(

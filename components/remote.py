@@ -6,9 +6,15 @@ Each step is one CopyToRemote (the rendered script) and one remote.Command that 
 Scripts source the shared helpers in scripts/lib/ when run in place (the tests); on the
 node each step is one self-contained file, ``render_script(script)``, with the marked
 ``source ... # gpu-k8s:inline`` line replaced by the library's text.
-A step's triggers hold the hash of its rendered script, its inputs and the ids of the
-steps it follows, so a changed script (or library) re-runs only the steps that use it
-and the steps after them.
+A step's triggers hold the hash of its rendered script, the id of the instance it runs on,
+and the ids of the steps it follows, so a changed script (or library) re-runs only the
+steps that use it and the steps after them, and a replaced instance runs every step anew.
+The copy's triggers hold the script hash and the instance id too: pulumi-command's
+CopyToRemote copies again only when it is created or replaced, or when its asset or
+remotePath changes (provider/pkg/provider/remote/copyController.go ``Update``: ``needCopy :=
+news.hash() != olds.hash() || news.RemotePath != olds.RemotePath``). Without the instance id
+a replaced instance would only change the copy's ``connection``, an update that copies
+nothing, and the step would run ``bash /opt/gpu-k8s/<script>`` on a host that has no file.
 
 The cluster checks (70, 80) can also run on the deployer (``run_local_script``): a local
 Command ``VAR='value' ... bash components/scripts/local/with-kubeconfig.sh
@@ -22,6 +28,7 @@ import hashlib
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -120,11 +127,30 @@ def connection(
     )
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a step runs: the SSH connection and the id of the instance behind it."""
+
+    connection: command.remote.ConnectionArgs
+    instance_id: pulumi.Input[str]
+
+
+def host(
+    public_ip: pulumi.Input[str], private_key: pulumi.Input[str], instance_id: pulumi.Input[str], *, dial_error_limit: int = 60
+) -> Host:
+    return Host(connection(public_ip, private_key, dial_error_limit=dial_error_limit), instance_id)
+
+
+def copy_triggers(script: str, on: Host) -> list[pulumi.Input[str]]:
+    """What replaces a step's copy, so that it copies again: a changed script, or a new instance."""
+    return [script_hash(script), on.instance_id]
+
+
 def run_script(
     name: str,
     *,
     script: str,
-    conn: command.remote.ConnectionArgs,
+    on: Host,
     env: Mapping[str, pulumi.Input[str]] | None = None,
     stdin: pulumi.Input[str] | None = None,
     after: Sequence[pulumi.Resource] = (),
@@ -132,7 +158,7 @@ def run_script(
     parent: pulumi.Resource,
     secret_stdout: bool = False,
     timeout: str = "20m",
-    extra_triggers: Sequence[str] = (),
+    extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> command.remote.Command:
     """Copy ``script`` to the node and run it after ``after``; returns the Command.
 
@@ -140,6 +166,7 @@ def run_script(
     ``order_after`` only order it (e.g. a worker's join must not re-run because the
     cluster-wide join token was refreshed for another node). ``extra_triggers`` re-run the
     step (a replacement) when they change, e.g. the list of images a pull step fetches.
+    A new instance behind ``on`` replaces the copy and the step (module docstring).
 
     ``stdin`` is always stored as a secret. With ``secret_stdout`` the output is a
     secret and nothing the script prints is logged.
@@ -147,21 +174,21 @@ def run_script(
     env = dict(env or {})
     copy = command.remote.CopyToRemote(
         f"{name}-copy",
-        connection=conn,
+        connection=on.connection,
         source=pulumi.StringAsset(render_script(script)),
         remote_path=f"{REMOTE_DIR}/{script}",
-        triggers=[script_hash(script)],
+        triggers=copy_triggers(script, on),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
     )
     create = pulumi.Output.all(**env).apply(lambda values: render_command(script, values)) if env else render_command(script, {})
     triggers: list[pulumi.Input[str]] = [
-        script_hash(script),
+        *copy_triggers(script, on),
         *[step.id for step in after if isinstance(step, command.remote.Command | command.local.Command)],
         *extra_triggers,
     ]
     return command.remote.Command(
         name,
-        connection=conn,
+        connection=on.connection,
         create=create,
         stdin=pulumi.Output.secret(stdin) if stdin is not None else None,
         triggers=triggers,
@@ -180,17 +207,23 @@ LOCAL_RUNNER = "local/with-kubeconfig.sh"
 _SCRIPTS_REL = "components/scripts"  # relative to the project directory
 
 
-def render_local_command(script: str, env: Mapping[str, str]) -> str:
-    """The command line run on the deployer: ``VAR='value' ... bash components/scripts/local/
-    with-kubeconfig.sh components/scripts/<script>``.
+def local_script_command(script: str, env: Mapping[str, str]) -> str:
+    """``VAR='value' ... bash components/scripts/<script>``: a deployer-side script run in place.
 
-    Paths are relative: Pulumi runs a local command in the project directory, and an
-    absolute path would differ per machine (a changed ``create`` re-runs the step).
+    Paths are relative: Pulumi runs a local command in the project directory, and an absolute
+    path would differ per machine (a changed ``create`` re-runs the step).
     """
     script_path(script)  # the script exists
     prefix = render_env(env)
-    run = f"bash {_SCRIPTS_REL}/{LOCAL_RUNNER} {_SCRIPTS_REL}/{script}"
+    run = f"bash {_SCRIPTS_REL}/{script}"
     return f"{prefix} {run}" if prefix else run
+
+
+def render_local_command(script: str, env: Mapping[str, str]) -> str:
+    """The command line run on the deployer: ``VAR='value' ... bash components/scripts/local/
+    with-kubeconfig.sh components/scripts/<script>``."""
+    script_path(script)  # the script exists
+    return f"{local_script_command(LOCAL_RUNNER, env)} {_SCRIPTS_REL}/{script}"
 
 
 def run_local_script(
@@ -202,7 +235,7 @@ def run_local_script(
     after: Sequence[pulumi.Resource] = (),
     parent: pulumi.Resource,
     timeout: str = "20m",
-    extra_triggers: Sequence[str] = (),
+    extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> command.local.Command:
     """Run a cluster check (70/80) on the deployer against the cluster of ``kubeconfig``.
 
@@ -239,10 +272,11 @@ def run_local_script(
             parent=parent,
             depends_on=list(after),
             custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
-            # The credential does not decide the result: a new one (another engineer's, whose
-            # kubeconfig ACK issues per RAM user, or a renewed certificate) must not re-run a
-            # 25-minute check. The engine then keeps the stored one, also when a trigger
-            # replaces the step (reference §5): ACK's kubeconfig stays valid for 3 years.
-            ignore_changes=["stdin"],
+            # No ignore_changes on stdin: the engine would then keep the old kubeconfig even for a
+            # replacement (the ignored old value is the input whenever there is a previous state,
+            # pulumi step_generator.go processIgnoreChanges; reference §5), so after ACK replaced
+            # the cluster the check would read a deleted cluster. A new credential (another
+            # engineer's, ACK issues one per RAM user) re-runs the check, which takes seconds on
+            # a cluster whose GPUs are already allocatable and whose test pods have finished.
         ),
     )

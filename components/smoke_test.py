@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -70,6 +70,9 @@ class GpuSmokeTestArgs:
     image_cuda_version: str | None = None  # CUDA the image needs, when it isn't a known image
     time_slicing_replicas: int = 1  # N > 1: N test pods per node share its GPU(s)
     run: str = ""  # gpu-k8s:gpuTestRun: a new value is a new set of test pods (make retest)
+    # Cluster-wide facts the test verifies besides each node's (GpuNode.verifies), e.g. the
+    # device plugin's image and config: a change runs the test again.
+    verifies: Sequence[pulumi.Input[str]] = ()
     device_plugin: Sequence[pulumi.Resource] = ()  # the plugin DaemonSet(s): checked after them
     after: Sequence[pulumi.Resource] = ()  # e.g. the GPU node label patches
 
@@ -118,26 +121,32 @@ def _pod_name(node: str, suffix: str) -> str:
 
 
 def _test_pods(
-    nodes: Sequence[GpuNode], replicas: int, specs: dict[str, dict] | None = None, run: str = ""
+    nodes: Sequence[GpuNode],
+    replicas: int,
+    specs: dict[str, dict] | None = None,
+    run: str = "",
+    verified: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """(pod name, node name) pairs: one pod per node, or N per node when time-slicing.
 
-    The name ends in a hash of the pod's spec (``specs``, per node) and of ``run``
-    (gpu-k8s:gpuTestRun, which `make retest` sets), and for a node group (ACK) of the
-    group's size: a new spec, run or pool size is a new name,
-    so a replaced test pod never waits for the old one of the same name to go (skipAwait
-    skips the delete wait too, reference §3), and TEST_PODS changes with it, so the result
-    check runs again. An empty ``run`` keeps the names of stacks made before it existed.
+    The name ends in a hash of the pod's spec (``specs``, per node), of ``run``
+    (gpu-k8s:gpuTestRun, which `make retest` sets), of what the test verifies there
+    (``verified``, per node: GpuNode.verifies with the cluster-wide facts) and for a node
+    group (ACK) of the group's size: a new spec, run, node, driver, runtime, plugin or pool
+    size is a new name, so a replaced test pod never waits for the old one of the same name
+    to go (skipAwait skips the delete wait too, reference §3), and TEST_PODS changes with
+    it, so the result check runs again: a verdict never outlives what it tested.
     """
     groups = backend.gpu_node_groups(nodes)
 
     def hashed(n: GpuNode) -> dict:
         spec = (specs or {}).get(n.name, {})
-        if n.pinned:
-            return spec if not run else {"spec": spec, "run": run}
-        # A group's pods go to whichever nodes its pool has: a new pool size is a new set of
-        # pods (a pod whose node the pool removed is gone, and its result with it).
-        return {"spec": spec, "run": run, "groupSize": groups[n.group]}
+        out = {"spec": spec, "run": run, "verifies": (verified or {}).get(n.name, "")}
+        if not n.pinned:
+            # A group's pods go to whichever nodes its pool has: a new pool size is a new set of
+            # pods (a pod whose node the pool removed is gone, and its result with it).
+            out["groupSize"] = groups[n.group]
+        return out
 
     tag = {n.name: spec_hash(hashed(n)) for n in nodes}
     if replicas == 1:
@@ -255,6 +264,8 @@ def _verdict(
     said = data.get("verdict") if isinstance(data, dict) else None
     return {
         "verdict": "PASSED" if passed else said if said in VERDICTS[1:] else "FAILED",
+        # When the check read the verdict (UTC): `make outputs` compares it with the stack's history.
+        "checkedAt": str(data.get("checkedAt") or "unknown") if isinstance(data, dict) else "unknown",
         "test": test,
         "image": image,
         "cudaVersion": cuda_version,
@@ -301,6 +312,10 @@ class GpuSmokeTest(pulumi.ComponentResource):
         super().__init__("gpu-k8s:smoke_test:GpuSmokeTest", name, {}, opts)
         nodes: Sequence[GpuNode] = args.gpu_nodes
         replicas = args.time_slicing_replicas
+        # What the checks and the test verify, per node and cluster-wide: a change runs them again.
+        self.verified: pulumi.Output[dict[str, str]] = pulumi.Output.all(*[n.verifies for n in nodes], *args.verifies).apply(
+            lambda parts: {n.name: backend.digest(part, parts[len(nodes) :]) for n, part in zip(nodes, parts, strict=False)}
+        )
         self.allocatable_check = args.checks.run(
             f"{name}-gpu-allocatable",
             script="70-gpu-allocatable.sh",
@@ -314,6 +329,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
             after=[*args.device_plugin, *args.after],
             parent=self,
             timeout=f"{args.checks.allocatable_timeout_seconds // 60 + 5}m",
+            extra_triggers=[self.verified.apply(backend.digest)],
         )
         # A check run on the deployer reads the kubeconfig from stdin, a secret, and pulumi-command
         # may then mark its stdout secret too; the checks print no credential, only GPU counts,
@@ -345,9 +361,10 @@ class GpuSmokeTest(pulumi.ComponentResource):
             pod_deps.append(self.config_map)
         specs = {n.name: _pod_spec(args.test, image, n.name, n.selector) for n in nodes}
         groups = {n.name: _group_name(n.selector) for n in nodes if n.selector}
-        pods = _test_pods(nodes, replicas, specs, args.run)
+        # The pods' names carry what they verify (an Output: instance ids are known at deploy time).
+        pods = self.verified.apply(lambda verified: _test_pods(nodes, replicas, specs, args.run, verified))
         index: dict[str, int] = {}
-        for pod, node in pods:
+        for k, (_, node) in enumerate(_test_pods(nodes, replicas, specs, args.run)):
             i = index[node] = index.get(node, -1) + 1
             labels = {"app.kubernetes.io/name": POD_PREFIX, "app.kubernetes.io/part-of": "gpu-k8s"}
             if node in groups:
@@ -357,7 +374,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
                     # The resource name stays (make retest's -smoke-pod-); the pod name has the hash.
                     f"{name}-pod-{node}" + (f"-{i}" if replicas > 1 else ""),
                     metadata={
-                        "name": pod,
+                        "name": pods.apply(lambda ps, k=k: ps[k][0]),
                         "namespace": NAMESPACE,
                         "labels": labels,
                         "annotations": {"pulumi.com/skipAwait": "true"},
@@ -376,7 +393,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 )
             )
         result_env = {
-            "TEST_PODS": " ".join(f"{NAMESPACE}/{pod}" for pod, _ in pods),
+            "TEST_PODS": pods.apply(lambda ps: " ".join(f"{NAMESPACE}/{pod}" for pod, _ in ps)),
             "PODS_PER_NODE": str(replicas),
             "TEST_IMAGE": image,  # a new image re-runs the check
             "SUCCESS_PATTERN": pattern,
@@ -393,10 +410,11 @@ class GpuSmokeTest(pulumi.ComponentResource):
             timeout="20m",
         )
 
-        def verdict(stdout: str) -> dict:
+        def verdict(stdout_and_pods: list) -> dict:
+            stdout, tested = stdout_and_pods
             result = _verdict(
                 stdout,
-                pods,
+                tested,
                 test=args.test,
                 image=image,
                 cuda_version=cuda_version,
@@ -410,4 +428,5 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 raise GpuTestFailed(_failure_message(result))
             return result
 
-        return pulumi.Output.unsecret(self.result_check.stdout).apply(verdict)  # see allocatable above
+        # unsecret: see allocatable above
+        return pulumi.Output.all(pulumi.Output.unsecret(self.result_check.stdout), pods).apply(verdict)

@@ -11,6 +11,21 @@ def run_stack(stack: str = "dev", mocks: PlaceholderMocks | None = None, **overr
     return run_program(stack, {(k if ":" in k else f"gpu-k8s:{k}"): v for k, v in overrides.items()}, mocks=mocks)
 
 
+# Every resource depends on the lifecycle guard (components/lifecycle.py): the tests of who waits
+# for whom look at the other dependencies.
+GUARD = "gpu-k8s-lifecycle-guard"
+
+
+def dependency_names(run: ProgramRun, name: str, *, types: str = "") -> set[str]:
+    """The names of what ``name`` depends on (of types starting with ``types``), the guard left out."""
+    by_urn = run.by_urn()
+    return {
+        by_urn[d].name
+        for d in run.named(name).dependencies
+        if d in by_urn and by_urn[d].type.startswith(types) and by_urn[d].name != GUARD
+    }
+
+
 def env_of(command: Resource) -> dict[str, str]:
     """The VAR=value environment of a remote command's rendered command line."""
     return command_env(reveal(command.inputs["create"]))

@@ -135,15 +135,16 @@ def test_ack_ttl_is_a_scale_to_zero_task_per_pool(ack_run):
 def test_ack_second_up_with_the_same_config_changes_nothing(ack_run, monkeypatch):
     again = run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 3600), previous=ack_run)
     assert {c.op for c in again.changes} == {engine.SAME}
-    # What this guards: a temporary kubeconfig (a new certificate at every read) would update
-    # the provider on every `up`. The checks keep their stored credential (ignore_changes on
-    # stdin): another kubeconfig, e.g. another engineer's, never re-runs a 25-minute check.
+    # What this guards: a temporary kubeconfig (a new certificate at every read) would change
+    # the provider on every `up`, and the checks, which read the cluster with the credential
+    # they are given (no ignore_changes on stdin: after a cluster replacement they must read the
+    # new cluster), would run again each time: the default is the long-lived one.
     monkeypatch.setattr(ack_support, "KUBECONFIG_MINUTES", 60)
     first = run_program("ack", mocks=PlaceholderMocks(lambda: T0))
     second = run_program("ack", mocks=PlaceholderMocks(lambda: T0 + 3600), previous=first)
-    touched = {c.name for c in second.changes if c.op != engine.SAME}
+    touched = {c.name: c.keys for c in second.changes if c.op != engine.SAME}
     assert "gpu-k8s-k8s" in touched
-    assert not touched & {"gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result"}
+    assert touched["gpu-k8s-smoke-gpu-allocatable"] == touched["gpu-k8s-smoke-gpu-test-result"] == ("stdin",)
 
 
 def test_ack_up_after_the_ttl_stops_with_what_to_do(ack_run):

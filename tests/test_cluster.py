@@ -64,7 +64,10 @@ def test_every_step_copies_its_script_and_runs_it_with_quoted_inputs(program):
         assert reveal(inputs["triggers"])[0] == remote.script_hash(script)
         # The node gets the rendered script (lib/common.sh inlined), and the hash is of that text.
         assert copy.inputs["source"].text == remote.render_script(script)
-        assert reveal(copy.inputs["triggers"]) == [hashlib.sha256(copy.inputs["source"].text.encode()).hexdigest()]
+        # ... and the copy is replaced (copies again) with a new script or a new instance behind its host.
+        host = run.named("gpu-0-instance").id
+        assert reveal(copy.inputs["triggers"]) == [hashlib.sha256(copy.inputs["source"].text.encode()).hexdigest(), host]
+        assert reveal(inputs["triggers"])[1] == host
     assert env(run, "gpu-0-bootstrap-gpu-verify")["EXPECTED_GPU_NAME"] == "NVIDIA A10-2Q"
 
 

@@ -110,19 +110,16 @@ def test_make_extend_replaces_the_anchors_and_moves_every_node(mixed):
     assert set(diff) == replaced | {r.name for r in run.of_type(INSTANCE)}
 
 
-def test_kubernetes_version_bump_reruns_packages_init_and_joins_only(mixed):
-    # Which steps re-run: every node's kube-packages, kubeadm init and every join (their
-    # command lines carry the version). The scripts skip an initialised or joined node,
-    # so the control plane is NOT upgraded: README "What a second `pulumi up` does".
+def test_kubernetes_version_bump_under_running_nodes_is_refused_before_anything_moves(mixed):
+    # kubeadm here does not upgrade a running cluster (40/50 skip an initialised or joined
+    # node, 30-kube-packages refuses the skew on a joined one): the lifecycle guard refuses
+    # it first, and everything else waits for the guard (components/lifecycle.py).
     run = run_program("mixed", {"gpu-k8s:kubernetesVersion": "1.34.3"}, mocks=world(T0 + HOUR), previous=mixed)
-    nodes = [r.name.removesuffix("-instance") for r in mixed.of_type(INSTANCE)]
-    expected = {f"{n}-bootstrap-kube-packages" for n in nodes} | {"gpu-k8s-kubeadm-init"}
-    expected |= {f"{n}-kubeadm-join" for n in nodes if n != "train-0"}
-    # The control plane pulls the new version's kubeadm images ahead (its image list is a trigger).
-    assert changed(run) == {
-        **dict.fromkeys(expected, (UPDATE, ("create",))),
-        "train-0-bootstrap-prefetch-images": (REPLACE, ("triggers",)),
-    }
+    assert changed(run) == {"gpu-k8s-lifecycle-guard": (UPDATE, ("create",))}
+    [error] = run.errors
+    assert error.startswith("gpu-k8s-lifecycle-guard: refused: gpu-k8s:kubernetesVersion changed from 1.34.2 to 1.34.3")
+    assert "make down, then make up" in error
+    assert len(run.changes) == len(mixed.resources)  # nothing deleted, nothing created
 
 
 def test_smoke_test_change_then_make_retest(dev):
@@ -162,9 +159,10 @@ def test_smoke_test_change_then_make_retest(dev):
 def test_scale_out_later_touches_only_the_new_node_and_the_cluster_wide_checks(dev):
     run = run_program("dev", {"gpu-k8s:nodeCount": 2}, mocks=world(T0 + 4 * HOUR), previous=dev)
     diff = changed(run)
-    assert not [n for n, (op, _) in diff.items() if op == REPLACE]
+    # the allocatable check runs again for the new node (what it verifies changed), nothing else is replaced
+    assert [n for n, (op, _) in diff.items() if op == REPLACE] == ["gpu-k8s-smoke-gpu-allocatable"]
     updated = {n for n, (op, _) in diff.items() if op == UPDATE}
-    assert updated == {"gpu-k8s-prune-nodes", "gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result"}
+    assert updated == {"gpu-k8s-prune-nodes", "gpu-k8s-smoke-gpu-test-result"}
     created = {n for n, (op, _) in diff.items() if op == CREATE}
     assert {"gpu-1-instance", "gpu-1-bootstrap-nvidia-driver", "gpu-1-kubeadm-join", "gpu-k8s-smoke-pod-gpu-1"} <= created
     assert not [n for n in created if n.startswith("gpu-0")]
@@ -261,7 +259,9 @@ def test_a_replaced_worker_rejoins_with_a_fresh_token(mixed):
     run = run_program("mixed", mocks=world(T0 + 3 * HOUR), previous=mixed, replace=[worker])
     diff = changed(run)
     assert diff["infer-1-instance"] == (REPLACE, ("--replace",))
-    assert diff["infer-1-bootstrap-wait-boot"][0] == UPDATE  # the new machine is set up from scratch
+    # the new machine is set up from scratch: every step and its copy anew (a new instance id)
+    for step in ("wait-boot", "driver-prepare", "nvidia-driver", "gpu-verify", "container-runtime", "kube-packages"):
+        assert diff[f"infer-1-bootstrap-{step}"] == diff[f"infer-1-bootstrap-{step}-copy"] == (REPLACE, ("triggers",))
     assert diff["infer-1-kubeadm-join"][0] in (UPDATE, REPLACE)
     join = run.named("infer-1-kubeadm-join")
     tokens = [r for r in run.resources if "join-token" in r.name and r.type == "command:remote:Command"]
@@ -353,7 +353,13 @@ def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not
     assert diff["gpu-k8s-kubeadm-init"] == (REPLACE, ("triggers",))
     mirrors = {"gpu-k8s:registryMirrors": {"docker.io": "https://example.mirror.aliyuncs.com"}}
     diff = changed(run_program("dev", mirrors, mocks=world(T0 + HOUR), previous=dev))
-    assert diff == {"gpu-0-bootstrap-container-runtime": (UPDATE, ("create",))}  # kubeadm init does not re-run
+    assert diff == {
+        "gpu-0-bootstrap-container-runtime": (UPDATE, ("create",)),  # kubeadm init does not re-run
+        # the runtime the GPU test verified changed: the checks and the test run again
+        "gpu-k8s-smoke-gpu-allocatable": (REPLACE, ("triggers",)),
+        "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name",)),
+        "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),
+    }
 
 
 def test_the_repo_copy_of_the_gpu_failure_fixture_matches_the_shared_one():

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from helpers import dependency_names
 
 from components import auto_release, ssh_key
 from components.config import ConfigError
-from tools.harness import ProgramRun, redact, reveal, run_program
+from tools.harness import ROOT, ProgramRun, redact, reveal, run_program
 from tools.mocks import PlaceholderMocks
 
 INSTANCE = "alicloud:ecs/instance:Instance"
@@ -233,7 +236,7 @@ def test_each_instance_follows_its_own_anchor():
     run = plain("mixed")
     for inst in run.of_type(INSTANCE):
         node = inst.name.removesuffix("-instance")
-        anchors = [run.by_urn()[d].name for d in inst.dependencies if run.by_urn()[d].type == "command:local:Command"]
+        anchors = dependency_names(run, inst.name, types="command:local:Command")
         assert sorted(anchors) == [f"{node}-image", f"{node}-ttl-anchor"]  # its image record and its anchor
 
 
@@ -420,16 +423,25 @@ def test_fleet_refuses_release_times_that_miss_a_node():
         FleetArgs(auto_release_times={"gpu-0": "t"}, **common)
 
 
-def test_image_record_update_keeps_the_previous_image_or_fails():
-    """The record's `update` (run by pulumi-command with /bin/sh -c) prints the image it has,
-    and refuses to print an empty one (PULUMI_COMMAND_STDOUT is only set when non-empty)."""
-    import subprocess
+def test_image_record_keeps_the_image_of_the_running_instance_and_takes_the_current_one_for_a_new_one():
+    """components/scripts/local/image-record.sh as pulumi-command runs it (/bin/sh -c <create>, in the
+    project directory; on an update the previous stdout and stderr in PULUMI_COMMAND_STDOUT/_STDERR)."""
+    from components import remote
+    from components.node import IMAGE_RECORD_SCRIPT
 
-    from components.node import KEEP_IMAGE
+    def record(image: str, for_instance: str, **previous: str) -> subprocess.CompletedProcess:
+        create = remote.local_script_command(IMAGE_RECORD_SCRIPT, {"IMAGE": image, "FOR_INSTANCE": for_instance})
+        env = {"PATH": os.environ["PATH"], **previous}
+        return subprocess.run(["/bin/sh", "-c", create], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
-    kept = subprocess.run(
-        ["/bin/sh", "-c", KEEP_IMAGE], env={"PULUMI_COMMAND_STDOUT": "m-bp1old"}, capture_output=True, text=True
-    )
-    assert (kept.returncode, kept.stdout) == (0, "m-bp1old")
-    empty = subprocess.run(["/bin/sh", "-c", KEEP_IMAGE], env={}, capture_output=True, text=True)
-    assert empty.returncode == 1 and empty.stdout == "" and "make replace-node" in empty.stderr
+    created = record("m-new", "NoSpot,,cloud_essd")  # a new node: the image chosen now
+    assert (created.returncode, created.stdout, created.stderr) == (0, "m-new", "for-instance: NoSpot,,cloud_essd")
+    was = {"PULUMI_COMMAND_STDOUT": "m-old", "PULUMI_COMMAND_STDERR": "for-instance: NoSpot,,cloud_essd"}
+    assert record("m-new", "NoSpot,,cloud_essd", **was).stdout == "m-old"  # a newer image: the running node keeps its own
+    # spot toggled: the instance is replaced (ForceNew), so the new one gets the image chosen now
+    assert record("m-new", "SpotAsPriceGo,,cloud_essd", **was).stdout == "m-new"
+    # a record made before it kept FOR_INSTANCE (no stderr): keep the image, and remember from now on
+    legacy = record("m-new", "SpotAsPriceGo,,cloud_essd", PULUMI_COMMAND_STDOUT="m-old")
+    assert (legacy.stdout, legacy.stderr) == ("m-old", "for-instance: SpotAsPriceGo,,cloud_essd")
+    empty = record("", "NoSpot,,cloud_essd")
+    assert empty.returncode == 1 and empty.stdout == "" and "IMAGE is empty" in empty.stderr

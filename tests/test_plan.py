@@ -36,7 +36,8 @@ def test_json_plan_has_resources_dependencies_and_redacted_secrets(capsys):
     assert doc["stack"] == "dev"
     by_name = {r["name"]: r for r in doc["resources"]}
     for r in doc["resources"]:
-        assert set(r) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs", "id", "options", "outputs"}
+        assert set(r) == {"urn", "type", "name", "parent", "provider", "dependencies", "propertyDependencies",
+                          "inputs", "id", "options", "outputs"}  # fmt: skip
     # implicit dependency from an Output input: the vSwitch uses the VPC's id
     assert by_name["gpu-k8s-vpc"]["urn"] in by_name["gpu-k8s-vswitch"]["dependencies"]
     assert by_name["gpu-k8s-sg"]["urn"] in by_name["gpu-0-instance"]["dependencies"]

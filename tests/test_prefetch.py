@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import env_of, kinds, run_stack
+from helpers import dependency_names, env_of, kinds, run_stack
 
 from components import catalog, prefetch
 from tests.stubs import StubBin
@@ -64,8 +64,7 @@ def mixed() -> ProgramRun:
 
 def deps(run: ProgramRun, name: str) -> set[str]:
     """The steps (commands) it waits for."""
-    by_urn = run.by_urn()
-    return {by_urn[d].name for d in run.named(name).dependencies if d in by_urn and by_urn[d].type.startswith("command:")}
+    return dependency_names(run, name, types="command:")
 
 
 def ancestors(run: ProgramRun, name: str) -> set[str]:

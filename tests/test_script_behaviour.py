@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -1360,8 +1361,10 @@ case "$*" in
       echo "error execution phase preflight: couldn't validate the identity of the API Server:" >&2
       echo "token abcdef.0123456789abcdef rejected" >&2; exit 1
     fi
-    mkdir -p "$GPU_K8S_ROOT/etc/kubernetes"; echo kubelet >"$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf"
+    mkdir -p "$GPU_K8S_ROOT/etc/kubernetes/pki"; echo kubelet >"$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf"
+    cp "$STUB_STATE/ca.crt" "$GPU_K8S_ROOT/etc/kubernetes/pki/ca.crt"  # the cluster's CA, as kubeadm join writes it
     echo "This node has joined the cluster";;
+  "reset -f") rm -rf "$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf" "$GPU_K8S_ROOT/etc/kubernetes/pki";;
 esac
 """
 JOIN = {
@@ -1373,15 +1376,45 @@ JOIN = {
 }
 
 
+def make_cluster_ca(directory: Path) -> tuple[Path, str]:
+    """A self-signed cluster CA (ECDSA: quick to make) and its kubeadm public-key hash."""
+    directory.mkdir(parents=True)
+    crt = directory / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(directory / "ca.key"), "-out", str(crt), "-days", "1", "-subj", "/CN=kubernetes"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pem = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-pubkey"], check=True, capture_output=True, text=True)
+    der = base64.b64decode("".join(line for line in pem.stdout.splitlines() if "-----" not in line))
+    return crt, "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cluster_cas(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Two clusters' CAs: the one a worker joined first, and the one of a rebuilt control plane."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    base = tmp_path_factory.mktemp("cluster-cas")
+    return {name: make_cluster_ca(base / name) for name in ("first", "rebuilt")}
+
+
 @pytest.fixture
-def join(sb: StubBin) -> StubBin:
-    sb.add("kubeadm", body=KUBEADM_JOIN).add("systemctl")
+def join(sb: StubBin, cluster_cas) -> StubBin:
+    sb.add("kubeadm", body=KUBEADM_JOIN).add("systemctl").add("ip")
+    (sb.dir / "openssl").symlink_to(shutil.which("openssl"))
     write(sb.root / "etc/containerd/config.toml", CONTAINERD_DEFAULT)
+    shutil.copy(cluster_cas["first"][0], sb.state / "ca.crt")  # the cluster the join reaches
     return sb
 
 
-def test_kubeadm_join_pins_the_ca_and_removes_the_secret_file(join: StubBin):
-    result = ok(join.run("50-kubeadm-join.sh", JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+def join_stdin(cluster_cas, which: str = "first") -> str:
+    return f"{TOKEN}\n{cluster_cas[which][1]}\n"
+
+
+def test_kubeadm_join_pins_the_ca_and_removes_the_secret_file(join: StubBin, cluster_cas):
+    ca_hash = cluster_cas["first"][1]
+    result = ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
     [call] = [c for c in join.calls("kubeadm") if c[1] == "join"]
     assert call[:3] == ["kubeadm", "join", "--config"]
     assert "--discovery-token-unsafe-skip-ca-verification" not in call
@@ -1391,17 +1424,17 @@ def test_kubeadm_join_pins_the_ca_and_removes_the_secret_file(join: StubBin):
     assert config["discovery"]["bootstrapToken"] == {
         "apiServerEndpoint": "172.16.0.10:6443",
         "token": TOKEN,
-        "caCertHashes": [CA_HASH],
+        "caCertHashes": [ca_hash],
     }
     assert config["nodeRegistration"] == {"name": "gpu-1", "criSocket": "unix:///run/containerd/containerd.sock"}
     assert (join.state / "join.mode").read_text().strip() == "600"
     assert not Path(call[3]).exists()
     assert result.stdout == ""
-    assert TOKEN not in result.stderr and CA_HASH not in result.stderr
+    assert TOKEN not in result.stderr and ca_hash not in result.stderr
 
 
-def test_kubeadm_join_aligns_the_sandbox_image(join: StubBin):
-    ok(join.run("50-kubeadm-join.sh", JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+def test_kubeadm_join_aligns_the_sandbox_image(join: StubBin, cluster_cas):
+    ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
     assert (
         'sandbox_image = "registry.aliyuncs.com/google_containers/pause:3.10.1"'
         in (join.root / "etc/containerd/config.toml").read_text()
@@ -1409,17 +1442,42 @@ def test_kubeadm_join_aligns_the_sandbox_image(join: StubBin):
     assert join.called("systemctl", "restart", "containerd")
 
 
-def test_kubeadm_join_is_idempotent(join: StubBin):
-    ok(join.run("50-kubeadm-join.sh", JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+def test_kubeadm_join_is_idempotent(join: StubBin, cluster_cas):
+    ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
     join.clear()
-    result = ok(join.run("50-kubeadm-join.sh", JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
-    assert not any(c[1] == "join" for c in join.calls("kubeadm"))
-    assert not join.calls("systemctl")
+    result = ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
+    assert not any(c[1] in ("join", "reset") for c in join.calls("kubeadm"))
+    assert not join.calls("systemctl") and not join.calls("ip")
     assert "skipping kubeadm join" in result.stderr
 
 
-def test_kubeadm_join_v1beta3_before_1_31(join: StubBin):
-    ok(join.run("50-kubeadm-join.sh", {**JOIN, "KUBERNETES_VERSION": "1.30.14"}, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+def test_kubeadm_join_leaves_a_rebuilt_control_planes_old_cluster_and_joins_the_new_one(join: StubBin, cluster_cas):
+    """The control plane's instance was replaced: a new kubeadm init, a new CA. The worker is
+    still joined to the old cluster; the same step (re-run with the new CA hash) resets it,
+    removes the old pod network's leftovers, and joins the new cluster."""
+    ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
+    write(join.root / "etc/cni/net.d/10-flannel.conflist", "{}")
+    write(join.root / "var/lib/cni/networks/cbr0/10.244.1.2", "old pod")
+    join.add("ip", body='[[ "$1 $2" == "link show" ]] && exit 0; exit 0')  # cni0 and flannel.1 exist
+    shutil.copy(cluster_cas["rebuilt"][0], join.state / "ca.crt")
+    join.clear()
+    result = ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas, "rebuilt")))
+    calls = [c[1:] for c in join.calls("kubeadm") if c[1] in ("reset", "join")]
+    assert [c[0] for c in calls] == ["reset", "join"]  # left the old cluster first
+    assert "joined to another cluster" in result.stderr
+    assert not (join.root / "etc/cni/net.d").exists() and not (join.root / "var/lib/cni").exists()
+    assert join.called("ip", "link", "delete", "cni0") and join.called("ip", "link", "delete", "flannel.1")
+    assert yaml.safe_load((join.state / "join.yaml").read_text())["discovery"]["bootstrapToken"]["caCertHashes"] == [
+        cluster_cas["rebuilt"][1]
+    ]
+    # and now it is joined here: the next run skips
+    join.clear()
+    assert "skipping kubeadm join" in ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas, "rebuilt"))).stderr
+    assert not any(c[1] in ("join", "reset") for c in join.calls("kubeadm"))
+
+
+def test_kubeadm_join_v1beta3_before_1_31(join: StubBin, cluster_cas):
+    ok(join.run("50-kubeadm-join.sh", {**JOIN, "KUBERNETES_VERSION": "1.30.14"}, stdin=join_stdin(cluster_cas)))
     assert yaml.safe_load((join.state / "join.yaml").read_text())["apiVersion"] == "kubeadm.k8s.io/v1beta3"
 
 
@@ -1439,9 +1497,9 @@ def test_kubeadm_join_rejects_malformed_secrets_without_echo(join: StubBin, stdi
         assert secret not in result.stdout + result.stderr
 
 
-def test_kubeadm_join_failure_is_redacted_and_cleans_up(join: StubBin):
+def test_kubeadm_join_failure_is_redacted_and_cleans_up(join: StubBin, cluster_cas):
     (join.state / "join-fails").touch()
-    result = failed(join.run("50-kubeadm-join.sh", JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"), "50-kubeadm-join", "kubeadm join failed")
+    result = failed(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)), "50-kubeadm-join", "kubeadm join failed")
     assert TOKEN not in result.stderr and "0123456789abcdef" not in result.stderr
     assert "token <token> rejected" in result.stderr
     assert not list((join.root / "run/gpu-k8s").iterdir())
@@ -1689,8 +1747,12 @@ def gtest(sb: StubBin) -> StubBin:
 
 def test_gpu_test_passed(gtest: StubBin):
     pod_state(gtest, "gpu-test", phase="Succeeded", node="gpu-0", log="[Vector addition of 50000 elements]\nTest PASSED\nDone\n")
+    before = datetime.now(UTC).replace(microsecond=0)
     result = ok(gtest.run("80-gpu-test-result.sh", TEST))
     report = json.loads(result.stdout)
+    # when the verdict was read, in UTC (make outputs tells a current verdict from a stale one)
+    checked = datetime.strptime(report.pop("checkedAt"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= checked <= datetime.now(UTC)
     assert report == {
         "passed": True,
         "verdict": "PASSED",
@@ -1853,8 +1915,8 @@ def test_rendered_script_runs_alone_and_fails_like_the_script_in_place(sb: StubB
     assert "lib/common.sh" not in alone.stderr  # nothing tried to source it
 
 
-def test_rendered_join_aligns_the_sandbox_image_with_the_inlined_helper(join: StubBin):
-    result = ok(join.run(rendered(join, "50-kubeadm-join.sh"), JOIN, stdin=f"{TOKEN}\n{CA_HASH}\n"))
+def test_rendered_join_aligns_the_sandbox_image_with_the_inlined_helper(join: StubBin, cluster_cas):
+    result = ok(join.run(rendered(join, "50-kubeadm-join.sh"), JOIN, stdin=join_stdin(cluster_cas)))
     assert (
         'sandbox_image = "registry.aliyuncs.com/google_containers/pause:3.10.1"'
         in (join.root / "etc/containerd/config.toml").read_text()

@@ -29,7 +29,7 @@ from tools.mocks import PlaceholderMocks
 
 # kubectl over SSH on a kubeadm control plane, as components/kubeadm.py sets it up.
 SSH_CHECKS = ClusterChecks(
-    run=lambda name, **kw: remote.run_script(name, conn=remote.connection("203.0.113.9", "PLACEHOLDER"), **kw),
+    run=lambda name, **kw: remote.run_script(name, on=remote.host("203.0.113.9", "PLACEHOLDER", "i-placeholder"), **kw),
     plugin_namespace=device_plugin.NAMESPACE,
     plugin_selector="name=nvidia-device-plugin-ds",
     node_setup="gpu-k8s",
@@ -82,7 +82,7 @@ def test_one_pod_per_gpu_node_each_asking_exactly_one_gpu(mixed):
     assert sorted(p.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"] for p in pods) == sorted(nodes)
     for pod in pods:
         node = pod.inputs["spec"]["nodeSelector"]["kubernetes.io/hostname"]
-        assert pod.inputs["metadata"]["name"] == f"gpu-test-{node}-{spec_hash(pod.inputs['spec'])}"
+        assert re.fullmatch(rf"gpu-test-{node}-[0-9a-f]{{6}}", pod.inputs["metadata"]["name"])
         assert _gpu_limit(pod) == {"nvidia.com/gpu": "1"}
         spec = pod.inputs["spec"]
         assert spec["restartPolicy"] == "Never"
@@ -268,12 +268,20 @@ def test_component_attributes(pulumi_mocks_set):
 def test_test_pod_names_are_deterministic_and_carry_the_spec_hash():
     nodes = [GpuNode("gpu-0", P4, "535.129.03"), GpuNode("gpu-1", P4, "535.129.03")]
     specs = {n.name: _pod_spec("vectoradd", "img:1", n.name) for n in nodes}
-    h0, h1 = spec_hash(specs["gpu-0"]), spec_hash(specs["gpu-1"])
-    assert _test_pods(nodes, 1, specs) == [(f"gpu-test-gpu-0-{h0}", "gpu-0"), (f"gpu-test-gpu-1-{h1}", "gpu-1")]
-    assert _test_pods(nodes[:1], 2, specs) == [(f"gpu-test-gpu-0-0-{h0}", "gpu-0"), (f"gpu-test-gpu-0-1-{h0}", "gpu-0")]
+    verified = {"gpu-0": "a1", "gpu-1": "b2"}
+    h0, h1 = (spec_hash({"spec": specs[n], "run": "", "verifies": verified[n]}) for n in ("gpu-0", "gpu-1"))
+    assert _test_pods(nodes, 1, specs, "", verified) == [(f"gpu-test-gpu-0-{h0}", "gpu-0"), (f"gpu-test-gpu-1-{h1}", "gpu-1")]
+    assert _test_pods(nodes[:1], 2, specs, "", verified) == [
+        (f"gpu-test-gpu-0-0-{h0}", "gpu-0"),
+        (f"gpu-test-gpu-0-1-{h0}", "gpu-0"),
+    ]
+    assert _test_pods(nodes, 1, specs, "", verified) == _test_pods(nodes, 1, specs, "", dict(verified))  # deterministic
     # another image is another name (the old pod, maybe still terminating, never blocks it)
     other = {"gpu-0": _pod_spec("vectoradd", "img:2", "gpu-0")}
     assert _test_pods(nodes[:1], 1, other) != _test_pods(nodes[:1], 1, specs)
+    # so is another run (make retest) and anything else the test verifies (a new instance, driver, plugin)
+    assert _test_pods(nodes[:1], 1, specs, "20261204T120000Z") != _test_pods(nodes[:1], 1, specs)
+    assert _test_pods(nodes[:1], 1, specs, "", {"gpu-0": "c3"}) != _test_pods(nodes[:1], 1, specs, "", verified)
     # a DNS label even for the longest node name
     long = GpuNode("n" * 63, P4, "535.129.03")
     for name, _ in _test_pods([long], 3, {}):

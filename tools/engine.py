@@ -9,7 +9,21 @@ plans: ``same`` / ``update`` (which inputs) / ``replace`` (which input forced it
 - §0: a bridged Terraform provider replaces when a changed argument is ForceNew
   (SDKv2) or RequiresReplace (framework); any other change is an in-place update.
 - §2: pulumi-command replaces only on ``triggers``; any other change is an update
-  that runs ``create`` again (``update`` is not set in this program).
+  that runs ``create`` again (``update`` is not set in this program). A CopyToRemote's
+  update copies only when its asset or ``remotePath`` changed (pulumi-command
+  provider/pkg/provider/remote/copyController.go ``Update``: ``needCopy := news.hash() !=
+  olds.hash() || news.RemotePath != olds.RemotePath``): a copy whose only change is its
+  connection copies nothing (the note says so; tools/mocks.py then fails a step that runs
+  where no copy put its script).
+- §7: a new SSH public key is a new key pair name (ForceNew, resource_alicloud_ecs_key_pair.go
+  l.40-44), and each instance's ``key_name`` update detaches the old key, attaches the new one
+  and reboots the instance (resource_alicloud_instance.go l.2441-2519); every remote step's
+  connection changes, so each re-runs (commandController.go l.63-83).
+- §7: ``alicloud:region`` is not a provider replacement (no ForcesProviderReplace on region:
+  pulumi-alicloud provider/resources.go l.378-382; the bridge's DiffConfig, provider.go
+  l.841-886): the provider is updated in place and addresses the old region's resources in
+  the new one. The program refuses it first (components/lifecycle.py), which the mocks model
+  by running its real script.
 - §3: pulumi-kubernetes replaces on ``metadata.name``/``metadata.namespace`` for
   every kind, on the Pod spec fields it lists, on DaemonSet ``spec.selector``, on
   ConfigMap ``data``/``binaryData`` and on (Cluster)RoleBinding ``roleRef``;
@@ -252,6 +266,9 @@ class State:
     outputs: Mapping = field(default_factory=dict)
     provider: str = ""  # explicit provider reference "urn::id", "" for the default one
     options: Mapping = field(default_factory=dict)  # ignoreChanges, replaceOnChanges, deleteBeforeReplace, ...
+    # What its connection input depends on (the engine keeps property dependencies in state):
+    # the instance a remote command or copy reaches (tools/mocks.py host_files).
+    connection_dependencies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -416,6 +433,8 @@ def diff_resource(old: State | None, new: State, *, provider_replaced: bool = Fa
     notes = [UPDATE_NOTES.get(new.type, {}).get(k, "") for k in keys]
     if new.type in COMMAND_TYPES and new.type != "command:remote:CopyToRemote":
         notes.append("runs the command again")
+    if new.type == "command:remote:CopyToRemote" and not {"source", "remotePath"} & set(keys):
+        notes.append("copies nothing: an update copies only a new asset or path (copyController.go Update)")
     return Change(new.urn, new.type, new.name, UPDATE, keys, "; ".join(n for n in notes if n))
 
 

@@ -91,6 +91,12 @@ class ProgramRun:
     # With a previous state: the engine's plan per resource (tools/engine.py), in order.
     changes: list[engine.Change] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # names of the steps that failed (not in state)
+    # After a failed `up` against a previous state: the previous resources the run never reached
+    # (they stay in state as they were: no delete runs after a failure), and whether the stack's
+    # outputs are the previous update's (the engine records no new ones: reference §7).
+    not_reached: list[engine.State] = field(default_factory=list)
+    previous: dict[str, engine.State] = field(default_factory=dict)
+    outputs_kept: bool = False
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -188,6 +194,12 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             provider=request.provider,
             resource_id=request.importId,
             custom=request.custom or False,
+        )
+        # What the mock cloud needs besides the inputs: which resource this is, and what it
+        # depends on (a copy's or a step's connection names its instance).
+        args.urn = urn
+        args.connection_dependencies = (
+            list(request.propertyDependencies["connection"].urns) if "connection" in request.propertyDependencies else []
         )
         if isinstance(self.mocks, PlaceholderMocks):
             rid, state = self.mocks.respond(args, change.op if change else engine.CREATE, old)
@@ -365,6 +377,7 @@ def run_program(
     program: Path | None = None,
     previous: ProgramRun | list[engine.State] | None = None,
     replace: list[str] | tuple[str, ...] = (),
+    previous_outputs: dict | None = None,
 ) -> ProgramRun:
     """Evaluate __main__.py under mocks; restore the global Pulumi settings afterwards.
 
@@ -372,10 +385,19 @@ def run_program(
     from a saved plan). The run then plays a second `pulumi up` against it: stable ids,
     old outputs where nothing changed, and ``changes`` says what the engine would do.
     ``replace``: URNs replaced whatever their diff, as `pulumi up --replace URN` does.
+    ``previous_outputs``: the stack outputs that state recorded (taken from a ProgramRun):
+    when this run fails they are what the stack still shows.
+
+    A run that fails against a previous state stops where the engine stops: what it did
+    not reach keeps its previous state, nothing is deleted (deployment_executor.go runs
+    ``performDeletes`` only after a program that succeeded), and the stack keeps the
+    previous outputs.
     """
     cfg = config if config is not None else effective_config(stack, overrides)
     mocks = mocks or PlaceholderMocks()
     before = states(previous) if isinstance(previous, ProgramRun) else previous
+    if isinstance(previous, ProgramRun) and previous_outputs is None:
+        previous_outputs = previous.outputs
     mocks.existing = list(before or [])
     monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None, frozenset(replace))
     collector = _WarningCollector()
@@ -384,15 +406,22 @@ def run_program(
     logger.addHandler(collector)
 
     saved_settings = settings.SETTINGS
+    saved_root = settings.get_root_resource()
+    saved_transformations = list(saved_root._transformations or []) if saved_root is not None else []  # noqa: SLF001
     saved_clock = ack.CLOCK
     saved_config = runtime_config.CONFIG.get()
     saved_secret_keys = runtime_config._SECRET_KEYS.get()  # noqa: SLF001
     started = time.perf_counter()
     # A fresh event loop per run, closed afterwards: nothing leaks between runs.
     loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_quiet_failed_steps)
     asyncio.set_event_loop(loop)
     try:
         pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)
+        # set_mocks keeps an existing root stack: what a program registers on its root (stack
+        # transformations, components/lifecycle.py) must neither come from an earlier run nor
+        # reach the next one.
+        settings.get_root_resource()._transformations = []  # noqa: SLF001
         ack.CLOCK = mocks.clock  # "now" is the mocks' clock, as for the TTL anchors
         pulumi.runtime.set_all_config(cfg, [k for k in cfg if k == f"{PROJECT}:gridDriverUrl"])
         main = program or ROOT / "__main__.py"
@@ -430,10 +459,19 @@ def run_program(
     finally:
         ack.CLOCK = saved_clock
         settings.configure(saved_settings)
+        root = settings.get_root_resource()
+        if root is not None:
+            root._transformations = saved_transformations if root is saved_root else []  # noqa: SLF001
         runtime_config.CONFIG.set(saved_config)
         runtime_config._SECRET_KEYS.set(saved_secret_keys)  # noqa: SLF001
         logger.removeHandler(collector)
         _close_loop(loop)
+    all_errors = [*getattr(mocks, "failures", []), *errors]
+    registered = {r.urn for r in monitor.records}
+    not_reached = [s for s in before or [] if s.urn not in registered] if all_errors else []
+    kept = bool(all_errors) and before is not None
+    if kept:
+        outputs = dict(previous_outputs) if previous_outputs is not None else {}
     return ProgramRun(
         stack=stack,
         config=cfg,
@@ -442,17 +480,39 @@ def run_program(
         warnings=collector.messages,
         placeholders=dict(mocks.placeholders),
         seconds=time.perf_counter() - started,
-        errors=[*getattr(mocks, "failures", []), *errors],
-        changes=_with_deletes(monitor.changes, before, monitor.records) if before is not None else [],
+        errors=all_errors,
+        changes=_with_deletes(monitor.changes, before, monitor.records, failed=bool(all_errors)) if before is not None else [],
         failed=list(getattr(mocks, "failed", [])),
+        not_reached=not_reached,
+        previous={s.urn: s for s in before or []},
+        outputs_kept=kept,
     )
 
 
-def _with_deletes(changes: list[engine.Change], before: list[engine.State], now: list[Resource]) -> list[engine.Change]:
-    """The registered resources' changes, then a delete for each previous one not registered."""
+NOT_REACHED = "not reached: `up` stopped at a failed step first; its state stays as it was"
+
+
+def _with_deletes(
+    changes: list[engine.Change], before: list[engine.State], now: list[Resource], *, failed: bool = False
+) -> list[engine.Change]:
+    """The registered resources' changes, then a delete for each previous one not registered.
+
+    After a failure no delete runs (module docstring of run_program): the previous resources
+    the run never registered are reported ``same``, not reached."""
     registered = {r.urn for r in now}
     gone = [s for s in before if s.urn not in registered]
+    if failed:
+        return [*changes, *(engine.Change(s.urn, s.type, s.name, engine.SAME, (), NOT_REACHED) for s in gone)]
     return [*changes, *(c for c in engine.diff_states(gone, []) if c.op == engine.DELETE)]
+
+
+def _quiet_failed_steps(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """A step the mock cloud failed rejects every resource that waits for it, as on the engine;
+    asyncio would print each rejected future as "never retrieved". Those are expected; the
+    failure itself is in ``errors``. Anything else is reported as usual."""
+    if isinstance(context.get("exception"), StepFailed):
+        return
+    loop.default_exception_handler(context)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -501,15 +561,33 @@ def secret_outputs(r: Resource) -> dict:
 
 
 def state_of(r: Resource) -> engine.State:
-    return engine.State(r.urn, r.type, r.name, r.id, canonical(r.inputs), canonical(secret_outputs(r)), r.provider, r.options)
+    return engine.State(
+        r.urn,
+        r.type,
+        r.name,
+        r.id,
+        canonical(r.inputs),
+        canonical(secret_outputs(r)),
+        r.provider,
+        r.options,
+        tuple(r.property_dependencies.get("connection", ())),
+    )
 
 
 def states(run: ProgramRun) -> list[engine.State]:
     """The state a `pulumi up` of this run leaves (custom resources and components alike).
 
-    A step that failed is not in it (reference §2: a failed create records nothing), so
-    the next `up` runs it again."""
-    return [state_of(r) for r in run.resources if r.name not in run.failed]
+    A step that failed is not in it when it was a create (reference §2: a failed create records
+    nothing), so the next `up` runs it again; a failed update or replace keeps its previous
+    state (old inputs), and so the next `up` tries it again too. What a failed run never
+    reached keeps its previous state."""
+    out = []
+    for r in run.resources:
+        if r.name not in run.failed:
+            out.append(state_of(r))
+        elif r.urn in run.previous:
+            out.append(run.previous[r.urn])
+    return [*out, *run.not_reached]
 
 
 def is_secret(value: object) -> bool:

@@ -10,13 +10,25 @@ Facts a later run may meet (``python -m tools.plan --assume``): the newest image
 result script's verdict, tools/mock_cluster.py). Ids are stable per resource: the
 same id for ``same``/``update`` against a previous state, a new one on create/replace
 (``respond``, called by the harness's engine model).
+
+What each host holds is modelled too (``host_files``): a remote step that runs finds its
+script only where a CopyToRemote really copied it, as pulumi-command does it: a copy copies
+when it is created or replaced, and on an update only when its asset or remote path changed
+(pulumi-command provider/pkg/provider/remote/copyController.go ``Update``: ``needCopy :=
+news.hash() != olds.hash() || news.RemotePath != olds.RemotePath``). A new instance (a new
+address) starts with no file, and an in-place image change (ReplaceSystemDisk) wipes one.
+A step that runs where its script is missing fails as bash would (exit 127), which fails
+`pulumi up` (reference §2).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shlex
+import subprocess
 import time
 import zlib
 from collections.abc import Callable
@@ -24,15 +36,16 @@ from pathlib import Path
 
 from pulumi.runtime import mocks as pulumi_mocks
 
-from components.node import KEEP_IMAGE
+from components.remote import REMOTE_DIR
 from tools import engine, mock_cluster
 
 PUBLIC_IP_BASE = "203.0.113."  # RFC 5737 TEST-NET-3: documentation only
 PRIVATE_IP_BASE = "192.0.2."  # RFC 5737 TEST-NET-1: documentation only
 DEPLOYER_IP = "198.51.100.7"  # RFC 5737 TEST-NET-2: documentation only
 ZONE = "<zone>"
+CHECKED_AT = "<placeholder: when the GPU test result was read>"
 IMAGE_ID = "<image-id: newest match of imageNameRegex>"
-CA_HASH = "sha256:" + "0" * 64
+
 
 FAKE_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -40,7 +53,7 @@ clusters:
 - name: gpu-k8s
   cluster:
     server: https://{server}:6443
-    certificate-authority-data: PLACEHOLDER-CA
+    certificate-authority-data: {ca}
 contexts:
 - name: gpu-k8s
   context: {{cluster: gpu-k8s, user: kubernetes-admin}}
@@ -65,7 +78,7 @@ clusters:
 - name: kubernetes
   cluster:
     server: https://{server}:6443
-    certificate-authority-data: PLACEHOLDER-CA
+    certificate-authority-data: {ca}
 contexts:
 - name: ack-admin
   context: {{cluster: kubernetes, user: ack-user}}
@@ -76,6 +89,10 @@ users:
 """
 ACK_VERSIONS = Path(__file__).resolve().parent / "fixtures" / "ack-kubernetes-versions.json"
 ACK_CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
+# Deployer-side scripts the mocks run for real: a node's image record (components/node.py)
+# and the lifecycle guard (components/lifecycle.py). Both only compare and print.
+DEPLOYER_SCRIPT = re.compile(r"bash components/scripts/local/(image-record|lifecycle-guard)\.sh$")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def command_env(create: str) -> dict[str, str]:
@@ -102,6 +119,11 @@ def _runs_on_deployer(name: str, create: object) -> bool:
 
 
 _GENERATION = re.compile(r" #(\d+)>$")
+
+
+def _instance_of(dependencies) -> str:
+    """The URN of the ECS instance among a resource's dependencies ("" when none)."""
+    return next((u for u in dependencies if re.search(r"[$:]alicloud:ecs/instance:Instance::", u)), "")
 
 
 def next_id(name: str, old_id: str | None) -> str:
@@ -141,7 +163,11 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.zones = zones
         self.gpu_test = gpu_test
         # What the cloud holds from an earlier `pulumi up` (engine states; set by the harness).
-        self.existing: list[engine.State] = []
+        self._existing: list[engine.State] = []
+        # (instance URN, instance id, path) of every file a CopyToRemote put on a host (module
+        # docstring): a host is one instance, a replaced instance (new id) is a new, empty host.
+        self.host_files: set[tuple[str, str, str]] = set()
+        self.ids: dict[str, str] = {}  # URN -> id, as this run leaves it
         self.placeholders: dict[str, str] = {
             ZONE: "availability zone Aliyun picks for the instance type (get_zones at deploy time)",
         }
@@ -157,10 +183,25 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.command_stdout: dict[str, Callable[[dict, dict[str, str]], str]] = {
             "-kubeconfig": self._kubeconfig,
             "-gpu-verify": self._gpu_verify,
-            "-ca-hash": lambda inputs, env: CA_HASH,
+            "-ca-hash": self._ca_hash,
             "-gpu-allocatable": self._gpu_allocatable,
             "-gpu-test-result": self._gpu_test_result,
         }
+
+    @property
+    def existing(self) -> list[engine.State]:
+        return self._existing
+
+    @existing.setter
+    def existing(self, states: list[engine.State]) -> None:
+        """The cloud after an earlier `up`: its resources, and the files its copies left on the hosts."""
+        self._existing = list(states)
+        self.ids = {s.urn: s.id for s in self._existing}
+        self.host_files = set()
+        for s in self._existing:
+            host = _instance_of(s.connection_dependencies)
+            if s.type == "command:remote:CopyToRemote" and host:
+                self.host_files.add((host, self.ids.get(host, ""), str(s.inputs.get("remotePath", ""))))
 
     # --- invokes ---------------------------------------------------------------------
     def call(self, args: pulumi_mocks.MockCallArgs):
@@ -224,6 +265,13 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         create/replace: a new id, fresh outputs.
         """
         args.op = op  # read by new_resource: only steps that run produce failures
+        args.old = old  # and what a copy had (CopyToRemote copies on update only on a new asset or path)
+        rid, out = self._respond(args, op, old)
+        if getattr(args, "urn", ""):
+            self.ids[args.urn] = rid
+        return rid, out
+
+    def _respond(self, args: pulumi_mocks.MockResourceArgs, op: str, old: engine.State | None):
         rid, out = self.new_resource(args)
         if old is None:
             return rid, out
@@ -232,11 +280,18 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         rid = (old.id or rid) if op in (engine.SAME, engine.UPDATE) else next_id(args.name, old.id)
         if op == engine.REPLACE and args.typ == "alicloud:ecs/instance:Instance":
             # A new instance: new addresses (no EIP), so every step that dials it runs again.
-            n = self._host_number(rid)
+            n = self._host_number(rid, avoid=str(old.outputs.get("publicIp", "")))
             public, private = f"{PUBLIC_IP_BASE}{n}", f"{PRIVATE_IP_BASE}{n}"
             self.placeholders[public] = f"public IP of the replacement {args.name} (assigned by Aliyun)"
             self.placeholders[private] = f"private IP of the replacement {args.name} (assigned by Aliyun)"
             out.update(publicIp=public, privateIp=private, primaryIpAddress=private)
+        if op == engine.REPLACE and args.typ == "alicloud:cs/nodePool:NodePool":
+            # A new node pool is a new pool and a new ESS scaling group (what its TTL task scales).
+            gen = _GENERATION.search(rid)
+            for key, what in (("nodePoolId", "node pool id"), ("scalingGroupId", "ESS scaling group id")):
+                value = f"<{args.name} {what} #{gen.group(1) if gen else 2}>"
+                self.placeholders[value] = f"{what} of the replacement node pool {args.name} (assigned by ACK)"
+                out[key] = value
         if op == engine.REPLACE and args.typ == "random:index/randomString:RandomString":
             # A replaced random string is a new random value (§4), so what it feeds changes.
             m = _GENERATION.search(rid)
@@ -255,8 +310,15 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             # result: §4) stay what the resource has.
             if op == engine.SAME or (key not in args.inputs and args.typ not in engine.COMMAND_TYPES):
                 out[key] = saved
-        if op == engine.UPDATE and args.inputs.get("update") == KEEP_IMAGE and "stdout" in old.outputs:
-            out["stdout"] = old.outputs["stdout"]  # the record's update prints the stdout it has (node.py)
+        if op == engine.REPLACE and args.typ == "tls:index/privateKey:PrivateKey":
+            # A replaced key is a new key (§4): the key pair's name and every SSH connection change.
+            out.update(self._key_material(rid))
+        if op == engine.UPDATE and args.typ == "alicloud:ecs/instance:Instance":
+            # An in-place image change is ReplaceSystemDisk (§1.2): the host's files are gone.
+            from tools.harness import canonical as _canonical
+
+            if _canonical(args.inputs.get("imageId")) != old.inputs.get("imageId"):
+                self.host_files = {f for f in self.host_files if f[0] != getattr(args, "urn", "")}
         return rid, out
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
@@ -271,12 +333,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             self.placeholders[private] = f"private IP of {name} (assigned by Aliyun)"
             out.update(publicIp=public, privateIp=private, primaryIpAddress=private, status="Running")
         elif typ == "tls:index/privateKey:PrivateKey":
-            out.update(
-                privateKeyOpenssh="-----BEGIN OPENSSH PRIVATE KEY-----\nPLACEHOLDER\n-----END OPENSSH PRIVATE KEY-----\n",
-                privateKeyPem="-----BEGIN RSA PRIVATE KEY-----\nPLACEHOLDER\n-----END RSA PRIVATE KEY-----\n",
-                publicKeyOpenssh="ssh-rsa AAAAB3NzaC1yc2EPLACEHOLDER gpu-k8s\n",
-                publicKeyFingerprintSha256="SHA256:PLACEHOLDER",
-            )
+            out.update(self._key_material(rid))
+        elif typ == "command:remote:CopyToRemote" and runs:
+            self._copy(args, inputs)
         elif typ == "random:index/randomString:RandomString":
             length = int(inputs.get("length", 8))
             out["result"] = ("x" * length)[:length]
@@ -284,10 +343,14 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         elif typ == "command:remote:Command":
             # The id is stable (engine: same/update keep it; a replace gets a new one, respond),
             # so steps that chain on ids (triggers) re-run only when an upstream is replaced.
+            if runs:
+                self._check_script_on_host(args, inputs)
             out.setdefault("stdout", self._remote_stdout(name, inputs, runs))
             out.setdefault("stderr", "")
-        elif typ == "command:local:Command" and str(inputs.get("create", "")).startswith("printf %s "):
-            out.setdefault("stdout", shlex.split(inputs["create"])[2])  # a node's image record (node.py)
+
+        elif typ == "command:local:Command" and DEPLOYER_SCRIPT.search(str(inputs.get("create", ""))):
+            if runs:  # the image record and the lifecycle guard: the real script, as the engine runs it
+                out.update(self._run_deployer_script(args, inputs))
         elif typ == "command:local:Command" and _runs_on_deployer(name, inputs.get("create")):
             out.setdefault("stdout", self._remote_stdout(name, inputs, runs, local=True))  # 70/80 from the deployer
             out.setdefault("stderr", "")
@@ -312,13 +375,95 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             rid = "/".join(x for x in (meta.get("namespace"), meta.get("name")) if x) or rid
         return rid, out
 
-    def _host_number(self, name: str) -> int:
-        """A last octet that depends on the instance's name only (stable when nodes are added)."""
+    def _host_number(self, name: str, *, avoid: str = "") -> int:
+        """A last octet that depends on the instance's name only (stable when nodes are added);
+        a replacement never gets the address of the instance it replaces (``avoid``)."""
         n = 10 + zlib.crc32(name.encode()) % 240
-        while self._hosts.get(n, name) != name:
+        while self._hosts.get(n, name) != name or f"{PUBLIC_IP_BASE}{n}" == avoid:
             n = 10 + (n - 9) % 240
         self._hosts[n] = name
         return n
+
+    # --- hosts, keys and the lifecycle guard (issue 20) ------------------------------------
+    @staticmethod
+    def _key_material(rid: str) -> dict[str, str]:
+        """A placeholder SSH key per key generation: a replaced tls key is another key (§4)."""
+        m = _GENERATION.search(rid)
+        tag = f"PLACEHOLDER{'-' + m.group(1) if m else ''}"
+        return {
+            "privateKeyOpenssh": f"-----BEGIN OPENSSH PRIVATE KEY-----\n{tag}\n-----END OPENSSH PRIVATE KEY-----\n",
+            "privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----\n{tag}\n-----END RSA PRIVATE KEY-----\n",
+            "publicKeyOpenssh": f"ssh-rsa AAAAB3NzaC1yc2E{tag} gpu-k8s\n",
+            "publicKeyFingerprintSha256": f"SHA256:{tag}",
+        }
+
+    def _host(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, str]:
+        """The instance a copy or a step connects to (its URN and id now), from its dependencies."""
+        urn = _instance_of(getattr(args, "connection_dependencies", ()))
+        return urn, self.ids.get(urn, "")
+
+    def _copy(self, args: pulumi_mocks.MockResourceArgs, inputs: dict) -> None:
+        """A CopyToRemote that runs: it copies on create and replace; on update only when its
+        asset or remote path changed (copyController.go ``Update``)."""
+        from tools.harness import canonical
+
+        path = str(inputs.get("remotePath", ""))
+        old = getattr(args, "old", None)
+        same_file = old is not None and (canonical(inputs.get("source")), path) == (
+            old.inputs.get("source"),
+            old.inputs.get("remotePath"),
+        )
+        if getattr(args, "op", engine.CREATE) == engine.UPDATE and same_file:
+            return  # only the connection changed: nothing is copied
+        self.host_files.add((*self._host(args), path))
+
+    def _check_script_on_host(self, args: pulumi_mocks.MockResourceArgs, inputs: dict) -> None:
+        """A remote step that runs `bash /opt/gpu-k8s/<script>` fails where no copy put the script."""
+        words = shlex.split(str(inputs.get("create") or ""))
+        host = self._host(args)
+        for path in [w for w in words if w.startswith(f"{REMOTE_DIR}/")]:
+            if (*host, path) not in self.host_files:
+                self.failures.append(
+                    f"{args.name}: bash: {path}: No such file or directory (exit 127) on {host[0].rsplit('::', 1)[-1]} "
+                    f"{host[1]}: no copy put the script on this instance (a CopyToRemote whose only change is its "
+                    "connection copies nothing)"
+                )
+                self.failed.append(args.name)
+
+    def _run_deployer_script(self, args: pulumi_mocks.MockResourceArgs, inputs: dict) -> dict[str, str]:
+        """A deployer-side script (DEPLOYER_SCRIPT) run for real, as pulumi-command runs a local
+        command: ``/bin/sh -c <create>`` in the project directory; on an update (no ``update``
+        command is set, so ``create`` runs again) with the previous stdout and stderr in
+        ``PULUMI_COMMAND_STDOUT``/``_STDERR`` when non-empty (local/commandOutputs.go). A non-zero
+        exit fails the step, and with it `pulumi up`."""
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
+        old = getattr(args, "old", None)
+        if getattr(args, "op", engine.CREATE) == engine.UPDATE and old is not None:
+            for key, var in (("stdout", "PULUMI_COMMAND_STDOUT"), ("stderr", "PULUMI_COMMAND_STDERR")):
+                if isinstance(old.outputs.get(key), str) and old.outputs[key]:
+                    env[var] = old.outputs[key]
+        proc = subprocess.run(
+            ["/bin/sh", "-c", str(inputs["create"])], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            why = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
+            self.failures.append(f"{args.name}: {why}")
+            self.failed.append(args.name)
+        # pulumi-command trims one trailing newline of each (remote/commandOutputs.go)
+        return {"stdout": proc.stdout.removesuffix("\n"), "stderr": proc.stderr.removesuffix("\n")}
+
+    def _cluster_ca(self, inputs: dict) -> str:
+        """A placeholder CA per kubeadm init: the ids of the steps a command follows (its triggers
+        after the script hash and the instance id) name the init run that made the cluster."""
+        made_by = json.dumps([str(t) for t in (inputs.get("triggers") or [])[2:]])
+        return "PLACEHOLDER-CA-" + hashlib.sha256(made_by.encode()).hexdigest()[:12]
+
+    def _ca_hash(self, inputs: dict, env: dict[str, str]) -> str:
+        digest = hashlib.sha256(self._cluster_ca(inputs).encode()).hexdigest()
+        self.placeholders.setdefault(
+            "sha256:<CA public-key hash>", "the cluster CA's public-key hash (42-ca-cert-hash.sh at deploy time; a secret)"
+        )
+        return f"sha256:{digest}"
 
     # --- ACK (issue 14) -----------------------------------------------------------------
     def _ack_cluster_outputs(self, name: str, inputs: dict, rid: str) -> dict:
@@ -381,7 +526,8 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             "clusterName": name,
             # A temporary credential is a new client certificate at every read (ack-engine-facts.md):
             # modelled by the read time, so a second run sees another kubeconfig, as the engine would.
-            "kubeConfig": ACK_KUBECONFIG.format(server=server)
+            # A new cluster is a new CA (and endpoint): the Kubernetes provider follows it.
+            "kubeConfig": ACK_KUBECONFIG.format(server=server, ca=f"PLACEHOLDER-CA-of-{cluster_id}")
             + (f"# <temporary client certificate issued at {int(self.clock())}>\n" if minutes else ""),
             "expiration": ACK_KUBECONFIG_EXPIRY,
             "certificateAuthorities": [
@@ -426,7 +572,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         return ""
 
     def _kubeconfig(self, inputs: dict, env: dict[str, str]) -> str:
-        return FAKE_KUBECONFIG.format(server=env.get("API_SERVER_IP", "127.0.0.1"))
+        return FAKE_KUBECONFIG.format(server=env.get("API_SERVER_IP", "127.0.0.1"), ca=self._cluster_ca(inputs))
 
     def _gpu_verify(self, inputs: dict, env: dict[str, str]) -> str:
         name = env.get("EXPECTED_GPU_NAME") or "<GPU name from nvidia-smi>"
@@ -482,4 +628,5 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             log = f"<placeholder: log of {pod} at deploy time, which passes if it contains {pattern!r}>"
             self.placeholders[log] = f"what {pod} prints on the GPU node (read with kubectl logs at deploy time)"
             pods.append({"pod": pod, "node": node, "phase": "Succeeded", "passed": True, "log": log, "diagnosis": ""})
-        return json.dumps({"passed": True, "pods": pods}) + "\n"
+        self.placeholders[CHECKED_AT] = "when the result check read the verdict (UTC, at deploy time)"
+        return json.dumps({"passed": True, "verdict": "PASSED", "checkedAt": CHECKED_AT, "pods": pods}) + "\n"

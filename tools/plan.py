@@ -231,6 +231,7 @@ def plan(
     assume: list[str] | None = None,
     previous: list[engine.State] | None = None,
     replace: list[str] | None = None,
+    previous_outputs: dict | None = None,
 ) -> ProgramRun:
     """Run the program; ``overrides``: "KEY=VALUE" (plain) or ("path", "KEY[0]=VALUE") entries."""
     from components.config import ConfigError
@@ -246,7 +247,9 @@ def plan(
     mocks = PlaceholderMocks(**parse_assume(assume or []))
     try:
         _check_known_keys([*harness.stack_config(stack), *values])
-        return run_program(stack, values, mocks=mocks, previous=previous, replace=replace or ())
+        return run_program(
+            stack, values, mocks=mocks, previous=previous, replace=replace or (), previous_outputs=previous_outputs
+        )
     except FileNotFoundError as err:
         raise PlanError(str(err)) from None
     except yaml.YAMLError as err:
@@ -322,29 +325,54 @@ def _check_other_namespaces(keys: list[str]) -> None:
         )
 
 
+def _resource_entry(run: ProgramRun, r: harness.Resource) -> dict:
+    """A registered resource as the state it leaves (what a later --diff plays against)."""
+    entry = {
+        "urn": r.urn,
+        "type": r.type,
+        "name": r.name,
+        "parent": r.parent,
+        "provider": r.provider,
+        "dependencies": r.dependencies,
+        "propertyDependencies": {"connection": r.property_dependencies.get("connection", [])},
+        # Secrets as "[secret <digest>]": a later --diff sees a change, never the value.
+        "inputs": canonical(r.inputs),
+        "id": r.id,
+        "options": r.options,
+        "outputs": canonical(harness.secret_outputs(r)),
+    }
+    if r.name in run.failed:
+        before = run.previous.get(r.urn)
+        if before is None:
+            entry["failed"] = True  # a failed create records nothing: the next up runs it again
+        else:  # a failed update or replace keeps the state it had
+            entry.update(id=before.id, inputs=before.inputs, outputs=before.outputs, failedUpdateKeptState=True)
+    return entry
+
+
+def _state_entry(st: engine.State) -> dict:
+    return {
+        "urn": st.urn,
+        "type": st.type,
+        "name": st.name,
+        "id": st.id,
+        "inputs": st.inputs,
+        "outputs": st.outputs,
+        "provider": st.provider,
+        "options": st.options,
+        "propertyDependencies": {"connection": list(st.connection_dependencies)},
+    }
+
+
 def as_json(run: ProgramRun) -> dict:
     outputs, legend = offline_outputs(run.outputs)
     return {
         "stack": run.stack,
-        "resources": [
-            {
-                "urn": r.urn,
-                "type": r.type,
-                "name": r.name,
-                "parent": r.parent,
-                "provider": r.provider,
-                "dependencies": r.dependencies,
-                # Secrets as "[secret <digest>]": a later --diff sees a change, never the value.
-                "inputs": canonical(r.inputs),
-                # The state a later --diff plays against (tools/engine.py).
-                "id": r.id,
-                "options": r.options,
-                "outputs": canonical(harness.secret_outputs(r)),
-                **({"failed": True} if r.name in run.failed else {}),
-            }
-            for r in run.resources
-        ],
+        "resources": [_resource_entry(run, r) for r in run.resources],
+        # A failed run against a previous state: what it never reached stays in state as it was.
+        **({"notReached": [_state_entry(st) for st in run.not_reached]} if run.not_reached else {}),
         "outputs": outputs,
+        "outputsKept": run.outputs_kept,
         "placeholders": {**run.placeholders, **legend},
         "warnings": run.warnings,
         "errors": run.errors,
@@ -366,18 +394,62 @@ def load_previous(path: Path, stack: str) -> list[engine.State]:
     if any("id" not in r or "options" not in r for r in doc["resources"]):
         raise PlanError(f"--diff {path}: saved without state (ids, options); expected a plan saved by this version's --json")
     return [
-        engine.State(r["urn"], r["type"], r["name"], r["id"], r["inputs"], r.get("outputs") or {}, r["provider"], r["options"])
-        for r in doc["resources"]
+        engine.State(
+            r["urn"],
+            r["type"],
+            r["name"],
+            r["id"],
+            r["inputs"],
+            r.get("outputs") or {},
+            r["provider"],
+            r["options"],
+            tuple((r.get("propertyDependencies") or {}).get("connection") or ()),
+        )
+        for r in [*doc["resources"], *(doc.get("notReached") or [])]
         if not r.get("failed")  # a failed step is not in state: the next up runs it again
     ]
 
 
 _OP_MARK = {engine.UPDATE: "~", engine.REPLACE: "+-", engine.CREATE: "+", engine.DELETE: "-"}
+INSTANCE = "alicloud:ecs/instance:Instance"
+ACK_CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
+
+
+def day2_notes(run: ProgramRun) -> list[str]:
+    """What a second `up` does that one resource's op does not say: said before it happens."""
+    notes = []
+    by_urn = run.by_urn()
+    for c in run.changes:
+        r = by_urn.get(c.urn)
+        if c.op != engine.REPLACE or r is None:
+            continue
+        if c.type == INSTANCE and (r.inputs.get("tags") or {}).get("gpu-k8s-role") == "control-plane":
+            notes.append(
+                f"REBUILD: the control-plane instance {c.name} is replaced ({', '.join(c.keys)}), so the cluster is "
+                "rebuilt on the new one: kubeadm init there, every worker reset and joined to the new cluster, "
+                "every Kubernetes object created again, the GPU test run again. Workloads and their data on the "
+                "cluster are lost; run `make kubeconfig` again afterwards."
+            )
+        if c.type == ACK_CLUSTER:
+            notes.append(
+                f"REBUILD: the ACK cluster {c.name} is replaced ({', '.join(c.keys)}; the old one is deleted first): "
+                "its node pools, every Kubernetes object and the GPU test follow the new cluster; run "
+                "`make kubeconfig` again afterwards."
+            )
+    if run.outputs_kept:
+        notes.append(
+            "OUTPUTS KEPT: a failed `up` records no new stack outputs; the previous update's stay "
+            "(`make outputs` marks them STALE)."
+        )
+    return notes
 
 
 def render_diff(run: ProgramRun, previous: Path) -> str:
     counts = engine.summary(run.changes)
     lines = [f"What a second `pulumi up -s {run.stack}` would do against {previous} (offline engine model):", ""]
+    notes = day2_notes(run)
+    if notes:
+        lines += [f"  ! {note}" for note in notes] + [""]
     for c in run.changes:
         if c.op == engine.SAME:
             if c.note:
@@ -576,14 +648,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             prepare_out(args.out)
         previous = load_previous(args.diff, args.stack) if args.diff else None
-        run = plan(args.stack, args.settings, assume=args.assume, previous=previous, replace=args.replace)
+        previous_outputs = json.loads(args.diff.read_text()).get("outputs") if args.diff else None
+        run = plan(
+            args.stack,
+            args.settings,
+            assume=args.assume,
+            previous=previous,
+            replace=args.replace,
+            previous_outputs=previous_outputs,
+        )
     except PlanError as err:
         print(f"gpu-k8s plan: {err}", file=sys.stderr)
         return 2
     failed = 3 if run.errors else 0
     if args.diff:
         if args.json:
-            doc = {"changes": [c.as_dict() for c in run.changes], "errors": run.errors}
+            doc = {"changes": [c.as_dict() for c in run.changes], "errors": run.errors, "notes": day2_notes(run)}
             json.dump(doc, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:

@@ -8,8 +8,8 @@
 # stdout: one line, sha256:<64 hex digits> (kubeadm's --discovery-token-ca-cert-hash).
 #
 # The hash is SHA-256 over the DER SubjectPublicKeyInfo of the CA key, as kubeadm
-# documents; `openssl pkey` gives the same bytes as the documented `openssl rsa -pubin`
-# and also works when the CA key is ECDSA (kubeadm encryptionAlgorithm ECDSA-*).
+# documents (lib/common.sh ca_public_key_hash; 50-kubeadm-join compares a joined worker's CA
+# with it).
 set -euo pipefail
 
 readonly STEP="42-ca-cert-hash"
@@ -21,12 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 
 ca_hash() {
   [[ -r "$CA_CERT" ]] || die "/etc/kubernetes/pki/ca.crt not found: 40-kubeadm-init has not initialised the cluster"
-  local digest
-  digest=$(openssl x509 -pubkey -noout -in "$CA_CERT" | openssl pkey -pubin -outform der 2>/dev/null |
-    openssl dgst -sha256 -hex) || die "openssl could not read the CA public key from /etc/kubernetes/pki/ca.crt"
-  digest="${digest##* }"
-  [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || die "openssl printed no SHA-256 digest for the CA public key"
-  printf 'sha256:%s\n' "$digest"
+  ca_public_key_hash "$CA_CERT" || die "openssl could not read the CA public key from /etc/kubernetes/pki/ca.crt"
 }
 
 main() {

@@ -13,6 +13,11 @@
 #   sha256:<64 hex>. Secrets: never printed; written only to a 0600 file under /run that
 #   is removed on exit. CA verification is never skipped.
 # stdout: nothing.
+#
+# A node already joined is left alone when it trusts the same cluster CA (the hash on stdin).
+# When its CA differs, the control plane was rebuilt (its instance replaced: a new kubeadm
+# init, a new CA): the node leaves the old cluster (kubeadm reset, the old pod network's
+# config, state and interfaces removed) and joins the new one.
 set -euo pipefail
 
 readonly STEP="50-kubeadm-join"
@@ -23,6 +28,11 @@ readonly VERSION="${KUBERNETES_VERSION:-}"
 readonly IMAGE_REPOSITORY="${IMAGE_REPOSITORY:-}"
 readonly CONTAINERD_CONFIG="$ROOT/etc/containerd/config.toml"
 readonly KUBELET_CONF="$ROOT/etc/kubernetes/kubelet.conf"
+readonly NODE_CA="$ROOT/etc/kubernetes/pki/ca.crt"
+# What kubeadm reset leaves of the old cluster's pod network (its own output says so): the CNI
+# config and state, and flannel's interfaces, whose addresses the new cluster may not give.
+readonly CNI_DIRS=("$ROOT/etc/cni/net.d" "$ROOT/var/lib/cni")
+readonly CNI_LINKS=(cni0 flannel.1)
 readonly RUN_DIR="$ROOT/run/gpu-k8s"
 readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
 TOKEN="" CA_HASH="" JOIN_CONFIG=""
@@ -71,9 +81,32 @@ nodeRegistration:
 YAML
 }
 
+joined_here() { # whether the node is joined, and to the cluster whose CA hash is on stdin
+  [[ -f "$KUBELET_CONF" ]] || return 1
+  local node_ca
+  node_ca=$(ca_public_key_hash "$NODE_CA") || node_ca="(unreadable)"
+  if [[ "$node_ca" == "$CA_HASH" ]]; then
+    return 0
+  fi
+  log "node is joined to another cluster (its CA is not this control plane's: the control plane was rebuilt): leaving it"
+  leave_old_cluster
+  return 1
+}
+
+leave_old_cluster() {
+  local dir link
+  kubeadm reset -f >&2 || die "kubeadm reset -f failed: see its output above; run it on the node, then pulumi up again"
+  for dir in "${CNI_DIRS[@]}"; do rm -rf "$dir"; done
+  for link in "${CNI_LINKS[@]}"; do
+    if ip link show "$link" >/dev/null 2>&1; then
+      ip link delete "$link" >&2 || warn "could not delete interface $link"
+    fi
+  done
+}
+
 join_cluster() {
-  if [[ -f "$KUBELET_CONF" ]]; then
-    log "node already joined (/etc/kubernetes/kubelet.conf exists), skipping kubeadm join"
+  if joined_here; then
+    log "node already joined to this cluster (/etc/kubernetes/kubelet.conf, same CA), skipping kubeadm join"
     return 0
   fi
   write_join_config

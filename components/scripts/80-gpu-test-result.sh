@@ -15,9 +15,11 @@
 #   (PODS_PER_NODE and TEST_IMAGE may be passed so a new test re-runs the step; not read.)
 # Knobs: POLL_SECONDS (default 5); GPU_K8S_ROOT (path prefix, tests only).
 # stdin: not read.
-# stdout: one JSON object {"passed": bool, "verdict": "PASSED|FAILED|TIMEOUT", "pods":
-#   [{"pod": "ns/name", "node": "<.spec.nodeName>", "phase": "...", "passed": bool, "timedOut": bool,
-#   "log": "<last 30 lines>", "diagnosis": "..."}]}, printed whatever the verdict.
+# stdout: one JSON object {"passed": bool, "verdict": "PASSED|FAILED|TIMEOUT", "checkedAt":
+#   "<UTC time of the verdict>", "pods": [{"pod": "ns/name", "node": "<.spec.nodeName>", "phase":
+#   "...", "passed": bool, "timedOut": bool, "log": "<last 30 lines>", "diagnosis": "..."}]},
+#   printed whatever the verdict (checkedAt: `make outputs` tells a verdict from an update that
+#   failed later apart from a current one).
 # Exit: 0 PASSED; 2 FAILED (a pod ended without the pattern, or its image does not exist);
 # 3 TIMEOUT (a pod had not ended after TIMEOUT_SECONDS, none failed); 1 the check could not
 # run (bad input, kubectl cannot reach the cluster). On 2 and 3 stderr has one ERROR line
@@ -178,7 +180,7 @@ collect() { # one record per pod: 7 NUL-terminated fields
 
 print_json() {
   python3 - "$RECORDS" <<'PY'
-import json, sys
+import json, sys, time
 fields = open(sys.argv[1], "rb").read().decode("utf-8", "replace").split("\0")[:-1]
 keys = ("pod", "node", "phase", "passed", "timedOut", "log", "diagnosis")
 pods = [dict(zip(keys, fields[i:i + 7])) for i in range(0, len(fields), 7)]
@@ -188,7 +190,8 @@ for pod in pods:
 passed = bool(pods) and all(p["passed"] for p in pods)
 failed = any(not p["passed"] and not p["timedOut"] for p in pods)
 verdict = "PASSED" if passed else "FAILED" if failed or not pods else "TIMEOUT"
-print(json.dumps({"passed": passed, "verdict": verdict, "pods": pods}))
+checked_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+print(json.dumps({"passed": passed, "verdict": verdict, "checkedAt": checked_at, "pods": pods}))
 PY
 }
 

@@ -19,6 +19,7 @@
 #   verify_key             arguments: the downloaded key file, its published fingerprint, a name
 #   kernel_headers         nothing (runs uname -r and dpkg-query)
 #   checksum, same_content nothing
+#   ca_public_key_hash     argument: a CA certificate file (prints sha256:<64 hex>)
 #   any_file_lacks         arguments: an extended regex and the files
 #   align_sandbox_image    arguments, not globals: the image repository, the Kubernetes
 #                          version (e.g. 1.34.2) and the $ROOT-prefixed path of
@@ -104,6 +105,19 @@ kernel_headers() {
 # --- files: the SHA-256 of a file (empty when it is missing); whether it holds exactly $2 ---
 checksum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 same_content() { [[ -f "$1" && "$(<"$1")" == "$2" ]]; }
+
+# --- a cluster CA's identity as kubeadm pins it (--discovery-token-ca-cert-hash): SHA-256 over
+# the DER SubjectPublicKeyInfo of the CA key. `openssl pkey` gives the same bytes as the
+# documented `openssl rsa -pubin` and also reads an ECDSA key (kubeadm encryptionAlgorithm ECDSA-*).
+# Fails (status 1, nothing printed) when the file cannot be read as a certificate ---
+ca_public_key_hash() { # ca_cert_file
+  local digest
+  digest=$(openssl x509 -pubkey -noout -in "$1" 2>/dev/null | openssl pkey -pubin -outform der 2>/dev/null |
+    openssl dgst -sha256 -hex 2>/dev/null) || return 1
+  digest="${digest##* }"
+  [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || return 1
+  printf 'sha256:%s\n' "$digest"
+}
 
 any_file_lacks() { # extended_regex file...: whether some file has no line matching it
   local file
