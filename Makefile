@@ -19,10 +19,11 @@ help:
 	@echo "make estimate [STACK=dev] minutes and bytes to GPU-ready, with/without prefetch, vs the seed's path"
 	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
 	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
-	@echo "make replace-node NODE=x  replace one worker's instance (and its auto-release anchor)"
+	@echo "make replace-node NODE=x  replace one node's instance (the control plane: REBUILD=yes rebuilds the cluster)"
 	@echo "make rejoin NODE=x        a worker's join failed long after its token was made: new token, join"
 	@echo "make retest               run the GPU test pods again (after fixing a failure)"
 	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
+	@echo "make outputs              the stack outputs; STALE when the newest pulumi up failed"
 	@echo "make gpu-top [WATCH=5]    GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -64,8 +65,10 @@ stack: install
 up: stack
 	pulumi up -s $(STACK)
 
-outputs:
-	pulumi stack output -s $(STACK)
+# The stack outputs, marked STALE when the newest `pulumi up` failed (Pulumi then keeps the
+# outputs of the last update that succeeded, GPU verdict included): tools/outputs.py.
+outputs: install
+	$(PY) -m tools.outputs --stack $(STACK)
 
 # Stops the meter. Never needs SSH to a node; an already-released instance is fine.
 down:
@@ -92,14 +95,19 @@ extend: install
 
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
 # its auto-release anchor so that the new instance gets a valid release time, and its image
-# record (<node>-image) so that it gets the image chosen now (components/node.py). A worker then
-# re-runs its bootstrap, gets a fresh join token and rejoins. Replacing the control plane
-# rebuilds the cluster: use make down / make up instead.
+# record (<node>-image) so that it gets the image chosen now (components/node.py). Every step
+# of the node runs again on the new instance (their triggers hold its id); a worker gets a fresh
+# join token and rejoins. The control plane can be replaced too, with REBUILD=yes: the cluster
+# is rebuilt on the new instance (kubeadm init, every worker reset and rejoined, every
+# Kubernetes object made again, the GPU test run again; workloads on it are lost).
 replace-node: install
-	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1>" >&2; exit 2; }
-	@join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') && [ -n "$$join" ] || \
-	  { echo "make replace-node: $(NODE) is not a kubeadm worker of $(STACK) (the control plane: make down, make up; on ACK the node pools own their nodes: remove the node in ACK and the pool adds one)" >&2; exit 2; }; \
-	urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(image|instance|ttl-anchor)$$') || exit 2; \
+	@[ -n "$(NODE)" ] || { echo "usage: make replace-node NODE=<hostname, e.g. gpu-1> [REBUILD=yes for the control plane]" >&2; exit 2; }
+	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-(image|instance|ttl-anchor)$$') && [ -n "$$urns" ] || \
+	  { echo "make replace-node: $(NODE) is not a node of $(STACK) (on ACK the node pools own their nodes: remove the node in ACK and the pool adds one)" >&2; exit 2; }; \
+	join=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-kubeadm-join$$') || exit 2; \
+	if [ -z "$$join" ] && [ "$(REBUILD)" != yes ]; then \
+	  echo "make replace-node: $(NODE) is the control plane: replacing it rebuilds the whole cluster on the new instance (workloads on it are lost); run again with REBUILD=yes" >&2; exit 2; \
+	fi; \
 	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns)
 
 # Run the GPU test again (after fixing its cause): a new gpu-k8s:gpuTestRun names new test

@@ -385,7 +385,7 @@ def test_plan_urns_are_the_engines_for_every_resource():
 def test_make_replace_node_and_rejoin_name_the_real_resources():
     run = plain("mixed")
     recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
-    worker_check, replaced = re.findall(r"--urns='([^']+)'", recipe)
+    replaced, worker_check = re.findall(r"--urns='([^']+)'", recipe)
     assert [r.name for r in run.resources if re.search(worker_check, r.name)] == ["infer-2-kubeadm-join"]
     assert sorted(r.name for r in run.resources if re.search(replaced, r.name)) == [
         "infer-2-image",

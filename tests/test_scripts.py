@@ -247,5 +247,7 @@ def test_node_script_paths_use_root_prefix(script: Path):
 
 def test_readme_documents_every_script():
     readme = (SCRIPTS_DIR / "README.md").read_text()
-    for name in EXPECTED_NODE_SCRIPTS | {"local/detect-public-ip.sh", "local/with-kubeconfig.sh"}:
+    local = {f"local/{p.name}" for p in (SCRIPTS_DIR / "local").glob("*.sh")}
+    assert {"local/lifecycle-guard.sh", "local/image-record.sh", "local/with-kubeconfig.sh"} <= local
+    for name in EXPECTED_NODE_SCRIPTS | local:
         assert f"`{name}`" in readme, f"{name} missing from components/scripts/README.md"
