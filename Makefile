@@ -28,7 +28,9 @@ help:
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# --no-compile: byte-compiling every installed module (pulumi_alicloud alone has thousands)
+	# costs a third of the install; Python compiles what it imports, once, on first use.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 from tools.harness import ProgramRun, Resource, reveal, run_program
 from tools.mocks import PlaceholderMocks, command_env
+
+
+@functools.cache
+def shipped(stack: str) -> ProgramRun:
+    """A shipped stack with its own config in the default mock world: one run per test process,
+    shared. Read-only, and never for a test that patches the program's modules (it would see
+    a run made before its patch): those call run_stack."""
+    return run_stack(stack)
 
 
 def run_stack(stack: str = "dev", mocks: PlaceholderMocks | None = None, **overrides: object) -> ProgramRun:

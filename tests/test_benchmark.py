@@ -1,5 +1,7 @@
 """The benchmark's critical-path measure, and the property it reports: joins in parallel."""
 
+from helpers import shipped
+
 from benchmarks.plan_scale import JOIN_STEP, critical_path
 from tools.harness import Resource, run_program
 
@@ -22,7 +24,7 @@ def test_critical_path_counts_only_remote_commands_on_the_longest_chain():
 
 
 def test_adding_workers_adds_the_join_step_once_not_per_node():
-    one = critical_path(run_program("p4").resources)[0]
+    one = critical_path(shipped("p4").resources)[0]
     three = critical_path(run_program("p4", {"gpu-k8s:nodeCount": "3"}).resources)[0]
     six = critical_path(run_program("p4", {"gpu-k8s:nodeCount": "6"}).resources)[0]
     assert three == six == one + JOIN_STEP

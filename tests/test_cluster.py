@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from helpers import env_of
+from helpers import env_of, shipped
 
 from components import remote
 from tools.harness import ProgramRun, is_secret, redact, reveal, run_program
@@ -35,7 +35,7 @@ def env(run: ProgramRun, name: str) -> dict[str, str]:
 
 
 def test_node_steps_form_the_documented_dag(program):
-    run = program("p4")
+    run = shipped("p4")
     n = "gpu-0-bootstrap"
     assert deps(run, f"{n}-driver-prepare") >= {f"{n}-wait-boot"}
     assert deps(run, f"{n}-settle") >= {f"{n}-driver-prepare"}
@@ -54,7 +54,7 @@ def test_node_steps_form_the_documented_dag(program):
 
 
 def test_every_step_copies_its_script_and_runs_it_with_quoted_inputs(program):
-    run = program("dev")
+    run = shipped("dev")
     for name, inputs in commands(run).items():
         create = reveal(inputs["create"])
         script = create.rsplit("/", 1)[-1]
@@ -72,9 +72,9 @@ def test_every_step_copies_its_script_and_runs_it_with_quoted_inputs(program):
 
 
 def test_tesla_path_on_compute_and_grid_path_on_vgpu(program):
-    tesla = env(program("p4"), "gpu-0-bootstrap-nvidia-driver")
+    tesla = env(shipped("p4"), "gpu-0-bootstrap-nvidia-driver")
     assert (tesla["GPU_DRIVER"], tesla["DRIVER_VERSION"], tesla["GRID_PLUGIN"]) == ("tesla", "535.129.03", "")
-    grid = env(program("dev"), "gpu-0-bootstrap-nvidia-driver")
+    grid = env(shipped("dev"), "gpu-0-bootstrap-nvidia-driver")
     assert (grid["GPU_DRIVER"], grid["DRIVER_VERSION"], grid["GRID_PLUGIN"]) == ("grid", "", "grid_driver_install")
     assert env(program("dev", instanceType="ecs.sgn8ia-m2.xlarge"), "gpu-0-bootstrap-nvidia-driver")["GRID_PLUGIN"] == (
         "gpu_grid_driver_install"
@@ -82,7 +82,7 @@ def test_tesla_path_on_compute_and_grid_path_on_vgpu(program):
 
 
 def test_cuda_toolkit_and_docker_only_when_asked(program):
-    plain = program("p4")
+    plain = shipped("p4")
     assert env(plain, "gpu-0-bootstrap-nvidia-driver")["INSTALL_CUDA_TOOLKIT"] == "false"
     assert "gpu-0-bootstrap-docker-gpu-check" not in commands(plain)
     asked = program("p4", installCudaToolkit="true", installDocker="true")
@@ -103,7 +103,7 @@ def test_china_region_uses_aliyun_mirrors_and_mirrors_reach_containerd(program):
 
 
 def test_single_node_control_plane_is_untainted_with_public_ip_in_sans(program):
-    run = program("dev")
+    run = shipped("dev")
     init = env(run, "gpu-k8s-kubeadm-init")
     assert init["CONTROL_PLANE_TAINT"] == "false"
     assert init["API_SERVER_IP"] == run.outputs["controlPlaneIp"]
@@ -123,7 +123,7 @@ def test_triggers_and_commands_are_stable_across_runs():
 
 
 def test_secrets_are_secret_everywhere(program):
-    run = program("mixed")
+    run = shipped("mixed")
     assert is_secret(run.outputs["kubeconfig"]) and is_secret(run.outputs["sshPrivateKey"])
     for name in ("gpu-k8s-kubeconfig", "gpu-k8s-ca-hash"):
         r = run.named(name)
@@ -141,7 +141,7 @@ def test_secrets_are_secret_everywhere(program):
 
 
 def test_kubernetes_provider_is_built_from_the_fetched_kubeconfig(program):
-    run = program("dev")
+    run = shipped("dev")
     (provider,) = run.of_type("pulumi:providers:kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
     assert "server: https://" + run.outputs["controlPlaneIp"] + ":6443" in reveal(provider.inputs["kubeconfig"])
@@ -153,7 +153,7 @@ def test_kubernetes_provider_is_built_from_the_fetched_kubeconfig(program):
 
 
 def test_destroy_needs_no_remote_command():
-    run = run_program("mixed")
+    run = shipped("mixed")
     assert all("delete" not in r.inputs for r in run.of_type(REMOTE))
 
 
@@ -161,7 +161,7 @@ def test_destroy_needs_no_remote_command():
 
 
 def test_mixed_pools_get_their_own_driver_and_labels(program):
-    run = program("mixed")
+    run = shipped("mixed")
     for node, driver in [("train-0", "tesla"), ("train-1", "tesla")] + [(f"infer-{i}", "grid") for i in range(4)]:
         assert env(run, f"{node}-bootstrap-nvidia-driver")["GPU_DRIVER"] == driver
         labels = reveal(run.named(f"{node}-labels").inputs["metadata"])["labels"]
@@ -174,7 +174,7 @@ def test_mixed_pools_get_their_own_driver_and_labels(program):
 
 
 def test_workers_join_in_parallel_after_the_control_plane(program):
-    run = program("mixed")
+    run = shipped("mixed")
     workers = ["train-1"] + [f"infer-{i}" for i in range(4)]
     joins = [f"{w}-kubeadm-join" for w in workers]
     assert "train-0-kubeadm-join" not in commands(run)  # the first GPU node is the control plane
@@ -245,7 +245,7 @@ def test_count_change_touches_only_the_changed_nodes(before, after):
 
 
 def test_gpu_test_runs_on_every_gpu_node(program):
-    run = program("mixed")
+    run = shipped("mixed")
     pods = {reveal(p.inputs["spec"])["nodeSelector"]["kubernetes.io/hostname"] for p in run.of_type("kubernetes:core/v1:Pod")}
     assert pods == {"train-0", "train-1", "infer-0", "infer-1", "infer-2", "infer-3"}
     table = run.outputs["gpuNodes"]

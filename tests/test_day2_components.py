@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from helpers import dependency_names
+from helpers import dependency_names, shipped
 
 from components import auto_release, ssh_key
 from components.config import ConfigError
@@ -211,7 +211,7 @@ def test_zone_lookup_asks_for_an_essd_system_disk_for_every_type():
 def test_plan_says_where_the_catalog_does_not_know_essd_support():
     p4 = stack("p4").warnings  # gn5i: the catalog has no disk data
     assert any("ecs.gn5i-c2g1.large takes a cloud_essd" in w and "at deploy time" in w for w in p4)
-    assert not any("cloud_essd system disk;" in w for w in plain("dev").warnings)  # sgn7i-vws: ESSD only
+    assert not any("cloud_essd system disk;" in w for w in shipped("dev").warnings)  # sgn7i-vws: ESSD only
 
 
 # --- 3. auto-release valid for each node when it is created -------------------------------
@@ -233,7 +233,7 @@ def test_node_added_hours_later_gets_its_own_fresh_release_time():
 
 
 def test_each_instance_follows_its_own_anchor():
-    run = plain("mixed")
+    run = shipped("mixed")
     for inst in run.of_type(INSTANCE):
         node = inst.name.removesuffix("-instance")
         anchors = dependency_names(run, inst.name, types="command:local:Command")
@@ -242,7 +242,7 @@ def test_each_instance_follows_its_own_anchor():
 
 def test_replacing_inputs_re_anchor_every_node():
     # spot is ForceNew on the instance: the new instances need fresh anchors (triggers change).
-    a, b = plain("dev"), stack("dev", spot="true")
+    a, b = shipped("dev"), stack("dev", spot="true")
     assert canon(a.named("gpu-0-ttl-anchor").inputs["triggers"]) != canon(b.named("gpu-0-ttl-anchor").inputs["triggers"])
 
 
@@ -277,7 +277,7 @@ def test_half_an_hour_races_the_api_minimum_and_is_refused():
 
 
 def test_each_worker_gets_its_own_token_made_before_its_join():
-    run = plain("mixed")
+    run = shipped("mixed")
     by_urn = run.by_urn()
     workers = ["train-1"] + [f"infer-{i}" for i in range(4)]
     for w in workers:
@@ -292,7 +292,7 @@ def test_each_worker_gets_its_own_token_made_before_its_join():
 
 
 def test_a_replaced_worker_gets_a_new_token_and_rejoins_with_it():
-    first = plain("mixed")
+    first = shipped("mixed")
     second = stack("mixed", World(replaced=("infer-2-instance",)))
     changed = {r.name for r in first.resources if effective_changes(first, second, r.urn)}
     # keepers change => the RandomStrings are replaced (a new token, §4); the token step's stdin
@@ -350,7 +350,7 @@ def test_ssh_steps_wait_for_port_22_and_the_provider_for_6443():
 def test_instances_are_deleted_before_they_are_replaced():
     # A replaced worker rejoins under the same node name; kubeadm join refuses while a Ready
     # Node of that name exists, i.e. while the old instance still runs.
-    assert all(i.options["deleteBeforeReplace"] for i in plain("mixed").of_type(INSTANCE))
+    assert all(i.options["deleteBeforeReplace"] for i in shipped("mixed").of_type(INSTANCE))
 
 
 # --- make targets that replace resources: the URNs they pass are the engine's ---------------
@@ -376,14 +376,14 @@ def make_n(*args: str) -> str:
 def test_plan_urns_are_the_engines_for_every_resource():
     """--urns (what make extend/replace-node/rejoin/retest pass to --replace) chains every
     ancestor's type, as the engine does, also two components deep (Fleet > Node > Instance)."""
-    run = plain("mixed")
+    run = shipped("mixed")
     assert all(r.urn == engine_urn(run, r) for r in run.resources)
     instance = run.named("infer-2-instance").urn
     assert "::gpu-k8s:fleet:Fleet$gpu-k8s:node:Node$alicloud:ecs/instance:Instance::" in instance
 
 
 def test_make_replace_node_and_rejoin_name_the_real_resources():
-    run = plain("mixed")
+    run = shipped("mixed")
     recipe = make_n("replace-node", "NODE=infer-2", "STACK=mixed")
     replaced, worker_check = re.findall(r"--urns='([^']+)'", recipe)
     assert [r.name for r in run.resources if re.search(worker_check, r.name)] == ["infer-2-kubeadm-join"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import kinds, run_stack
+from helpers import kinds, run_stack, shipped
 
 from components import catalog, cluster
 from components.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
@@ -27,7 +27,7 @@ DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"
 
 @pytest.fixture(scope="module")
 def dev():
-    return run_stack("dev")
+    return shipped("dev")
 
 
 def _daemonset(run):

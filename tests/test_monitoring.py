@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import kinds, run_stack
+from helpers import kinds, run_stack, shipped
 
 from components import catalog, monitoring
 from components.config import ConfigError, parse_monitoring
@@ -50,7 +50,7 @@ UPSTREAM_MOUNTS = [
 
 @pytest.fixture(scope="module")
 def mixed():
-    return run_stack("mixed")
+    return shipped("mixed")
 
 
 def _named(run, kind: str, name: str):
@@ -111,7 +111,7 @@ def test_exporter_requests_no_gpu_with_time_slicing_or_mig(mixed):
 
 
 def test_pascal_gets_counters_without_profiling_and_no_sys_admin():
-    run = run_stack("p4")
+    run = shipped("p4")
     (ds,) = [d for d in kinds(run, "DaemonSet") if d.inputs["metadata"]["name"].startswith("dcgm-exporter")]
     assert ds.inputs["metadata"]["name"] == "dcgm-exporter-no-profiling"
     (container,) = _pod(ds)["containers"]
@@ -123,7 +123,7 @@ def test_pascal_gets_counters_without_profiling_and_no_sys_admin():
 
 
 def test_vgpu_only_stack_creates_nothing_and_says_so():
-    run = run_stack("dev")
+    run = shipped("dev")
     assert not [r for r in run.resources if r.parent.endswith("GpuMonitoring::gpu-k8s-metrics")]
     assert any("vGPU guest, which DCGM does not support" in w for w in run.warnings)
     assert run.outputs["gpuMetrics"]["read"].startswith("nothing to read")

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from aliyun_fake import FakeAliyun, install
+from helpers import shipped
 
 from components import node
 from tools import preflight
@@ -309,7 +310,7 @@ def test_deploy_time_zone_prefers_stock(monkeypatch):
 
 
 def test_offline_plan_explains_the_zone(program):
-    assert program("dev").outputs["zoneChoice"].endswith("stock not checked offline (make preflight)")
+    assert shipped("dev").outputs["zoneChoice"].endswith("stock not checked offline (make preflight)")
 
 
 def test_unreachable_endpoint_is_one_line(monkeypatch, capsys):

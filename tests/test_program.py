@@ -4,6 +4,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from helpers import shipped
 
 from tools.harness import is_secret, reveal, run_program
 from tools.mocks import DEPLOYER_IP, ZONE, PlaceholderMocks
@@ -17,7 +18,7 @@ def instances(run):
 
 
 def test_dev_stack_is_one_postpaid_vgpu_node(program):
-    run = program("dev")
+    run = shipped("dev")
     (inst,) = instances(run)
     i = inst.inputs
     assert i["instanceType"] == "ecs.sgn7i-vws-m2s.xlarge"
@@ -33,7 +34,7 @@ def test_dev_stack_is_one_postpaid_vgpu_node(program):
 
 
 def test_p4_stack_is_a_tesla_compute_node(program):
-    run = program("p4")
+    run = shipped("p4")
     (inst,) = instances(run)
     assert inst.inputs["instanceType"] == "ecs.gn5i-c2g1.large"
     assert run.outputs["nodes"]["gpu-0"]["driver"] == "tesla"
@@ -88,7 +89,7 @@ def test_world_open_only_when_listed_and_then_warned(program):
 
 
 def test_secrets_are_secret(program):
-    run = program("dev")
+    run = shipped("dev")
     assert is_secret(run.outputs["sshPrivateKey"])
     key = run.named("gpu-k8s-ssh-private-key")
     assert "private_key_openssh" in key.additional_secret_outputs or "privateKeyOpenssh" in key.additional_secret_outputs
@@ -156,7 +157,7 @@ def test_spot_with_price_limit(program):
 
 
 def test_cost_of_dev_stack_is_a_labelled_estimate(program):
-    cost = program("dev").outputs["cost"]
+    cost = shipped("dev").outputs["cost"]
     assert cost["estimate"] is True
     assert cost["perNode"][0]["hourly"] == "1.80" and "estimate" in cost["perNode"][0]["source"]
     assert cost["hourlyTotal"] == "1.80" and cost["maxBeforeAutoRelease"] == "7.20"
@@ -171,7 +172,7 @@ def test_cost_sums_over_pools_with_overrides(program):
 
 
 def test_unknown_prices_are_said_to_be_unknown(program):
-    cost = program("mixed").outputs["cost"]
+    cost = shipped("mixed").outputs["cost"]
     assert cost["hourlyTotal"].startswith("at least")
     assert any(n["hourly"] is None and "unknown" in n["source"] for n in cost["perNode"])
 
@@ -181,7 +182,7 @@ def test_reveal_helper_unwraps_secrets():
 
 
 def test_mainland_china_without_mirrors_is_warned(program):
-    assert any("registryMirrors" in w for w in program("dev").warnings)
+    assert any("registryMirrors" in w for w in shipped("dev").warnings)
     mirrors = {"docker.io": "https://x.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.cn"}
     assert not any("registryMirrors" in w for w in program("dev", registryMirrors=mirrors).warnings)
     assert not any("registryMirrors" in w for w in program("dev", **{"alicloud:region": "ap-southeast-1"}).warnings)

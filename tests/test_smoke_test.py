@@ -8,7 +8,7 @@ import re
 
 import pulumi
 import pytest
-from helpers import env_of, kinds, run_stack
+from helpers import env_of, kinds, run_stack, shipped
 
 from components import catalog, cuda, device_plugin, remote
 from components.backend import ClusterChecks
@@ -58,7 +58,7 @@ FAILED_STDOUT = json.dumps(
 @functools.cache
 def dev_pod() -> str:
     """The dev stack's test pod name: gpu-test-gpu-0-<spec hash>."""
-    (pod,) = kinds(run_stack("dev"), "Pod")
+    (pod,) = kinds(shipped("dev"), "Pod")
     return pod.inputs["metadata"]["name"]
 
 
@@ -73,7 +73,7 @@ def _gpu_limit(pod) -> dict:
 
 @pytest.fixture(scope="module")
 def mixed():
-    return run_stack("mixed")
+    return shipped("mixed")
 
 
 def test_one_pod_per_gpu_node_each_asking_exactly_one_gpu(mixed):
@@ -331,7 +331,7 @@ def test_incompatible_image_is_a_cuda_error():
 
 def test_grid_driver_version_drives_the_cuda_rule_and_gpu_verify():
     """dev is sgn7i-vws (GRID): Aliyun's 470 by default; a 535 GRID driver from gridDriverUrl allows CUDA 11.7."""
-    default = run_stack("dev")
+    default = shipped("dev")
     newer = run_stack("dev", gridDriverVersion="535.183.06")
     assert default.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.2.1")
     assert newer.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.7.1-ubuntu20.04")
@@ -346,5 +346,5 @@ def test_tensorflow_pods_grow_gpu_memory_so_time_sliced_pods_fit():
     for pod in pods:
         (container,) = pod.inputs["spec"]["containers"]
         assert container["env"] == [{"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"}]
-    (vectoradd,) = _pods(run_stack("dev"))
+    (vectoradd,) = _pods(shipped("dev"))
     assert "env" not in vectoradd.inputs["spec"]["containers"][0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import run_stack
+from helpers import shipped
 
 from components.timings import PLACEHOLDER_CRITICAL, PLACEHOLDER_SECONDS, TimedStep, critical_path, parse_timing, report
 from tools.harness import reveal
@@ -71,7 +71,7 @@ def test_offline_every_measured_value_is_a_placeholder():
 
 
 def test_the_program_exports_timings_for_every_node_in_run_order():
-    run = run_stack("mixed")
+    run = shipped("mixed")
     out = reveal(run.outputs["timings"])
     hosts = [r.name.removesuffix("-instance") for r in run.of_type("alicloud:ecs/instance:Instance")]
     assert set(out["nodes"]) == set(hosts)

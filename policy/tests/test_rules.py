@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+from helpers import shipped
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs
 from pulumi_policy.proxy import UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
@@ -218,7 +219,7 @@ def _stack(run) -> list[tuple[str, str, dict]]:
 
 
 def test_ack_node_pools_need_a_scale_to_zero_task():
-    assert rules.check_node_pools_scale_to_zero(_stack(run_program("ack"))) == []
+    assert rules.check_node_pools_scale_to_zero(_stack(shipped("ack"))) == []
     off = run_program("ack", {"gpu-k8s:ttlHours": "0"})
     found = rules.check_node_pools_scale_to_zero(_stack(off))
     (pool,) = off.of_type(rules.NODE_POOL)
@@ -235,7 +236,7 @@ def test_ack_node_pools_need_a_scale_to_zero_task():
 
 
 def test_ack_node_pools_are_checked_against_the_catalog():
-    run = run_program("ack")
+    run = shipped("ack")
     assert run.of_type(rules.NODE_POOL) and _messages(run) == []
     vgpu = rules.check_instance_type_in_catalog(rules.NODE_POOL, {"instanceTypes": ["ecs.sgn7i-vws-m2s.xlarge"]})
     assert len(vgpu) == 1 and "vGPU family" in vgpu[0]
