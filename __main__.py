@@ -2,14 +2,16 @@
 
 import pulumi
 
-from components import access, backend, lifecycle, report
-from components.cni import Flannel, FlannelArgs
+from components import backend, lifecycle
+from components.aliyun import access
+from components.aliyun.network import Network, NetworkArgs
+from components.aliyun.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
 from components.config import load_config
-from components.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.monitoring import GpuMonitoring, GpuMonitoringArgs
-from components.network import Network, NetworkArgs
-from components.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
-from components.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
+from components.gpu import report
+from components.gpu.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.gpu.monitoring import GpuMonitoring, GpuMonitoringArgs
+from components.gpu.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
+from components.kubeadm.cni import Flannel, FlannelArgs
 
 # 1. Config: every key read and validated before anything is created.
 cfg = load_config()

@@ -113,7 +113,7 @@ SEED_PATH: list[tuple[str, Entry]] = [
 
 
 def _qualify(image: str) -> str:
-    from components.prefetch import qualify
+    from components.kubeadm.prefetch import qualify
 
     return qualify(image)
 

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import pulumi
 
-from components.catalog import GpuProfile
+from components.facts.catalog import GpuProfile
 
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
 
+    from components.aliyun.network import Network
+    from components.aliyun.ssh_key import SshKey
     from components.config import StackConfig
-    from components.network import Network
-    from components.ssh_key import SshKey
 
 KUBEADM, ACK = "kubeadm", "ack"
 BACKENDS = (KUBEADM, ACK)
@@ -115,10 +115,10 @@ class ClusterBackend(Protocol):
 def create(cfg: StackConfig, network: Network, ssh_key: SshKey) -> ClusterBackend:
     """The backend gpu-k8s:cluster names, built (nodes, control plane, Kubernetes provider)."""
     if cfg.cluster == ACK:
-        from components.ack import AckCluster
+        from components.ack.backend import AckCluster
 
         return AckCluster.from_config("gpu-k8s", cfg, network, ssh_key)
-    from components.kubeadm import KubeadmBackend
+    from components.kubeadm.backend import KubeadmBackend
 
     return KubeadmBackend(cfg, network, ssh_key)
 

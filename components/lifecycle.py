@@ -48,10 +48,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components import remote
+from components import steps as remote
+from components.aliyun.fleet import hostnames
 from components.backend import KUBEADM
 from components.config import StackConfig
-from components.fleet import hostnames
 
 SCRIPT = "local/lifecycle-guard.sh"
 _FACT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9:._-]*$")

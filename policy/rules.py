@@ -36,7 +36,7 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
-from components import catalog
+from components.facts import catalog
 
 INSTANCE = "alicloud:ecs/instance:Instance"
 NODE_POOL = "alicloud:cs/nodePool:NodePool"  # the ACK backend's GPU nodes

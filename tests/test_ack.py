@@ -9,8 +9,11 @@ import pulumi_alicloud as alicloud
 import pytest
 from helpers import env_of, kinds, run_stack, shipped
 
-from components import ack, ack_support, backend, catalog
+from components import backend
+from components.ack import backend as ack
 from components.config import AckSettings, NodePool
+from components.facts import ack as ack_support
+from components.facts import catalog
 from tools import engine
 from tools.harness import is_secret, reveal, run_program
 from tools.mocks import PlaceholderMocks

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from components import catalog
-from components.catalog import COMPUTE, GRID, TESLA, VGPU, UnknownInstanceType, profile_for
+from components.facts import catalog
+from components.facts.catalog import COMPUTE, GRID, TESLA, VGPU, UnknownInstanceType, profile_for
 
 # (instance type, kind, driver, family, gpu count, fraction, memory GiB, nvidia-smi name)
 CASES = [

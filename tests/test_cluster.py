@@ -6,7 +6,7 @@ import json
 import pytest
 from helpers import env_of, shipped
 
-from components import remote
+from components import steps as remote
 from tools.harness import ProgramRun, is_secret, redact, reveal, run_program
 from tools.mocks import PlaceholderMocks
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import kinds, run_stack
 
-from components.cni import FlannelArgs
+from components.kubeadm.cni import FlannelArgs
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from decimal import Decimal
 
 import pytest
 
-from components import catalog, config
+from components import config
 from components.config import ConfigError
+from components.facts import catalog
 
 
 def error_of(fn, *args, **kwargs) -> ConfigError:

@@ -21,7 +21,7 @@ from decimal import Decimal
 import pytest
 from helpers import dependency_names, shipped
 
-from components import auto_release, ssh_key
+from components.aliyun import auto_release, ssh_key
 from components.config import ConfigError
 from tools.harness import ROOT, ProgramRun, redact, reveal, run_program
 from tools.mocks import PlaceholderMocks
@@ -398,9 +398,9 @@ def test_make_replace_node_and_rejoin_name_the_real_resources():
 
 
 def test_fleet_refuses_release_times_that_miss_a_node():
-    from components import catalog
+    from components.aliyun.fleet import FleetArgs
     from components.config import NodePool
-    from components.fleet import FleetArgs
+    from components.facts import catalog
 
     itype = "ecs.gn6i-c4g1.xlarge"
     pool = NodePool(name="gpu", instance_type=itype, count=2, profile=catalog.profile_for(itype))
@@ -426,8 +426,8 @@ def test_fleet_refuses_release_times_that_miss_a_node():
 def test_image_record_keeps_the_image_of_the_running_instance_and_takes_the_current_one_for_a_new_one():
     """components/scripts/local/image-record.sh as pulumi-command runs it (/bin/sh -c <create>, in the
     project directory; on an update the previous stdout and stderr in PULUMI_COMMAND_STDOUT/_STDERR)."""
-    from components import remote
-    from components.node import IMAGE_RECORD_SCRIPT
+    from components import steps as remote
+    from components.aliyun.node import IMAGE_RECORD_SCRIPT
 
     def record(image: str, for_instance: str, **previous: str) -> subprocess.CompletedProcess:
         create = remote.local_script_command(IMAGE_RECORD_SCRIPT, {"IMAGE": image, "FOR_INSTANCE": for_instance})

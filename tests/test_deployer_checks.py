@@ -19,7 +19,7 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from components import remote
+from components import steps as remote
 from tests.gpu_failures import KUBECTL, cases, cluster, pod
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tests.test_gpu_diagnosis import _place

@@ -6,8 +6,9 @@ import pytest
 import yaml
 from helpers import kinds, run_stack, shipped
 
-from components import catalog, cluster
-from components.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
+from components.facts import catalog
+from components.gpu.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
+from components.kubeadm import cluster
 
 # deployments/static/nvidia-device-plugin.yml at v0.20.0 (reference section 1.2); the
 # tolerations as the Helm chart's values.yaml has them (CriticalAddonsOnly added).

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from components import remote
+from components import steps as remote
 from tools import plan
 from tools.engine import CREATE, DELETE, REPLACE, SAME, UPDATE
 from tools.harness import ProgramRun, run_program

@@ -101,7 +101,7 @@ def test_schema_version_follows_the_cluster_minor():
 
 
 def test_service_monitor_is_checked_strictly_against_its_crd():
-    from components import monitoring
+    from components.gpu import monitoring
 
     obj = {
         "apiVersion": "monitoring.coreos.com/v1",

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from helpers import kinds, run_stack, shipped
 
-from components import catalog, monitoring
 from components.config import ConfigError, parse_monitoring
-from components.monitoring import GpuMonitoringArgs
+from components.facts import catalog
+from components.gpu import monitoring
+from components.gpu.monitoring import GpuMonitoringArgs
 from tools import plan
 from tools.manifests import render_manifests, validate_manifests
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from helpers import env_of
 
-from components import bootstrap, catalog, config, downloads
+from components import config
+from components.facts import catalog, downloads
+from components.kubeadm import bootstrap
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tests.test_script_behaviour import (
     APT_GET,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.nvidia_smi import GpuInfo, SmiTable, parse_query, parse_table
+from components.facts.nvidia_smi import GpuInfo, SmiTable, parse_query, parse_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 H200 = FIXTURES / "h200-driver-580"

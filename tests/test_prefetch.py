@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import dependency_names, env_of, kinds, run_stack
 
-from components import catalog, prefetch
+from components.facts import catalog
+from components.kubeadm import prefetch
 from tests.stubs import StubBin
 from tools.harness import ProgramRun, reveal
 
@@ -224,7 +225,7 @@ PROC_NET_DEV = "Inter-|   Receive\n face |bytes    packets\n    lo: {lo} 1 0\n  
 
 
 def test_the_step_reports_its_time_and_the_bytes_received(sb):
-    from components.timings import parse_timing
+    from components.kubeadm.timings import parse_timing
 
     dev = sb.root / "proc/net/dev"
     dev.parent.mkdir(parents=True)
@@ -241,7 +242,7 @@ def test_the_step_reports_its_time_and_the_bytes_received(sb):
 
 
 def test_a_failed_step_still_reports_and_keeps_its_exit_status(sb):
-    from components.timings import parse_timing
+    from components.kubeadm.timings import parse_timing
 
     result = sb.run(SCRIPT, {**FAST, "KUBEADM_IMAGE_REPOSITORY": "registry.k8s.io"})
     assert result.returncode == 1

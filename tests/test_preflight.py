@@ -10,7 +10,7 @@ import pytest
 from aliyun_fake import FakeAliyun, install
 from helpers import shipped
 
-from components import node
+from components.aliyun import node
 from tools import preflight
 
 KEYS = {"ALICLOUD_ACCESS_KEY": "LTAI-test-key", "ALICLOUD_SECRET_KEY": "test-secret"}
@@ -217,7 +217,7 @@ def test_plan_needs_no_credentials(monkeypatch, program):
 
 
 def test_deploy_time_cost_uses_describe_price(monkeypatch):
-    from components import cost
+    from components.aliyun import cost
 
     monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
     for key, value in KEYS.items():
@@ -233,7 +233,7 @@ def test_deploy_time_cost_uses_describe_price(monkeypatch):
 
 
 def test_deploy_time_cost_falls_back_when_aliyun_refuses(monkeypatch):
-    from components import cost
+    from components.aliyun import cost
 
     warned: list[str] = []
     monkeypatch.setattr(cost.pulumi.log, "warn", lambda message, *a, **k: warned.append(message))
@@ -248,7 +248,7 @@ def test_deploy_time_cost_falls_back_when_aliyun_refuses(monkeypatch):
 
 
 def test_deploy_time_cost_without_keys_asks_nothing(monkeypatch):
-    from components import cost
+    from components.aliyun import cost
 
     monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
     for key in KEYS:
@@ -268,13 +268,13 @@ HANGZHOU = ["cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-k"]
     [(None, "cn-hangzhou-h"), (["cn-hangzhou-k", "cn-hangzhou-i"], "cn-hangzhou-k"), (["cn-hangzhou-z"], "cn-hangzhou-h")],
 )
 def test_pick_zone_prefers_stock_for_every_type(stocked, chosen):
-    from components import network
+    from components.aliyun import network
 
     assert network.pick_zone("cn-hangzhou", ("t",), False, stocked=stocked, sellable=HANGZHOU) == chosen
 
 
 def test_zone_choice_says_why():
-    from components.network import zone_choice
+    from components.aliyun.network import zone_choice
 
     kw = {"existing": None, "pinned": None, "sellable": HANGZHOU}
     assert zone_choice("cn-hangzhou-i", **kw, stocked=["cn-hangzhou-i"]) == (
@@ -294,7 +294,7 @@ def test_zone_choice_says_why():
 
 def test_deploy_time_zone_prefers_stock(monkeypatch):
     """With the stock lookup on (as at deploy time) the zone with stock wins over get_zones' first."""
-    from components import network
+    from components.aliyun import network
     from tools.harness import run_program
     from tools.mocks import PlaceholderMocks
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from components import config, network, releases
+from components import config
+from components.aliyun import network
+from components.facts import releases
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from components.remote import render_script
+from components.steps import render_script
 from tests.stubs import SCRIPTS_DIR, StubBin
 
 TOOLS = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "bin"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.remote import render_script
+from components.steps import render_script
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tools.mock_cluster import KUBECTL_STUB_BODY
 

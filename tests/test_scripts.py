@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from components import remote
-from components.remote import render_script, script_hash
+from components import steps as remote
+from components.steps import render_script, script_hash
 from tests.stubs import SCRIPTS_DIR
 
 ALL_SCRIPTS = sorted(SCRIPTS_DIR.rglob("*.sh"))

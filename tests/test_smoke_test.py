@@ -10,9 +10,11 @@ import pulumi
 import pytest
 from helpers import env_of, kinds, run_stack, shipped
 
-from components import catalog, cuda, device_plugin, remote
+from components import steps as remote
 from components.backend import ClusterChecks
-from components.smoke_test import (
+from components.facts import catalog, cuda
+from components.gpu import device_plugin
+from components.gpu.smoke_test import (
     GpuNode,
     GpuSmokeTest,
     GpuSmokeTestArgs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import shipped
 
-from components.timings import PLACEHOLDER_CRITICAL, PLACEHOLDER_SECONDS, TimedStep, critical_path, parse_timing, report
+from components.kubeadm.timings import PLACEHOLDER_CRITICAL, PLACEHOLDER_SECONDS, TimedStep, critical_path, parse_timing, report
 from tools.harness import reveal
 
 

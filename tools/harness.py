@@ -27,7 +27,9 @@ from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components import ack, ack_support, cost, network
+from components.ack import backend as ack
+from components.aliyun import cost, network
+from components.facts import ack as ack_support
 from tools import engine
 from tools.mocks import PlaceholderMocks
 

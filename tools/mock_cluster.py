@@ -134,7 +134,7 @@ def run_gpu_test_result(env: dict[str, str], outcome: str, *, local: bool = Fals
     control plane (admin.conf under GPU_K8S_ROOT), or with ``local`` as the deployer runs it
     (in place, through local/with-kubeconfig.sh, the kubeconfig on stdin written under the
     temp dir: $KUBECONFIG)."""
-    from components.remote import render_script
+    from components.steps import render_script
 
     if outcome not in FAILURE_CASES:
         raise ValueError(f"gpu-test outcome {outcome!r}: expected one of {', '.join(FAILURE_CASES)}")
@@ -216,7 +216,7 @@ def command_line(env: dict[str, str]) -> str:
 @cache
 def _recorded_gpus() -> tuple[tuple[str, str, int | None, str], ...]:
     """(name, driver, memory MiB, fixture) for every recorded nvidia-smi, via the real parsers."""
-    from components.nvidia_smi import parse_table
+    from components.facts.nvidia_smi import parse_table
 
     found = []
     for table in sorted(NVIDIA_SMI_FIXTURES.glob("*/nvidia-smi.txt")):

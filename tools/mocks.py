@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pulumi.runtime import mocks as pulumi_mocks
 
-from components.remote import REMOTE_DIR
+from components.steps import REMOTE_DIR
 from tools import engine, mock_cluster
 
 PUBLIC_IP_BASE = "203.0.113."  # RFC 5737 TEST-NET-3: documentation only

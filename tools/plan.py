@@ -571,7 +571,7 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "plan.json"]
     written[0].write_text(json.dumps(as_json(run), indent=2, default=str) + "\n")
-    from components.remote import render_script
+    from components.steps import render_script
 
     for r in run.of_type("command:remote:Command"):
         create = redact(r.inputs.get("create", ""))

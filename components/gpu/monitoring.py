@@ -38,9 +38,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components import catalog
-from components.cluster import POOL_LABEL
-from components.device_plugin import GPU_NODE_LABEL
+from components.facts import catalog
+from components.gpu.device_plugin import GPU_NODE_LABEL
+from components.kubeadm.cluster import POOL_LABEL
 
 MODES = ("dcgm", "servicemonitor", "none")
 NAMESPACE = "gpu-metrics"
@@ -76,7 +76,7 @@ COUNTERS_DIR = "/etc/dcgm-exporter"
 COUNTERS_FILE = "default-counters.csv"
 COUNTERS_KEY = "metrics"  # the chart's ConfigMap key
 POD_RESOURCES = "/var/lib/kubelet/pod-resources"
-DEFAULT_COUNTERS = (Path(__file__).parent / "dcgm" / COUNTERS_FILE).read_text()
+DEFAULT_COUNTERS = (Path(__file__).resolve().parent.parent / "facts" / "dcgm" / COUNTERS_FILE).read_text()
 # The fields `make gpu-top` reads (tools/gpu_top.py).
 GPU_TOP_FIELDS = (
     "DCGM_FI_DEV_GPU_UTIL",

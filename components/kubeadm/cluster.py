@@ -28,13 +28,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import catalog, cuda, device_plugin, remote, timings
+from components import steps as remote
+from components.aliyun.fleet import Fleet
 from components.backend import POOL_LABEL, GpuNode, digest
-from components.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
-from components.fleet import Fleet
+from components.facts import catalog, cuda
+from components.gpu import device_plugin
+from components.kubeadm import timings
+from components.kubeadm.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 
 if TYPE_CHECKING:  # prefetch imports monitoring, which imports this module
-    from components.prefetch import NodeImages
+    from components.kubeadm.prefetch import NodeImages
 
 IMAGE_REPOSITORIES = {"aliyun": "registry.aliyuncs.com/google_containers", "upstream": "registry.k8s.io"}
 API_PORT = 6443

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from decimal import Decimal
 
-from components import catalog
+from components.facts import catalog
 
 FACTS_DATE = "2026-11-29"
 

@@ -10,7 +10,7 @@ import pulumi_command as command
 
 from components.config import ConfigError
 
-DETECT_SCRIPT = Path(__file__).parent / "scripts" / "local" / "detect-public-ip.sh"
+DETECT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "local" / "detect-public-ip.sh"
 
 
 def _parse_detected(stdout: str) -> str:

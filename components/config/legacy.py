@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pulumi
 
-from components import ack_support, catalog, cuda, downloads
+from components.facts import ack as ack_support
+from components.facts import catalog, cuda, downloads
 
 PROJECT = "gpu-k8s"
 
@@ -533,7 +534,7 @@ KUBEADM_ONLY_KEYS = (
     "timeSlicingReplicas",
 )
 ACK_ONLY_KEYS = ("ackClusterSpec", "ackKubernetesVersion", "ackNvidiaDriverVersion")
-_PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+_PROJECT_FILE = Path(__file__).resolve().parents[2] / "Pulumi.yaml"
 
 
 @cache
@@ -640,7 +641,7 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
 
 def parse_monitoring(cfg: pulumi.Config) -> dict:
     """gpu-k8s:monitoring and its versions; a replacement counters CSV is read and checked here."""
-    from components import monitoring
+    from components.gpu import monitoring
 
     mode = _choice("monitoring", cfg.get("monitoring") or "", monitoring.MODES)
     exporter = cfg.get("dcgmExporterVersion") or ""
@@ -653,7 +654,7 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
     counters = None
     path = cfg.get("dcgmCountersCsv") or ""
     if path:
-        file = Path(__file__).resolve().parent.parent / path
+        file = Path(__file__).resolve().parents[2] / path
         try:
             counters = file.read_text()
         except (OSError, UnicodeDecodeError):
@@ -886,7 +887,7 @@ def warn_world_open(cidrs: tuple[str, ...]) -> None:
 
 def check_release(key: str, version: str) -> None:
     """A version that was never released is refused; one newer than the table is warned."""
-    from components import releases
+    from components.facts import releases
 
     component = next(c for c in releases.COMPONENTS if c.key == key)
     verdict = releases.check(component, version)

@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from components import catalog, cni, cuda, device_plugin, monitoring
+from components.facts import catalog, cuda
+from components.gpu import device_plugin, monitoring
+from components.kubeadm import cni
 
 
 def qualify(image: str) -> str:

@@ -41,16 +41,20 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_kubernetes as k8s
 
-from components import ack_support, backend, catalog, cost, remote
-from components.auto_release import AutoRelease, AutoReleaseArgs
+from components import backend
+from components import steps as remote
+from components.aliyun import cost
+from components.aliyun.auto_release import AutoRelease, AutoReleaseArgs
+from components.aliyun.node import SYSTEM_DISK_CATEGORY, spot_strategy
 from components.backend import ClusterChecks, GpuNode
 from components.config import AckSettings, NodePool
-from components.node import SYSTEM_DISK_CATEGORY, spot_strategy
+from components.facts import ack as ack_support
+from components.facts import catalog
 
 if TYPE_CHECKING:
+    from components.aliyun.network import Network
+    from components.aliyun.ssh_key import SshKey
     from components.config import StackConfig
-    from components.network import Network
-    from components.ssh_key import SshKey
 
 DRIVER_LABEL = "ack.aliyun.com/nvidia-driver-version"
 # The allocatable check may start while the pools still add nodes and ACK installs their

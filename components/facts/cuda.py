@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from components.catalog import GRID, TESLA, VGPU, GpuProfile
+from components.facts.catalog import GRID, TESLA, VGPU, GpuProfile
 
 # Highest CUDA each driver branch supports (reference section 4, nvidia-smi's "CUDA Version").
 BRANCH_MAX_CUDA: dict[int, str] = {

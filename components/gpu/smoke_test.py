@@ -35,10 +35,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import backend, cuda, device_plugin
+from components import backend
 from components.backend import ClusterChecks, GpuNode
-from components.catalog import GpuProfile
 from components.config import DNS_LABEL_RE, IMAGE_REF_RE, SMOKE_TESTS
+from components.facts import cuda
+from components.facts.catalog import GpuProfile
+from components.gpu import device_plugin
 
 TESTS = SMOKE_TESTS
 SUCCESS_PATTERNS = {"vectoradd": "Test PASSED", "tensorflow": "/device:GPU:0"}

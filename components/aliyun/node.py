@@ -30,9 +30,9 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_command as command
 
-from components import remote
-from components.catalog import GpuProfile
+from components import steps as remote
 from components.config import DNS_LABEL_RE
+from components.facts.catalog import GpuProfile
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
 SYSTEM_DISK_CATEGORY = "cloud_essd"  # ForceNew on the instance; the zone lookup checks every type takes it

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 
-from components import catalog
+from components.aliyun.node import SYSTEM_DISK_CATEGORY
 from components.config import ConfigError
-from components.node import SYSTEM_DISK_CATEGORY
+from components.facts import catalog
 
 VPC_CIDR = "10.0.0.0/16"
 VSWITCH_CIDR = "10.0.0.0/20"

@@ -18,7 +18,7 @@ from decimal import Decimal
 import pulumi
 import pulumi_alicloud as alicloud
 
-from components import catalog
+from components.facts import catalog
 
 # Ask DescribePrice when credentials are present; the offline harness sets this False.
 LIVE_PRICE_LOOKUP = True

@@ -16,18 +16,22 @@ from typing import TYPE_CHECKING
 
 import pulumi
 
-from components import backend, cost, device_plugin, prefetch, remote
-from components.auto_release import AutoRelease, AutoReleaseArgs
+from components import backend
+from components import steps as remote
+from components.aliyun import cost
+from components.aliyun.auto_release import AutoRelease, AutoReleaseArgs
+from components.aliyun.fleet import Fleet, FleetArgs, hostnames
+from components.aliyun.node import replacing_inputs
 from components.backend import ClusterChecks, GpuNode
-from components.bootstrap import NodeSetup
-from components.cluster import KubeCluster, KubeClusterArgs
-from components.fleet import Fleet, FleetArgs, hostnames
-from components.node import replacing_inputs
+from components.gpu import device_plugin
+from components.kubeadm import prefetch
+from components.kubeadm.bootstrap import NodeSetup
+from components.kubeadm.cluster import KubeCluster, KubeClusterArgs
 
 if TYPE_CHECKING:
+    from components.aliyun.network import Network
+    from components.aliyun.ssh_key import SshKey
     from components.config import StackConfig
-    from components.network import Network
-    from components.ssh_key import SshKey
 
 
 class KubeadmBackend:

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pulumi
 import pulumi_alicloud as alicloud
 
+from components.aliyun.node import CONTROL_PLANE, WORKER, Node, NodeArgs
 from components.config import ConfigError, NodePool
-from components.node import CONTROL_PLANE, WORKER, Node, NodeArgs
 
 CONTROL_PLANE_HOSTNAME = "control-plane"
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_command as command
 
-from components import catalog, cuda, downloads, remote
-from components.catalog import GpuProfile
-from components.nvidia_smi import parse_query
-from components.timings import TimedStep
+from components import steps as remote
+from components.facts import catalog, cuda, downloads
+from components.facts.catalog import GpuProfile
+from components.facts.nvidia_smi import parse_query
+from components.kubeadm.timings import TimedStep
 
 DOCKER_TEST_IMAGE = "ubuntu:22.04"
 # A reboot to unload nouveau takes the node away for about a minute; wait this long
