@@ -2,16 +2,16 @@
 
 import pulumi
 
-from components import backend, lifecycle
+from components import lifecycle
 from components.aliyun import access
 from components.aliyun.network import Network, NetworkArgs
 from components.aliyun.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
 from components.config import load_config
+from components.factory import create_cluster
 from components.gpu import report
 from components.gpu.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.gpu.monitoring import GpuMonitoring, GpuMonitoringArgs
 from components.gpu.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
-from components.kubeadm.cni import Flannel, FlannelArgs
 
 # 1. Config: every key read and validated before anything is created.
 cfg = load_config()
@@ -36,17 +36,14 @@ network = Network(
 # 3. Access to the nodes: an SSH key pair (secret in state), for kubeadm's steps and for debugging.
 ssh_key = SshKey("gpu-k8s-ssh", SshKeyArgs(key_pair_prefix=key_pair_prefix("gpu-k8s", cfg.stack, cfg.region)))
 
-# 4. Nodes and Kubernetes (gpu-k8s:cluster): kubeadm on our GPU instances over SSH (driver by
-#    GPU family, containerd + NVIDIA runtime), or an ACK managed control plane with GPU node pools.
-cluster = backend.create(cfg, network, ssh_key)
+# 4. Nodes, Kubernetes and the pod network (gpu-k8s:cluster): kubeadm on our GPU instances over
+#    SSH (driver by GPU family, containerd + NVIDIA runtime, flannel), or an ACK managed control
+#    plane with GPU node pools (ACK installs the driver, runtime, flannel and its device plugin).
+cluster = create_cluster(cfg, network, ssh_key)
 
-# 5. GPU stack on Kubernetes: pod network, then the NVIDIA device plugin on GPU nodes
-#    (ACK brings both: its flannel addon and its own device plugin on GPU node pools).
+# 5. GPU stack on Kubernetes: the NVIDIA device plugin on GPU nodes (ACK brings its own).
 on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
-network_ready: list[pulumi.Resource] = list(cluster.ready)
-if not cluster.brings_pod_network:
-    cni = Flannel("gpu-k8s-cni", FlannelArgs(pod_cidr=cfg.pod_cidr, flannel_version=cfg.flannel_version), on_cluster)
-    network_ready = [cni]
+network_ready = list(cluster.network_ready)
 device_plugins: list[NvidiaDevicePlugin] = []
 if not cluster.brings_device_plugin:
     device_plugins.append(

@@ -7,22 +7,25 @@ A backend builds the nodes and the control plane and hands the rest of the progr
   the backend names its nodes, kubeadm; by node-pool label where the cloud names them, ACK);
 - ``checks``: how a check script reads pod status and logs through the Kubernetes API
   (kubectl on the kubeadm control plane over SSH, or kubectl here with the kubeconfig);
-- what it already brings (a pod network, a device plugin), what it bills and its outputs.
+- ``network_ready``: what the GPU stack's pods wait for (the pod network);
+- what it already brings (a device plugin), what it bills and its outputs.
 
-The backends:
+The backends (components/factory.py picks one; this module imports neither):
 
-- ``kubeadm`` (components/kubeadm.py): our own GPU ECS instances, the driver and runtime
-  installed over SSH, kubeadm on the first node (or a dedicated control plane);
-- ``ack`` (components/ack.py): an ACK managed control plane with one GPU node pool per
-  ``nodePools`` entry; ACK installs the driver, runtime and device plugin.
+- ``kubeadm`` (components/kubeadm/): our own GPU ECS instances, the driver and runtime
+  installed over SSH, kubeadm on the first node (or a dedicated control plane), flannel;
+- ``ack`` (components/ack/): an ACK managed control plane with one GPU node pool per
+  ``nodePools`` entry; ACK installs the driver, runtime, pod network and device plugin.
 
-The device plugin, the smoke test and the reports never ask which one they run on.
+The device plugin, the smoke test and the reports never ask which one they run on. What
+the GPU stack hands a backend goes the other way as plain data: ``GpuImages``, the images
+its pods run, which a kubeadm node pulls ahead while its driver builds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import pulumi
@@ -32,14 +35,29 @@ from components.facts.catalog import GpuProfile
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
 
-    from components.aliyun.network import Network
-    from components.aliyun.ssh_key import SshKey
-    from components.config import StackConfig
-
 KUBEADM, ACK = "kubeadm", "ack"
 BACKENDS = (KUBEADM, ACK)
+# Labels every backend puts on its nodes, which the GPU stack selects on.
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 POOL_LABEL = "gpu-k8s/pool"  # every node carries its pool's name (kubeadm: a NodePatch; ACK: the node pool's labels)
+GPU_NODE_LABEL = "gpu-k8s/gpu-kind"  # on every GPU node: compute|vgpu (kubeadm; the plugin's affinity)
+# Also on every GPU node: the label NVIDIA's device-plugin chart's default affinity (and GFD,
+# DCGM exporter) select on (reference nvidia-gpu-on-kubernetes.md section 1.2).
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuImages:
+    """The images the GPU stack's pods run on GPU nodes, by where (from components/gpu/images.py).
+
+    ``on_gpu_nodes``: on every GPU node (the device plugin); ``by_pool``: on a pool's GPU nodes
+    only (the exporter, where it runs there); ``last``: after those (the GPU test image: it is
+    not on the way to allocatable GPUs).
+    """
+
+    on_gpu_nodes: tuple[str, ...] = ()
+    by_pool: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    last: tuple[str, ...] = ()
 
 
 class GpuNode(NamedTuple):
@@ -79,9 +97,11 @@ class ClusterChecks:
     """How the GPU checks (components/scripts/70-, 80-*.sh) reach the cluster."""
 
     run: RunCheck
-    plugin_namespace: str  # where the device plugin's pods run, for the diagnosis
-    plugin_selector: str  # their label selector
     node_setup: str  # "gpu-k8s" (our node steps) or "ack": which fix the diagnoses name
+    # Where a device plugin the backend brings runs (namespace, label selector), for the
+    # diagnosis; empty: the GPU stack's own plugin (components/gpu/device_plugin.py).
+    plugin_namespace: str = ""
+    plugin_selector: str = ""
     # How long the GPUs may take to show up: kubeadm's nodes are set up before the check;
     # an ACK node pool may still be adding nodes and installing their driver (ack.py).
     allocatable_timeout_seconds: int = 300
@@ -98,8 +118,8 @@ class ClusterBackend(Protocol):
     provider: k8s.Provider
     kubeconfig: pulumi.Output[str]  # secret
     checks: ClusterChecks
-    brings_pod_network: bool  # ACK installs its own flannel addon
     brings_device_plugin: bool  # ACK deploys its own NVIDIA device plugin
+    network_ready: Sequence[pulumi.Resource]  # what pods wait for: the pod network (kubeadm: flannel; ACK: the pools)
     ready: Sequence[pulumi.Resource]  # what the GPU test waits for (node labels, node pools)
     api_endpoint: pulumi.Output[str]  # controlPlaneIp output: the API server's public address
     image_id: pulumi.Input[str]  # imageId output
@@ -110,17 +130,6 @@ class ClusterBackend(Protocol):
     def detected_gpus(self) -> Mapping[str, Mapping[str, pulumi.Input[str]]]: ...  # what nvidia-smi said, per node
     def timings(self) -> pulumi.Input[dict]: ...  # the `timings` output
     def cost(self) -> pulumi.Input[dict]: ...  # the `cost` output
-
-
-def create(cfg: StackConfig, network: Network, ssh_key: SshKey) -> ClusterBackend:
-    """The backend gpu-k8s:cluster names, built (nodes, control plane, Kubernetes provider)."""
-    if cfg.cluster == ACK:
-        from components.ack.backend import AckCluster
-
-        return AckCluster.from_config("gpu-k8s", cfg, network, ssh_key)
-    from components.kubeadm.backend import KubeadmBackend
-
-    return KubeadmBackend(cfg, network, ssh_key)
 
 
 def digest(*parts: object) -> str:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components import steps as remote
+from components import steps
 from components.aliyun.fleet import hostnames
 from components.backend import KUBEADM
 from components.config import StackConfig
@@ -95,7 +95,7 @@ class LifecycleGuard(pulumi.ComponentResource):
         super().__init__("gpu-k8s:lifecycle:LifecycleGuard", name, {}, opts)
         self.check = command.local.Command(
             f"{name}-guard",
-            create=remote.local_script_command(SCRIPT, {"FACTS": render_facts(args.facts)}),
+            create=steps.local_script_command(SCRIPT, {"FACTS": render_facts(args.facts)}),
             opts=pulumi.ResourceOptions(parent=self),
         )
         pulumi.runtime.register_stack_transformation(self._after_guard)

@@ -6,7 +6,7 @@ import json
 import pytest
 from helpers import env_of, shipped
 
-from components import steps as remote
+from components import steps
 from tools.harness import ProgramRun, is_secret, redact, reveal, run_program
 from tools.mocks import PlaceholderMocks
 
@@ -61,9 +61,9 @@ def test_every_step_copies_its_script_and_runs_it_with_quoted_inputs(program):
         copy = run.named(f"{name}-copy")
         assert copy.inputs["remotePath"] == f"/opt/gpu-k8s/{script}"
         assert f"{name}-copy" in deps(run, name)
-        assert reveal(inputs["triggers"])[0] == remote.script_hash(script)
+        assert reveal(inputs["triggers"])[0] == steps.script_hash(script)
         # The node gets the rendered script (lib/common.sh inlined), and the hash is of that text.
-        assert copy.inputs["source"].text == remote.render_script(script)
+        assert copy.inputs["source"].text == steps.render_script(script)
         # ... and the copy is replaced (copies again) with a new script or a new instance behind its host.
         host = run.named("gpu-0-instance").id
         assert reveal(copy.inputs["triggers"]) == [hashlib.sha256(copy.inputs["source"].text.encode()).hexdigest(), host]

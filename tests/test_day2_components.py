@@ -426,11 +426,11 @@ def test_fleet_refuses_release_times_that_miss_a_node():
 def test_image_record_keeps_the_image_of_the_running_instance_and_takes_the_current_one_for_a_new_one():
     """components/scripts/local/image-record.sh as pulumi-command runs it (/bin/sh -c <create>, in the
     project directory; on an update the previous stdout and stderr in PULUMI_COMMAND_STDOUT/_STDERR)."""
-    from components import steps as remote
+    from components import steps
     from components.aliyun.node import IMAGE_RECORD_SCRIPT
 
     def record(image: str, for_instance: str, **previous: str) -> subprocess.CompletedProcess:
-        create = remote.local_script_command(IMAGE_RECORD_SCRIPT, {"IMAGE": image, "FOR_INSTANCE": for_instance})
+        create = steps.local_script_command(IMAGE_RECORD_SCRIPT, {"IMAGE": image, "FOR_INSTANCE": for_instance})
         env = {"PATH": os.environ["PATH"], **previous}
         return subprocess.run(["/bin/sh", "-c", create], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 

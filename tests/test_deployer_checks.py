@@ -2,7 +2,7 @@
 
 70-gpu-allocatable.sh in group mode (GPU_NODE_GROUPS: node pools name their nodes),
 KUBECONFIG and NODE_SETUP=ack in 70 and 80, local/with-kubeconfig.sh (the kubeconfig on
-stdin, a 0600 temp file, the check's exit status passed through), remote.run_local_script
+stdin, a 0600 temp file, the check's exit status passed through), steps.run_local_script
 and the mocks' answers for those local commands. Real bash, the stub kubectl of
 tools/mock_cluster.py (tests/gpu_failures.py), the shared failure fixture.
 """
@@ -19,7 +19,7 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from components import steps as remote
+from components import steps
 from tests.gpu_failures import KUBECTL, cases, cluster, pod
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tests.test_gpu_diagnosis import _place
@@ -398,22 +398,22 @@ def test_runner_runs_the_real_checks_in_place(kube: StubBin, script: str, phase:
     assert not any(SECRET in arg for call in kube.calls() for arg in call)  # never on any argv
 
 
-# ================================================================ remote.run_local_script
+# ================================================================ steps.run_local_script
 
 
 def test_local_command_is_relative_and_quoted():
     env = {"GPU_NODE_GROUPS": GROUPS, "NODE_SETUP": "ack", "SUCCESS_PATTERN": "Test PASSED"}
-    assert remote.render_local_command("70-gpu-allocatable.sh", env) == (
+    assert steps.render_local_command("70-gpu-allocatable.sh", env) == (
         "GPU_NODE_GROUPS='gpu-k8s/pool=train:2 gpu-k8s/pool=infer:1' NODE_SETUP=ack SUCCESS_PATTERN='Test PASSED' "
         "bash components/scripts/local/with-kubeconfig.sh components/scripts/70-gpu-allocatable.sh"
     )
-    assert remote.render_local_command("80-gpu-test-result.sh", {}) == (
+    assert steps.render_local_command("80-gpu-test-result.sh", {}) == (
         "bash components/scripts/local/with-kubeconfig.sh components/scripts/80-gpu-test-result.sh"
     )
-    assert command_env(remote.render_local_command("70-gpu-allocatable.sh", env)) == env
+    assert command_env(steps.render_local_command("70-gpu-allocatable.sh", env)) == env
     with pytest.raises(FileNotFoundError):
-        remote.render_local_command("71-missing.sh", {})
-    assert (REPO / RUNNER).is_file() and str(REPO) not in remote.render_local_command("80-gpu-test-result.sh", {})
+        steps.render_local_command("71-missing.sh", {})
+    assert (REPO / RUNNER).is_file() and str(REPO) not in steps.render_local_command("80-gpu-test-result.sh", {})
 
 
 class _Recording(PlaceholderMocks):
@@ -437,14 +437,14 @@ def recording():
 @pulumi.runtime.test
 def test_run_local_script_under_the_mocks(recording):
     parent = pulumi.ComponentResource("test:index:Parent", "p")
-    before = remote.run_local_script(
+    before = steps.run_local_script(
         "p-gpu-allocatable",
         script="70-gpu-allocatable.sh",
         kubeconfig="KUBECONFIG-TEXT",
         env={"GPU_NODE_GROUPS": GROUPS, "NODE_SETUP": "ack", "MIN_GPUS_PER_NODE": pulumi.Output.from_input("2")},
         parent=parent,
     )
-    check = remote.run_local_script(
+    check = steps.run_local_script(
         "p-gpu-test-result",
         script="80-gpu-test-result.sh",
         kubeconfig=pulumi.Output.from_input("KUBECONFIG-TEXT"),
@@ -466,8 +466,8 @@ def test_run_local_script_under_the_mocks(recording):
         )
         assert is_secret(inputs["stdin"]) and reveal(inputs["stdin"]) == "KUBECONFIG-TEXT"
         assert inputs["triggers"] == [
-            remote.script_hash("80-gpu-test-result.sh"),
-            remote.script_hash("local/with-kubeconfig.sh"),
+            steps.script_hash("80-gpu-test-result.sh"),
+            steps.script_hash("local/with-kubeconfig.sh"),
             "<p-gpu-allocatable id>",
             "image:1",
         ]
@@ -495,7 +495,7 @@ def pulumi_command_local_command():
 
 
 def _local_check(mocks: PlaceholderMocks, name: str, env: dict[str, str]):
-    create = remote.render_local_command("80-gpu-test-result.sh" if "result" in name else "70-gpu-allocatable.sh", env)
+    create = steps.render_local_command("80-gpu-test-result.sh" if "result" in name else "70-gpu-allocatable.sh", env)
     args = pulumi_mocks.MockResourceArgs("command:local:Command", name, {"create": create}, "", "", False)
     return mocks.new_resource(args)[1]
 

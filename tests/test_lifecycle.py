@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from components import steps as remote
+from components import steps
 from tools import plan
 from tools.engine import CREATE, DELETE, REPLACE, SAME, UPDATE
 from tools.harness import ProgramRun, run_program
@@ -94,7 +94,7 @@ def test_replace_node_of_a_worker_sets_the_new_instance_up_from_scratch(mixed):
 def test_the_model_catches_a_copy_that_does_not_follow_its_instance(mixed, monkeypatch):
     """The defect a kinder mock hid: copies triggered by the script alone. On a replaced
     instance they are only updated (copying nothing), and the first step fails with exit 127."""
-    monkeypatch.setattr(remote, "copy_triggers", lambda script, on: [remote.script_hash(script)])
+    monkeypatch.setattr(steps, "copy_triggers", lambda script, on: [steps.script_hash(script)])
     before = run_program("mixed", mocks=world())
     run = second("mixed", before, replace=urns(before, "infer-1-instance"))
     assert ops(run)["infer-1-bootstrap-wait-boot-copy"][0] == UPDATE

@@ -7,7 +7,7 @@ import yaml
 from helpers import kinds, run_stack, shipped
 
 from components.config import ConfigError, parse_monitoring
-from components.facts import catalog
+from components.facts import catalog, dcgm
 from components.gpu import monitoring
 from components.gpu.monitoring import GpuMonitoringArgs
 from tools import plan
@@ -84,7 +84,7 @@ def test_exporter_mirrors_nvidia_chart(mixed):
         "items": [{"key": "metrics", "path": "default-counters.csv"}],
     }
     counters = _named(mixed, "ConfigMap", "dcgm-exporter-counters").inputs["data"]["metrics"]
-    assert counters == monitoring.DEFAULT_COUNTERS and "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE" in counters
+    assert counters == dcgm.DEFAULT_COUNTERS and "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE" in counters
 
 
 def test_exporter_runs_only_on_compute_pools(mixed):
@@ -120,7 +120,7 @@ def test_pascal_gets_counters_without_profiling_and_no_sys_admin():
     counters = _named(run, "ConfigMap", "dcgm-exporter-counters-no-profiling").inputs["data"]["metrics"]
     rows = [line for line in counters.splitlines() if line and not line.startswith("#")]
     assert rows and not any(line.startswith("DCGM_FI_PROF_") for line in rows)
-    assert all(field in counters for field in monitoring.GPU_TOP_FIELDS)
+    assert all(field in counters for field in dcgm.GPU_TOP_FIELDS)
 
 
 def test_vgpu_only_stack_creates_nothing_and_says_so():
@@ -178,7 +178,7 @@ def test_monitoring_none():
 
 def test_a_replaced_counters_file_rolls_the_exporter(mixed, tmp_path):
     custom = tmp_path / "counters.csv"
-    custom.write_text("\n".join(f"{f}, gauge, help" for f in monitoring.GPU_TOP_FIELDS) + "\n")
+    custom.write_text("\n".join(f"{f}, gauge, help" for f in dcgm.GPU_TOP_FIELDS) + "\n")
     run = run_stack("mixed", dcgmCountersCsv=str(custom))
     assert _named(run, "ConfigMap", "dcgm-exporter-counters").inputs["data"]["metrics"] == custom.read_text()
 
@@ -204,14 +204,14 @@ def test_a_replaced_counters_file_rolls_the_exporter(mixed, tmp_path):
     ],
 )
 def test_variant_per_family(instance_type, variant):
-    assert monitoring.exporter_variant(catalog.profile_for(instance_type)) == variant
+    assert dcgm.exporter_variant(catalog.profile_for(instance_type)) == variant
 
 
 def test_default_counters_are_nvidias_and_feed_gpu_top():
-    assert monitoring.counters_error(monitoring.DEFAULT_COUNTERS) is None
-    stripped = monitoring.variant_counters(monitoring.DEFAULT_COUNTERS, "no-profiling")
+    assert dcgm.counters_error(dcgm.DEFAULT_COUNTERS) is None
+    stripped = dcgm.variant_counters(dcgm.DEFAULT_COUNTERS, "no-profiling")
     assert "DCGM_FI_PROF_" not in "".join(line for line in stripped.splitlines() if not line.startswith("#"))
-    assert monitoring.variant_counters(monitoring.DEFAULT_COUNTERS, "full") == monitoring.DEFAULT_COUNTERS
+    assert dcgm.variant_counters(dcgm.DEFAULT_COUNTERS, "full") == dcgm.DEFAULT_COUNTERS
 
 
 @pytest.mark.parametrize(
@@ -224,7 +224,7 @@ def test_default_counters_are_nvidias_and_feed_gpu_top():
     ],
 )
 def test_counters_errors(text, message):
-    assert message in monitoring.counters_error(text)
+    assert message in dcgm.counters_error(text)
 
 
 class _Cfg:
@@ -293,8 +293,8 @@ def test_args_are_validated(kwargs, message):
 
 
 def test_known_releases_name_real_image_variants():
-    for release, variant in monitoring.KNOWN_EXPORTER_RELEASES.items():
-        assert monitoring.exporter_image(release) == f"nvcr.io/nvidia/k8s/dcgm-exporter:{release}-{variant}"
+    for release, variant in dcgm.KNOWN_EXPORTER_RELEASES.items():
+        assert dcgm.exporter_image(release) == f"nvcr.io/nvidia/k8s/dcgm-exporter:{release}-{variant}"
         assert variant in ("distroless", "ubuntu22.04")
 
 

@@ -6,6 +6,7 @@ import pytest
 from helpers import dependency_names, env_of, kinds, run_stack
 
 from components.facts import catalog
+from components.gpu import images as gpu_images
 from components.kubeadm import prefetch
 from tests.stubs import StubBin
 from tools.harness import ProgramRun, reveal
@@ -33,13 +34,13 @@ def test_qualify(image, qualified):
 def test_images_per_node_kind_and_pool():
     a10 = catalog.profile_for("ecs.gn7i-c8g1.2xlarge")
     vgpu = catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge")
-    images = prefetch.node_images(
-        flannel_version="v0.26.7",
+    gpu = gpu_images.gpu_images(
         device_plugin_version="v0.20.0",
         test_image="tensorflow/tensorflow:2.6.0-gpu",
         exporter_version="4.6.0-4.8.3",
         pools={"train": a10, "vgpu": vgpu},
     )
+    images = prefetch.node_images("v0.26.7", gpu)
     flannel = ("docker.io/flannel/flannel:v0.26.7", "docker.io/flannel/flannel-cni-plugin:v1.6.2-flannel1")
     plugin = "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
     tf = "docker.io/tensorflow/tensorflow:2.6.0-gpu"

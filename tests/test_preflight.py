@@ -10,7 +10,7 @@ import pytest
 from aliyun_fake import FakeAliyun, install
 from helpers import shipped
 
-from components.aliyun import node
+from components.aliyun import ecs_api
 from tools import preflight
 
 KEYS = {"ALICLOUD_ACCESS_KEY": "LTAI-test-key", "ALICLOUD_SECRET_KEY": "test-secret"}
@@ -23,7 +23,7 @@ def run(monkeypatch, capsys, stack: str, fake: FakeAliyun | None = None, env: di
     code = preflight.main(
         ["--stack", stack],
         env=KEYS if env is None else env,
-        api_factory=lambda region, creds: preflight.EcsApi(region, creds, sleep=sleeps.append),
+        api_factory=lambda region, creds: ecs_api.EcsApi(region, creds, sleep=sleeps.append),
     )
     out, err = capsys.readouterr()
     return code, out, err, fake, sleeps
@@ -56,10 +56,10 @@ def test_price_arithmetic_against_the_recorded_response():
     from aliyun_fake import recorded
 
     _, body = recorded("DescribePrice.ecs.gn6i-c4g1.xlarge.json")
-    price = preflight.parse_price(models.DescribePriceResponseBody().from_map(body))
-    assert price == preflight.HourlyPrice(Decimal("9.196"), Decimal("9.14"), Decimal("0.056"), "CNY")
+    price = ecs_api.parse_price(models.DescribePriceResponseBody().from_map(body))
+    assert price == ecs_api.HourlyPrice(Decimal("9.196"), Decimal("9.14"), Decimal("0.056"), "CNY")
     assert price.instance + price.system_disk == price.total
-    reports = [preflight.TypeReport("a", 2, (), price, None), preflight.TypeReport("b", 1, (), price, None)]
+    reports = [ecs_api.TypeReport("a", 2, (), price, None), ecs_api.TypeReport("b", 1, (), price, None)]
     assert preflight.totals(reports, Decimal("2.5")) == (Decimal("27.588"), Decimal("68.9700"))
     assert preflight.totals(reports, Decimal(0))[1] is None  # auto-release off: unbounded
 
@@ -101,9 +101,9 @@ def test_spot_prices_and_history(monkeypatch):
         ),
     )
     cfg = dataclasses.replace(preflight.load_stack("mixed"), spot=True)
-    reports = preflight.check(cfg, preflight.EcsApi(cfg.region, preflight.Credentials("k", "s")), NOW)
+    reports = preflight.check(cfg, ecs_api.EcsApi(cfg.region, ecs_api.Credentials("k", "s")), NOW)
     gn6i = reports[0]
-    assert gn6i.spot == preflight.SpotRange(Decimal("2.05"), Decimal("1.92"), Decimal("2.31"), "cn-hangzhou-h")
+    assert gn6i.spot == ecs_api.SpotRange(Decimal("2.05"), Decimal("1.92"), Decimal("2.31"), "cn-hangzhou-h")
     spot_queries = [q for a, q, _ in fake.requests if a == "DescribeSpotPriceHistory"]
     # One per zone with stock (3 for gn6i, 3 for sgn7i), over the last 3 days.
     assert len(spot_queries) == 6
@@ -171,7 +171,7 @@ def test_throttling_is_retried_with_backoff_then_succeeds(monkeypatch, capsys):
 def test_throttling_is_bounded(monkeypatch, capsys):
     code, _, err, fake, sleeps = run(monkeypatch, capsys, "dev", FakeAliyun(lambda action, q: "error.Throttling.User.json"))
     assert code == 2
-    assert sleeps == [1.0, 2.0, 4.0] and len(fake.requests) == preflight.THROTTLE_ATTEMPTS
+    assert sleeps == [1.0, 2.0, 4.0] and len(fake.requests) == ecs_api.THROTTLE_ATTEMPTS
     assert err.strip() == (
         "preflight: Aliyun throttled DescribeAvailableResource (Throttling.User) 4 times in a row; wait a minute and retry"
     )
@@ -182,19 +182,15 @@ def test_config_error_is_one_line(capsys):
     assert capsys.readouterr().err.startswith("preflight: config error: no stack file stacks/Pulumi.nosuch.yaml")
 
 
-def test_same_disk_category_as_the_nodes():
-    assert preflight.SYSTEM_DISK_CATEGORY == node.SYSTEM_DISK_CATEGORY
-
-
 def test_common_zones_prefer_plenty_of_stock():
     def report(*zones):
-        return preflight.TypeReport("t", 1, tuple(preflight.ZoneStock(z, c) for z, c in zones), None, None)
+        return ecs_api.TypeReport("t", 1, tuple(ecs_api.ZoneStock(z, c) for z, c in zones), None, None)
 
     reports = [
         report(("z-a", "ClosedWithStock"), ("z-b", "WithStock"), ("z-c", "WithStock")),
         report(("z-a", "WithStock"), ("z-b", "WithStock"), ("z-c", "WithoutStock")),
     ]
-    assert preflight.common_zones(reports) == ["z-b", "z-a"]
+    assert ecs_api.common_zones(reports) == ["z-b", "z-a"]
 
 
 # --- the program's cost output (components/cost.py) -------------------------------------------

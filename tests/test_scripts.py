@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from components import steps as remote
+from components import steps
 from components.steps import render_script, script_hash
 from tests.stubs import SCRIPTS_DIR
 
@@ -181,12 +181,12 @@ def test_render_script_inlines_the_lib(script: Path):
 
 def test_render_script_is_the_file_when_nothing_is_marked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "plain.sh").write_text('#!/usr/bin/env bash\nmain() { :; }\nmain "$@"\n')
-    monkeypatch.setattr(remote, "SCRIPTS_DIR", tmp_path)
-    remote.render_script.cache_clear()
+    monkeypatch.setattr(steps, "SCRIPTS_DIR", tmp_path)
+    steps.render_script.cache_clear()
     try:
         assert render_script("plain.sh") == (tmp_path / "plain.sh").read_text()
     finally:
-        remote.render_script.cache_clear()
+        steps.render_script.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -201,13 +201,13 @@ def test_render_script_refuses_what_would_break_on_the_node(line, error, tmp_pat
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "common.sh").write_text(LIB.read_text())
     (tmp_path / "bad.sh").write_text(f'#!/usr/bin/env bash\n{line}\nmain "$@"\n')
-    monkeypatch.setattr(remote, "SCRIPTS_DIR", tmp_path)
-    remote.render_script.cache_clear()
+    monkeypatch.setattr(steps, "SCRIPTS_DIR", tmp_path)
+    steps.render_script.cache_clear()
     try:
         with pytest.raises(error):
             render_script("bad.sh")
     finally:
-        remote.render_script.cache_clear()
+        steps.render_script.cache_clear()
 
 
 def test_script_hash_covers_the_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -218,19 +218,19 @@ def test_script_hash_covers_the_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert real != hashlib.sha256((SCRIPTS_DIR / script).read_bytes()).hexdigest(), "the rendered text, not the file"
     copy = tmp_path / "scripts"
     shutil.copytree(SCRIPTS_DIR, copy)
-    monkeypatch.setattr(remote, "SCRIPTS_DIR", copy)
-    remote.render_script.cache_clear()
-    remote.script_hash.cache_clear()
+    monkeypatch.setattr(steps, "SCRIPTS_DIR", copy)
+    steps.render_script.cache_clear()
+    steps.script_hash.cache_clear()
     try:
         assert script_hash(script) == real, "same files, same hash"
-        remote.render_script.cache_clear()
-        remote.script_hash.cache_clear()
+        steps.render_script.cache_clear()
+        steps.script_hash.cache_clear()
         (copy / "lib" / "common.sh").write_text(LIB.read_text() + "# a library change\n")
         assert script_hash(script) != real
         assert "# a library change" in render_script(script)
     finally:
-        remote.render_script.cache_clear()
-        remote.script_hash.cache_clear()
+        steps.render_script.cache_clear()
+        steps.script_hash.cache_clear()
 
 
 @pytest.mark.parametrize("script", [*NODE_SCRIPTS, LIB], ids=_ids([*NODE_SCRIPTS, LIB]))

@@ -10,7 +10,7 @@ import pulumi
 import pytest
 from helpers import env_of, kinds, run_stack, shipped
 
-from components import steps as remote
+from components import steps
 from components.backend import ClusterChecks
 from components.facts import catalog, cuda
 from components.gpu import device_plugin
@@ -31,7 +31,7 @@ from tools.mocks import PlaceholderMocks
 
 # kubectl over SSH on a kubeadm control plane, as components/kubeadm.py sets it up.
 SSH_CHECKS = ClusterChecks(
-    run=lambda name, **kw: remote.run_script(name, on=remote.host("203.0.113.9", "PLACEHOLDER", "i-placeholder"), **kw),
+    run=lambda name, **kw: steps.run_script(name, on=steps.host("203.0.113.9", "PLACEHOLDER", "i-placeholder"), **kw),
     plugin_namespace=device_plugin.NAMESPACE,
     plugin_selector="name=nvidia-device-plugin-ds",
     node_setup="gpu-k8s",

@@ -11,7 +11,7 @@ ACK installs on each GPU node what the kubeadm backend installs over SSH: the NV
 container runtime with the NVIDIA runtime, and
 its own NVIDIA device plugin. So nothing is installed twice: no SSH step runs here, and
 __main__.py deploys neither flannel nor NVIDIA's device plugin (``brings_*``). The GPU checks
-run kubectl on the deployer with the kubeconfig (components/remote.py run_local_script).
+run kubectl on the deployer with the kubeconfig (components/steps.py run_local_script).
 
 Auto-release: node pool instances belong to an ESS scaling group, which replaces any instance
 that goes away, so ECS auto-release cannot end their billing. Instead each pool has a one-time
@@ -41,8 +41,7 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_kubernetes as k8s
 
-from components import backend
-from components import steps as remote
+from components import backend, steps
 from components.aliyun import cost
 from components.aliyun.auto_release import AutoRelease, AutoReleaseArgs
 from components.aliyun.node import SYSTEM_DISK_CATEGORY, spot_strategy
@@ -160,7 +159,6 @@ def task_name(pool: str, scaling_group_id: str) -> str:
 
 class AckCluster(pulumi.ComponentResource):
     kind = backend.ACK
-    brings_pod_network = True  # the flannel addon
     brings_device_plugin = True  # ACK's NVIDIA device plugin on GPU nodes
     control_plane: alicloud.cs.ManagedKubernetes
     node_pools: dict[str, alicloud.cs.NodePool]
@@ -295,13 +293,14 @@ class AckCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())),
         )
         self.checks = ClusterChecks(
-            run=lambda step, **kw: remote.run_local_script(step, kubeconfig=self.kubeconfig, **kw),
+            run=lambda step, **kw: steps.run_local_script(step, kubeconfig=self.kubeconfig, **kw),
             plugin_namespace=ack_support.DEVICE_PLUGIN_NAMESPACE,
             plugin_selector=ack_support.DEVICE_PLUGIN_SELECTOR,
             node_setup=backend.ACK,
             allocatable_timeout_seconds=ACK_ALLOCATABLE_TIMEOUT_SECONDS,
         )
         self.ready = list(self.node_pools.values())
+        self.network_ready = self.ready  # ACK's flannel addon comes with the cluster and its nodes
         # connections is a list of one (pulumi-alicloud 4.0.0 ManagedKubernetesConnection).
         self.api_endpoint = self.control_plane.connections.apply(_api_server_internet)
         self.image_id = f"ACK GPU node image ({ack_support.GPU_IMAGE_TYPE}), chosen by ACK per node pool"

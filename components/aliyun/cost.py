@@ -2,7 +2,7 @@
 
 At deploy time (`pulumi preview`/`up`) with ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY set and
 the Aliyun SDK installed (requirements-dev.txt), each type's price is DescribePrice's answer,
-through the same code as `make preflight` (tools/preflight.py): instance + system disk per
+through the same code as `make preflight` (components/aliyun/ecs_api.py): instance + system disk per
 hour. Any failure there (no SDK, no keys, an API error) is a warning, never a failed run,
 and the price falls back to get_instance_types (which fills `price`), then to the catalog's
 dated list price or gpu-k8s:hourlyPriceCny; each node's `source` says which one it got.
@@ -18,6 +18,7 @@ from decimal import Decimal
 import pulumi
 import pulumi_alicloud as alicloud
 
+from components.aliyun import ecs_api
 from components.facts import catalog
 
 # Ask DescribePrice when credentials are present; the offline harness sets this False.
@@ -35,24 +36,20 @@ class NodePrice:
 
 
 def described_prices(cfg) -> dict[str, Decimal]:
-    """DescribePrice per instance type (tools/preflight.py), or {} when it cannot answer (says why)."""
+    """DescribePrice per instance type (components/aliyun/ecs_api.py), or {} when it cannot answer (says why)."""
     if not LIVE_PRICE_LOOKUP:
         return {}
-    try:
-        from tools import preflight
-    except ImportError:
-        return {}  # the SDK is a dev requirement: without it, get_instance_types answers
-    creds = preflight.credentials_from_env()
+    creds = ecs_api.credentials_from_env()
     if creds is None:
         return {}
     try:
-        api = preflight.EcsApi(cfg.region, creds)
+        api = ecs_api.EcsApi(cfg.region, creds)
         return {
             itype: api.price(itype, cfg.system_disk_gib, cfg.public_bandwidth_mbps, cfg.spot).total
             for itype in cfg.instance_types
         }
     except ImportError:
-        return {}
+        return {}  # the SDK is a dev requirement: without it, get_instance_types answers
     except Exception as err:  # noqa: BLE001 - a price lookup never fails the run
         pulumi.log.warn(f"cost: DescribePrice gave no price ({' '.join(str(err).split())}); using get_instance_types")
         return {}

@@ -7,7 +7,7 @@ from live stock, and a vSwitch whose zone changes is replaced (ForceNew). So:
 2. ``gpu-k8s:zoneId`` pins it (it must sell every type now); otherwise
 3. the first zone where ``get_zones`` says every type sells, with an ESSD system disk,
    preferring one where DescribeAvailableResource says every type is ``WithStock`` (at
-   deploy time with Aliyun keys and the SDK: tools/preflight.py, the same call as
+   deploy time with Aliyun keys and the SDK: components/aliyun/ecs_api.py, the same call as
    `make preflight`; offline, or if it fails, get_zones' first zone).
 
 The `zoneChoice` output says in one line which rule chose the zone.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 
+from components.aliyun import ecs_api
 from components.aliyun.node import SYSTEM_DISK_CATEGORY
 from components.config import ConfigError
 from components.facts import catalog
@@ -119,19 +120,17 @@ def stocked_zones(region: str, instance_types: tuple[str, ...], spot: bool) -> l
     if not LIVE_STOCK_LOOKUP:
         return None
     try:
-        from tools import preflight
-
-        creds = preflight.credentials_from_env()
+        creds = ecs_api.credentials_from_env()
         if creds is None:
             return None
-        api = preflight.EcsApi(region, creds)
-        reports = [preflight.TypeReport(t, 1, api.zones(t, spot), None, None) for t in instance_types]
+        api = ecs_api.EcsApi(region, creds)
+        reports = [ecs_api.TypeReport(t, 1, api.zones(t, spot), None, None) for t in instance_types]
     except ImportError:
         return None
     except Exception as err:  # noqa: BLE001 - a stock lookup never fails the run: get_zones decides
         pulumi.log.warn(f"zone: DescribeAvailableResource gave no answer ({' '.join(str(err).split())}); using get_zones")
         return None
-    return preflight.common_zones(reports)
+    return ecs_api.common_zones(reports)
 
 
 def zone_choice(zone: str, *, existing: str | None, pinned: str | None, sellable: list[str], stocked: list[str] | None) -> str:

@@ -30,7 +30,7 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_command as command
 
-from components import steps as remote
+from components import steps
 from components.config import DNS_LABEL_RE
 from components.facts.catalog import GpuProfile
 
@@ -95,7 +95,7 @@ class Node(pulumi.ComponentResource):
         record_env = {"IMAGE": args.image_id, "FOR_INSTANCE": ",".join(replacing_inputs(args.spot, args.spot_price_limit))}
         self.image_record = command.local.Command(
             f"{name}-image",
-            create=remote.local_script_command(IMAGE_RECORD_SCRIPT, record_env),
+            create=steps.local_script_command(IMAGE_RECORD_SCRIPT, record_env),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.instance = alicloud.ecs.Instance(

@@ -641,15 +641,15 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
 
 def parse_monitoring(cfg: pulumi.Config) -> dict:
     """gpu-k8s:monitoring and its versions; a replacement counters CSV is read and checked here."""
-    from components.gpu import monitoring
+    from components.facts import dcgm
 
-    mode = _choice("monitoring", cfg.get("monitoring") or "", monitoring.MODES)
+    mode = _choice("monitoring", cfg.get("monitoring") or "", dcgm.MODES)
     exporter = cfg.get("dcgmExporterVersion") or ""
-    if not monitoring.exporter_version_ok(exporter):
-        newest = ", ".join(list(monitoring.KNOWN_EXPORTER_RELEASES)[:3])
+    if not dcgm.exporter_version_ok(exporter):
+        newest = ", ".join(list(dcgm.KNOWN_EXPORTER_RELEASES)[:3])
         raise ConfigError("dcgmExporterVersion", exporter, f"a known dcgm-exporter release <DCGM>-<exporter>, e.g. {newest}")
     prometheus = cfg.get("prometheusVersion") or ""
-    if not monitoring.prometheus_version_ok(prometheus):
+    if not dcgm.prometheus_version_ok(prometheus):
         raise ConfigError("prometheusVersion", prometheus, "a prom/prometheus tag v3.x.y or newer, e.g. v3.14.0")
     counters = None
     path = cfg.get("dcgmCountersCsv") or ""
@@ -659,9 +659,9 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
             counters = file.read_text()
         except (OSError, UnicodeDecodeError):
             raise ConfigError("dcgmCountersCsv", path, "a readable CSV file, relative to the project directory") from None
-        problem = monitoring.counters_error(counters)
+        problem = dcgm.counters_error(counters)
         if problem:
-            accepted = "a dcgm-exporter counters CSV (see components/dcgm/default-counters.csv)"
+            accepted = "a dcgm-exporter counters CSV (see components/facts/dcgm/default-counters.csv)"
             raise ConfigError("dcgmCountersCsv", path, accepted, reason=f"{problem}.")
     return {"monitoring": mode, "dcgm_exporter_version": exporter, "prometheus_version": prometheus, "dcgm_counters": counters}
 

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.backend import GPU_NODE_LABEL
 from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES, device_plugin_version_ok
 
 IMAGE_REPO = "nvcr.io/nvidia/k8s-device-plugin"
@@ -27,10 +28,6 @@ DAEMONSET_NAME = "nvidia-device-plugin-daemonset"
 CONFIG_MAP_NAME = "nvidia-device-plugin-config"
 SELECTOR = {"name": "nvidia-device-plugin-ds"}
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "gpu-k8s/gpu-kind"  # set by the program on every GPU node: compute|vgpu
-# Also on every GPU node: the label NVIDIA's device-plugin chart's default affinity (and GFD,
-# DCGM exporter) select on (reference nvidia-gpu-on-kubernetes.md section 1.2).
-GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 # The runtime nvidia-ctk adds to containerd (20-container-runtime) is named "nvidia"; this
 # RuntimeClass lets a pod ask for it explicitly (the plugin README's alternative to the
 # default runtime), as the GPU Operator's RuntimeClass does.
@@ -39,6 +36,11 @@ DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 CONFIG_DIR = "/etc/nvidia-device-plugin"
 CONFIG_FILE = "config.yaml"
 MAX_REPLICAS = MAX_TIME_SLICING_REPLICAS
+
+
+def selector() -> str:
+    """The plugin pods' label selector, e.g. for kubectl (``name=nvidia-device-plugin-ds``)."""
+    return ",".join(f"{k}={v}" for k, v in SELECTOR.items())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +177,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
         self.image = image(args.version)
         self.config = _plugin_config(args.mig_strategy, args.time_slicing_replicas)
         self.namespace = NAMESPACE
-        self.selector = ",".join(f"{k}={v}" for k, v in SELECTOR.items())
+        self.selector = selector()
         config_text = _config_yaml(self.config)
         self.fingerprint = hashlib.sha256(f"{self.image}\n{config_text}".encode()).hexdigest()[:12]
         self.config_map = k8s.core.v1.ConfigMap(

@@ -287,7 +287,10 @@ def _failure_message(result: dict) -> str:
 
 def _check_env(checks: ClusterChecks) -> dict[str, str]:
     """What both checks need to know about the cluster's device plugin and node setup."""
-    env = {"PLUGIN_NAMESPACE": checks.plugin_namespace, "PLUGIN_SELECTOR": checks.plugin_selector}
+    env = {
+        "PLUGIN_NAMESPACE": checks.plugin_namespace or device_plugin.NAMESPACE,
+        "PLUGIN_SELECTOR": checks.plugin_selector or device_plugin.selector(),
+    }
     if checks.node_setup != "gpu-k8s":
         env["NODE_SETUP"] = checks.node_setup  # only when not the default: a kubeadm stack's step stays the same
     return env

@@ -1,9 +1,9 @@
 """The kubeadm backend: our own GPU ECS instances, set up over SSH, kubeadm on the first node.
 
 The seed walk-through's path (gpu-k8s:cluster kubeadm, the default): per node an auto-release
-anchor and a pay-as-you-go instance (components/fleet.py), then the driver by GPU family,
-containerd with the NVIDIA runtime and kubeadm over SSH (components/cluster.py). The GPU
-checks run kubectl on the control plane over SSH.
+anchor and a pay-as-you-go instance (components/aliyun/fleet.py), then the driver by GPU family,
+containerd with the NVIDIA runtime and kubeadm over SSH (cluster.py, bootstrap.py), then the
+pod network (flannel, cni.py). The GPU checks run kubectl on the control plane over SSH.
 
 Not a component of its own: it builds the same top-level components, under the same names,
 that __main__.py built before the ACK backend existed, so a running stack's resources keep
@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING
 
 import pulumi
 
-from components import backend
-from components import steps as remote
+from components import backend, steps
 from components.aliyun import cost
 from components.aliyun.auto_release import AutoRelease, AutoReleaseArgs
 from components.aliyun.fleet import Fleet, FleetArgs, hostnames
 from components.aliyun.node import replacing_inputs
-from components.backend import ClusterChecks, GpuNode
-from components.gpu import device_plugin
+from components.backend import ClusterChecks, GpuImages, GpuNode
 from components.kubeadm import prefetch
 from components.kubeadm.bootstrap import NodeSetup
 from components.kubeadm.cluster import KubeCluster, KubeClusterArgs
+from components.kubeadm.cni import Flannel, FlannelArgs
 
 if TYPE_CHECKING:
     from components.aliyun.network import Network
@@ -38,10 +37,9 @@ class KubeadmBackend:
     """gpu-k8s:cluster kubeadm (components/backend.py ClusterBackend)."""
 
     kind = backend.KUBEADM
-    brings_pod_network = False  # flannel is deployed by __main__.py
-    brings_device_plugin = False  # so is NVIDIA's device plugin
+    brings_device_plugin = False  # the GPU stack deploys NVIDIA's device plugin
 
-    def __init__(self, cfg: StackConfig, network: Network, ssh_key: SshKey):
+    def __init__(self, cfg: StackConfig, network: Network, ssh_key: SshKey, gpu_images: GpuImages):
         self._cfg = cfg
         # Nodes: one release anchor per node, re-taken when that node's instance is replaced.
         self.release = AutoRelease(
@@ -88,7 +86,8 @@ class KubeadmBackend:
                     kubernetes_version=cfg.kubernetes_version,
                 ),
                 pod_cidr=cfg.pod_cidr,
-                images=prefetch.from_config(cfg),  # pulled while the driver builds (the manifests' images)
+                # Pulled while the driver builds: the pod network's images and the GPU stack's.
+                images=prefetch.node_images(cfg.flannel_version, gpu_images),
                 ssh_rules=tuple(network.ssh_rules),
                 api_rules=tuple(network.api_rules),
             ),
@@ -97,12 +96,17 @@ class KubeadmBackend:
         self.kubeconfig = self.cluster.kubeconfig
         on_cp = self.cluster.control_plane_host
         self.checks = ClusterChecks(
-            run=lambda name, **kw: remote.run_script(name, on=on_cp, **kw),
-            plugin_namespace=device_plugin.NAMESPACE,
-            plugin_selector=",".join(f"{k}={v}" for k, v in device_plugin.SELECTOR.items()),
+            run=lambda name, **kw: steps.run_script(name, on=on_cp, **kw),
             node_setup="gpu-k8s",
         )
         self.ready = list(self.cluster.node_labels.values())
+        # The pod network: flannel on the cluster's provider (what every pod waits for).
+        self.cni = Flannel(
+            "gpu-k8s-cni",
+            FlannelArgs(pod_cidr=cfg.pod_cidr, flannel_version=cfg.flannel_version),
+            pulumi.ResourceOptions(providers={"kubernetes": self.provider}),
+        )
+        self.network_ready = [self.cni]
         self.api_endpoint = self.fleet.control_plane.public_ip
         self.image_id = self.fleet.control_plane.image_id
         self.auto_release = self.release.earliest or "off: the instances bill until `make down`"

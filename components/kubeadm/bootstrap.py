@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_command as command
 
-from components import steps as remote
+from components import steps
 from components.facts import catalog, cuda, downloads
 from components.facts.catalog import GpuProfile
 from components.facts.nvidia_smi import parse_query
@@ -56,7 +56,7 @@ class NodeSetup:
 class NodeBootstrapArgs:
     hostname: str
     public_ip: pulumi.Input[str]
-    instance_id: pulumi.Input[str]  # a new instance re-runs every step (remote.py)
+    instance_id: pulumi.Input[str]  # a new instance re-runs every step (steps.py)
     private_key: pulumi.Input[str]
     profile: GpuProfile | None  # None: no GPU steps (dedicated control plane)
     setup: NodeSetup
@@ -115,12 +115,12 @@ class NodeBootstrap(pulumi.ComponentResource):
         super().__init__("gpu-k8s:bootstrap:NodeBootstrap", name, {}, opts)
         setup, profile = args.setup, args.profile
         # Generous dials: the instance boots (or reboots) while we wait.
-        on = remote.host(args.public_ip, args.private_key, args.instance_id, dial_error_limit=80)
+        on = steps.host(args.public_ip, args.private_key, args.instance_id, dial_error_limit=80)
 
         self.timed = []
 
         def step(role: str, script: str, after: list[pulumi.Resource], **kw) -> command.remote.Command:
-            cmd = remote.run_script(f"{name}-{role}", script=script, on=on, after=after, parent=self, **kw)
+            cmd = steps.run_script(f"{name}-{role}", script=script, on=on, after=after, parent=self, **kw)
             waits = tuple(f"{name}-{r}" for r, c in roles.items() if c in after)
             roles[role] = cmd
             self.timed.append((TimedStep(f"{name}-{role}", args.hostname, role, waits), cmd.stderr))

@@ -28,11 +28,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import steps as remote
+from components import steps
 from components.aliyun.fleet import Fleet
-from components.backend import POOL_LABEL, GpuNode, digest
+from components.backend import GPU_NODE_LABEL, GPU_PRESENT_LABEL, POOL_LABEL, GpuNode, digest
 from components.facts import catalog, cuda
-from components.gpu import device_plugin
 from components.kubeadm import timings
 from components.kubeadm.bootstrap import NodeBootstrap, NodeBootstrapArgs, NodeSetup
 
@@ -68,8 +67,8 @@ def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | N
     labels = {POOL_LABEL: pool}
     if profile is not None:
         labels["gpu-k8s/driver"] = profile.driver
-        labels[device_plugin.GPU_NODE_LABEL] = profile.kind
-        labels[device_plugin.GPU_PRESENT_LABEL] = "true"  # what NVIDIA's charts, GFD and DCGM select on
+        labels[GPU_NODE_LABEL] = profile.kind
+        labels[GPU_PRESENT_LABEL] = "true"  # what NVIDIA's charts, GFD and DCGM select on
         product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
         if product:
             labels["nvidia.com/gpu.product"] = product
@@ -125,12 +124,12 @@ class KubeCluster(pulumi.ComponentResource):
             for node in fleet.nodes
         }
         cp = fleet.control_plane
-        on_cp = remote.host(cp.public_ip, args.private_key, cp.instance.id)
+        on_cp = steps.host(cp.public_ip, args.private_key, cp.instance.id)
         self.control_plane_host = on_cp
         self._fleet, self._setup = fleet, setup
 
         def on_control_plane(role: str, script: str, after: list[pulumi.Resource], **kw):
-            return remote.run_script(f"{name}-{role}", script=script, on=on_cp, after=after, parent=self, **kw)
+            return steps.run_script(f"{name}-{role}", script=script, on=on_cp, after=after, parent=self, **kw)
 
         self.init = on_control_plane(
             "kubeadm-init",
@@ -160,7 +159,7 @@ class KubeCluster(pulumi.ComponentResource):
                 # A token per worker instance, made right before its join (after its own bootstrap),
                 # so it is live whenever that worker joins: first deploy, scale-out, replacement.
                 token = _bootstrap_token(worker.hostname, self, worker.instance.id)
-                token_cmd = remote.run_script(
+                token_cmd = steps.run_script(
                     f"{worker.hostname}-join-token",
                     script="43-join-token.sh",
                     on=on_cp,
@@ -171,10 +170,10 @@ class KubeCluster(pulumi.ComponentResource):
                     parent=self,
                     timeout="5m",
                 )
-                self.joins[worker.hostname] = remote.run_script(
+                self.joins[worker.hostname] = steps.run_script(
                     f"{worker.hostname}-kubeadm-join",
                     script="50-kubeadm-join.sh",
-                    on=remote.host(worker.public_ip, args.private_key, worker.instance.id),
+                    on=steps.host(worker.public_ip, args.private_key, worker.instance.id),
                     env={
                         "CONTROL_PLANE_ENDPOINT": pulumi.Output.concat(cp.private_ip, f":{API_PORT}"),
                         "NODE_NAME": worker.hostname,

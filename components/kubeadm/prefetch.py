@@ -1,8 +1,9 @@
 """Which images each node pulls while its driver builds (pure; the ``prefetch-images`` step).
 
-The image references are built from the same constants the manifests use (cni, device_plugin,
-smoke_test/cuda, monitoring), so a version change in the config changes the list, and with
-it the step's command and triggers: the next ``pulumi up`` pulls the new images.
+The GPU stack says which images its pods run on GPU nodes (``GpuImages``, from
+components/gpu/images.py through components/factory.py); this backend adds its own pod
+network's. A version change in the config changes the list, and with it the step's command
+and triggers: the next ``pulumi up`` pulls the new images.
 
 Per node (``NodeImages.for_node``):
 - every node: flannel and its CNI plugin (the flannel DaemonSet runs everywhere);
@@ -22,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from components.facts import catalog, cuda
-from components.gpu import device_plugin, monitoring
+from components.backend import GpuImages
 from components.kubeadm import cni
 
 
@@ -62,48 +62,6 @@ class NodeImages:
         return _unique((*self.every_node, *extra))
 
 
-def node_images(
-    *,
-    flannel_version: str,
-    device_plugin_version: str,
-    test_image: str | None,
-    exporter_version: str | None,
-    pools: Mapping[str, catalog.GpuProfile],
-) -> NodeImages:
-    """The images the manifests will run, from the same constants (see the module docstring).
-
-    ``test_image``: the GPU test's image (None: no test); ``exporter_version``: the
-    dcgm-exporter release (None: monitoring off).
-    """
-    flannel = cni.images(flannel_version)
-    by_pool: dict[str, tuple[str, ...]] = {}
-    if exporter_version is not None:
-        image = monitoring.exporter_image(exporter_version)
-        by_pool = {
-            pool: (image,) for pool, variant in monitoring.exporter_plan(dict(pools)).items() if variant != monitoring.SKIP
-        }
-    return NodeImages(
-        every_node=flannel,
-        gpu_node=(device_plugin.image(device_plugin_version),),
-        by_pool=by_pool,
-        gpu_last=(test_image,) if test_image else (),
-    )
-
-
-def from_config(cfg) -> NodeImages:
-    """node_images for a loaded StackConfig (components/config.py): the same choices __main__ makes."""
-    test_image = None
-    if cfg.smoke_test != "none":
-        drivers = [
-            (cuda.node_driver(p.profile, cfg.driver_version, cfg.grid_driver_version), p.profile.driver)
-            for p in cfg.pools
-            if p.count
-        ]
-        test_image, _ = cuda.select_test_image(cfg.smoke_test, cfg.smoke_test_image, cfg.smoke_test_cuda_version, drivers)
-    return node_images(
-        flannel_version=cfg.flannel_version,
-        device_plugin_version=cfg.device_plugin_version,
-        test_image=test_image,
-        exporter_version=cfg.dcgm_exporter_version if cfg.monitoring != "none" else None,
-        pools={p.name: p.profile for p in cfg.pools},
-    )
+def node_images(flannel_version: str, gpu: GpuImages) -> NodeImages:
+    """What the nodes pull: this backend's pod network everywhere, the GPU stack's images on GPU nodes."""
+    return NodeImages(every_node=cni.images(flannel_version), gpu_node=gpu.on_gpu_nodes, by_pool=gpu.by_pool, gpu_last=gpu.last)
