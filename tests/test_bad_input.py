@@ -142,6 +142,6 @@ def test_an_encrypted_grid_url_in_the_stack_file_is_not_checked_offline(capsys, 
         "  gpu-k8s:gridDriverUrl:\n    secure: v1:AAAA\n"
     )
     monkeypatch.setattr(harness, "ROOT", tmp_path)
-    assert harness.effective_config("sec")["gpu-k8s:gridDriverUrl"] == config.OFFLINE_SECRET_MARKER
+    assert harness.effective_config("sec")["gpu-k8s:gridDriverUrl"] == config.kubeadm.OFFLINE_SECRET_MARKER
     code, _, err = plan.main(["--stack", "sec"]), *capsys.readouterr()
     assert code == 0, err

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, parse_grid_driver_version
+from components.config import ConfigError
+from components.config.kubeadm import parse_grid_driver_version
 from components.facts import catalog, cuda
 
 GRID_470_SEED = "470.161.03"  # the seed's A10-2Q (sgn7i-vws), GRID driver, CUDA 11.4

@@ -6,7 +6,8 @@ import pytest
 import yaml
 from helpers import kinds, run_stack, shipped
 
-from components.config import ConfigError, parse_monitoring
+from components.config import ConfigError
+from components.config.gpu import parse_monitoring
 from components.facts import catalog, dcgm
 from components.gpu import monitoring
 from components.gpu.monitoring import GpuMonitoringArgs

@@ -216,12 +216,12 @@ def test_driver_env_carries_a_known_checksum_only(monkeypatch):
 
 def test_plan_warns_that_an_unlisted_tesla_driver_is_unverified(monkeypatch):
     warnings: list[str] = []
-    monkeypatch.setattr(config.pulumi.log, "warn", lambda msg, *a, **k: warnings.append(msg))
-    pools = config.parse_pools("ecs.gn6i-c4g1.xlarge", 1, [], spot=False)
-    config._warn_unverified_driver("535.129.03", pools)
+    monkeypatch.setattr(config.kubeadm.pulumi.log, "warn", lambda msg, *a, **k: warnings.append(msg))
+    pools = config.aliyun.parse_pools("ecs.gn6i-c4g1.xlarge", 1, [], spot=False)
+    config.kubeadm.warn_unverified_driver("535.129.03", pools)
     assert len(warnings) == 1 and "download unverified" in warnings[0] and "535.129.03" in warnings[0]
     monkeypatch.setitem(downloads.TESLA_RUN_SHA256, "535.129.03", "a" * 64)
-    config._warn_unverified_driver("535.129.03", pools)
+    config.kubeadm.warn_unverified_driver("535.129.03", pools)
     assert len(warnings) == 1
 
 
@@ -326,12 +326,12 @@ def test_program_passes_nvidia_runtime_per_node(program):
 
 @pytest.mark.parametrize("value", ["1.17.8", "1.17.0", "1.18.0", "1.18.2"])
 def test_container_toolkit_versions_supported(value):
-    assert config.parse_container_toolkit_version(value) == value
+    assert config.kubeadm.parse_container_toolkit_version(value) == value
 
 
 @pytest.mark.parametrize("value", ["1.16.2", "1.19.0", "2.0.0", "1.17", "latest", ""])
 def test_container_toolkit_versions_outside_the_tested_lines_rejected(value):
     with pytest.raises(config.ConfigError) as err:
-        config.parse_container_toolkit_version(value)
+        config.kubeadm.parse_container_toolkit_version(value)
     assert err.value.key == "containerToolkitVersion"
     assert "1.17.x or 1.18.x" in str(err.value)

@@ -53,4 +53,4 @@ def test_table_is_dated_and_sourced():
 
 
 def test_config_vpc_cidr_matches_network():
-    assert config.VPC_CIDR == network.VPC_CIDR
+    assert config.aliyun.VPC_CIDR == network.VPC_CIDR

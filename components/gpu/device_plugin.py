@@ -20,7 +20,8 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.backend import GPU_NODE_LABEL
-from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES, device_plugin_version_ok
+from components.config import MAX_TIME_SLICING_REPLICAS, MIG_STRATEGIES
+from components.config.gpu import device_plugin_version_ok
 
 IMAGE_REPO = "nvcr.io/nvidia/k8s-device-plugin"
 NAMESPACE = "kube-system"

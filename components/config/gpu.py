@@ -1,0 +1,130 @@
+"""GPU-stack keys: the device plugin, MIG and time-slicing, the GPU test and its image, GPU metrics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pulumi
+
+from components.config.errors import ConfigError
+from components.config.model import IMAGE_REF_RE, MAX_TIME_SLICING_REPLICAS, NodePool
+from components.config.values import CUDA_VERSION_RE, choice, match_pattern, parse_count
+from components.facts import ack as ack_facts
+from components.facts import cuda, dcgm
+
+_GPU_TEST_RUN_RE = re.compile(r"^[A-Za-z0-9.:-]{0,40}$")
+
+
+# The device plugin reads its config file (CONFIG_FILE) since v0.12.0.
+MIN_DEVICE_PLUGIN_VERSION = (0, 12)
+
+
+def device_plugin_version_ok(tag: str) -> bool:
+    m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_DEVICE_PLUGIN_VERSION
+
+
+def parse_device_plugin_version(value: str) -> str:
+    if not device_plugin_version_ok(value):
+        raise ConfigError("devicePluginVersion", value, "an image tag v0.12.0 or newer, e.g. v0.20.0 or the seed's v0.14.3")
+    return value
+
+
+def check_smoke_test(
+    test: str,
+    image: str | None,
+    declared: str | None,
+    pools: tuple[NodePool, ...],
+    driver: str,
+    grid_driver: str = "",
+    *,
+    ack: bool = False,
+) -> None:
+    """Refuse, at plan time, a test image the nodes' drivers cannot run (the seed's cuda>=12.3)."""
+    drivers = [(cuda.node_driver(p.profile, driver, grid_driver), p.profile.driver) for p in pools if p.count]
+    problem = cuda.smoke_test_error(test, image, declared, drivers)
+    if problem and ack:
+        problem = problem.replace("gpu-k8s:driverVersion", "gpu-k8s:ackNvidiaDriverVersion")
+        problem += f" ACK offers: {', '.join(ack_facts.DRIVER_VERSIONS)}."
+    if problem:
+        key, value = ("smokeTestImage", image) if image else ("smokeTest", test)
+        if declared is not None and "smokeTestCudaVersion" in problem:
+            key, value = "smokeTestCudaVersion", declared  # the declared CUDA is what is wrong
+            raise ConfigError(key, value, "the CUDA version of gpu-k8s:smokeTestImage, or empty", reason=problem)
+        accepted = "an image whose CUDA version the node drivers support (see Fix)"
+        raise ConfigError(key, value, accepted, reason=problem)
+
+
+# What each test's pod runs: vectoradd uses the image's own entrypoint (CUDA sample
+# vectorAdd prints "Test PASSED"); tensorflow runs the seed's script with python3 + TF.
+def check_smoke_test_image_kind(test: str, image: str | None) -> None:
+    if image is None or test == "none":
+        return
+    name = image.rsplit("/", 1)[-1]
+    if test == "vectoradd" and "vectoradd" not in name:
+        raise ConfigError(
+            "smokeTestImage",
+            image,
+            "a CUDA vectoradd sample image (its name contains 'vectoradd'), or gpu-k8s:smokeTest tensorflow",
+            reason="the vectoradd test runs the image's entrypoint and passes only if it prints 'Test PASSED'.",
+        )
+    if test == "tensorflow" and "tensorflow" not in image:
+        raise ConfigError(
+            "smokeTestImage",
+            image,
+            "a TensorFlow GPU image (its name contains 'tensorflow'), or gpu-k8s:smokeTest vectoradd",
+            reason="the tensorflow test runs 'python3 /app/test.py', which imports TensorFlow.",
+        )
+
+
+def parse_monitoring(cfg: pulumi.Config) -> dict:
+    """gpu-k8s:monitoring and its versions; a replacement counters CSV is read and checked here."""
+    mode = choice("monitoring", cfg.get("monitoring") or "", dcgm.MODES)
+    exporter = cfg.get("dcgmExporterVersion") or ""
+    if not dcgm.exporter_version_ok(exporter):
+        newest = ", ".join(list(dcgm.KNOWN_EXPORTER_RELEASES)[:3])
+        raise ConfigError("dcgmExporterVersion", exporter, f"a known dcgm-exporter release <DCGM>-<exporter>, e.g. {newest}")
+    prometheus = cfg.get("prometheusVersion") or ""
+    if not dcgm.prometheus_version_ok(prometheus):
+        raise ConfigError("prometheusVersion", prometheus, "a prom/prometheus tag v3.x.y or newer, e.g. v3.14.0")
+    counters = None
+    path = cfg.get("dcgmCountersCsv") or ""
+    if path:
+        file = Path(__file__).resolve().parents[2] / path
+        try:
+            counters = file.read_text()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError("dcgmCountersCsv", path, "a readable CSV file, relative to the project directory") from None
+        problem = dcgm.counters_error(counters)
+        if problem:
+            accepted = "a dcgm-exporter counters CSV (see components/facts/dcgm/default-counters.csv)"
+            raise ConfigError("dcgmCountersCsv", path, accepted, reason=f"{problem}.")
+    return {"monitoring": mode, "dcgm_exporter_version": exporter, "prometheus_version": prometheus, "dcgm_counters": counters}
+
+
+def parse_smoke_test_cuda_version(raw: str) -> str | None:
+    if not raw:
+        return None
+    return match_pattern("smokeTestCudaVersion", raw, CUDA_VERSION_RE, "a CUDA version MAJOR.MINOR such as 11.4 or 12.2")
+
+
+def parse_smoke_test_image(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not IMAGE_REF_RE.match(raw):
+        raise ConfigError("smokeTestImage", raw, "an image reference such as registry/repo/name:tag")
+    return raw
+
+
+def parse_time_slicing(raw: str, mig_strategy: str) -> int:
+    replicas = parse_count("timeSlicingReplicas", raw, maximum=MAX_TIME_SLICING_REPLICAS)
+    if mig_strategy == "mixed" and replicas > 1:
+        raise ConfigError(
+            "timeSlicingReplicas", str(replicas), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"
+        )
+    return replicas
+
+
+def parse_gpu_test_run(raw: str) -> str:
+    return match_pattern("gpuTestRun", raw, _GPU_TEST_RUN_RE, "empty or up to 40 letters, digits, '.', ':', '-'")
