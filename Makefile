@@ -48,6 +48,7 @@ plan-out: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/shellcheck -x --source-path=SCRIPTDIR components/scripts/*.sh components/scripts/lib/*.sh components/scripts/local/*.sh .ci/run
 
 test: lint

@@ -10,48 +10,87 @@ from __future__ import annotations
 
 import pulumi
 
-from components.config import ack, aliyun, gpu, kubeadm, schema
+from components.config.ack import parse_ack
+from components.config.aliyun import (
+    parse_cidrs,
+    parse_control_plane_type,
+    parse_image_id,
+    parse_image_name_regex,
+    parse_pools,
+    parse_region,
+    parse_spot_price_limit,
+    parse_ttl_hours,
+    parse_zone_id,
+    warn_world_open,
+)
 from components.config.errors import PROJECT
+from components.config.gpu import (
+    check_smoke_test,
+    check_smoke_test_image_kind,
+    parse_device_plugin_version,
+    parse_gpu_test_run,
+    parse_monitoring,
+    parse_smoke_test_cuda_version,
+    parse_smoke_test_image,
+    parse_time_slicing,
+)
+from components.config.kubeadm import (
+    check_grid_driver_url,
+    check_registry_mirror_urls,
+    check_releases,
+    checked_pod_cidr,
+    parse_container_toolkit_version,
+    parse_cuda_toolkit_version,
+    parse_driver_version,
+    parse_flannel_version,
+    parse_grid_driver_version,
+    parse_kubernetes_version,
+    parse_registry_mirrors,
+    resolve_kubernetes_mirror,
+    warn_unreachable_registries,
+    warn_unverified_driver,
+)
 from components.config.model import MIG_STRATEGIES, SMOKE_TESTS, StackConfig
+from components.config.schema import ACK_ONLY_KEYS, CLUSTER_BACKENDS, KUBEADM_ONLY_KEYS, check_backend_keys
 from components.config.values import boolean, choice, json_value, parse_count, parse_price
 
 
 def load_config() -> StackConfig:
     """Read and validate the whole stack config (raises ConfigError)."""
     cfg = pulumi.Config(PROJECT)
-    region = aliyun.parse_region(pulumi.Config("alicloud").get("region") or "")
+    region = parse_region(pulumi.Config("alicloud").get("region") or "")
     spot = boolean(cfg, "spot")
-    spot_price_limit = aliyun.parse_spot_price_limit(cfg.get("spotPriceLimit") or "", spot=spot)
-    pools = aliyun.parse_pools(
+    spot_price_limit = parse_spot_price_limit(cfg.get("spotPriceLimit") or "", spot=spot)
+    pools = parse_pools(
         cfg.get("instanceType") or "",
         cfg.get("nodeCount") or "",
         json_value(cfg, "nodePools", []),
         spot=spot,
     )
-    cluster = choice("cluster", cfg.get("cluster") or "", schema.CLUSTER_BACKENDS)
-    schema.check_backend_keys(cluster, {key: cfg.get(key) for key in (*schema.KUBEADM_ONLY_KEYS, *schema.ACK_ONLY_KEYS)})
-    ack_settings = ack.parse_ack(cfg, pools, region) if cluster == "ack" else None
+    cluster = choice("cluster", cfg.get("cluster") or "", CLUSTER_BACKENDS)
+    check_backend_keys(cluster, {key: cfg.get(key) for key in (*KUBEADM_ONLY_KEYS, *ACK_ONLY_KEYS)})
+    ack_settings = parse_ack(cfg, pools, region) if cluster == "ack" else None
     on_ack = ack_settings is not None
-    control_plane_type = aliyun.parse_control_plane_type(cfg.get("controlPlaneInstanceType") or "")
+    control_plane_type = parse_control_plane_type(cfg.get("controlPlaneInstanceType") or "")
     smoke_test = choice("smokeTest", cfg.get("smokeTest") or "", SMOKE_TESTS)
-    smoke_cuda = gpu.parse_smoke_test_cuda_version(cfg.get("smokeTestCudaVersion") or "")
-    image_regex = aliyun.parse_image_name_regex(cfg.get("imageNameRegex") or "")
+    smoke_cuda = parse_smoke_test_cuda_version(cfg.get("smokeTestCudaVersion") or "")
+    image_regex = parse_image_name_regex(cfg.get("imageNameRegex") or "")
     mig_strategy = choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES)
-    time_slicing = gpu.parse_time_slicing(cfg.get("timeSlicingReplicas") or "", mig_strategy)
-    driver_version = kubeadm.parse_driver_version(cfg.get("driverVersion") or "")
-    grid_driver_version = kubeadm.parse_grid_driver_version(cfg.get("gridDriverVersion") or "")
-    smoke_image = gpu.parse_smoke_test_image(cfg.get("smokeTestImage") or "")
+    time_slicing = parse_time_slicing(cfg.get("timeSlicingReplicas") or "", mig_strategy)
+    driver_version = parse_driver_version(cfg.get("driverVersion") or "")
+    grid_driver_version = parse_grid_driver_version(cfg.get("gridDriverVersion") or "")
+    smoke_image = parse_smoke_test_image(cfg.get("smokeTestImage") or "")
     # On ACK every node pool runs the driver ACK installs (compute families only: parse_ack).
     test_driver = ack_settings.driver_version if ack_settings else driver_version
-    gpu.check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, test_driver, grid_driver_version, ack=on_ack)
-    gpu.check_smoke_test_image_kind(smoke_test, smoke_image)
-    registry_mirrors = kubeadm.parse_registry_mirrors(json_value(cfg, "registryMirrors", {}))
-    kubeadm.check_registry_mirror_urls(registry_mirrors)
+    check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, test_driver, grid_driver_version, ack=on_ack)
+    check_smoke_test_image_kind(smoke_test, smoke_image)
+    registry_mirrors = parse_registry_mirrors(json_value(cfg, "registryMirrors", {}))
+    check_registry_mirror_urls(registry_mirrors)
     if not on_ack:  # ACK pulls through its own node setup; registryMirrors is kubeadm-only
-        kubeadm.warn_unreachable_registries(region, registry_mirrors)
-    kubeadm.check_grid_driver_url(cfg.get("gridDriverUrl"))
+        warn_unreachable_registries(region, registry_mirrors)
+    check_grid_driver_url(cfg.get("gridDriverUrl"))
     if not on_ack:
-        kubeadm.warn_unverified_driver(driver_version, pools)
+        warn_unverified_driver(driver_version, pools)
     grid_url = cfg.get_secret("gridDriverUrl")
     loaded = StackConfig(
         stack=pulumi.get_stack(),
@@ -61,8 +100,8 @@ def load_config() -> StackConfig:
         image_name_regex=image_regex,
         system_disk_gib=parse_count("systemDiskGiB", cfg.get("systemDiskGiB") or "", minimum=20, maximum=500),
         public_bandwidth_mbps=parse_count("publicBandwidthMbps", cfg.get("publicBandwidthMbps") or "", maximum=100),
-        allowed_cidrs=aliyun.parse_cidrs(json_value(cfg, "allowedCidrs", None)) if not on_ack else (),
-        ttl_hours=aliyun.parse_ttl_hours(cfg.get("ttlHours") or ""),
+        allowed_cidrs=parse_cidrs(json_value(cfg, "allowedCidrs", None)) if not on_ack else (),
+        ttl_hours=parse_ttl_hours(cfg.get("ttlHours") or ""),
         spot=spot,
         spot_price_limit=spot_price_limit,
         hourly_price_cny=parse_price("hourlyPriceCny", cfg.get("hourlyPriceCny") or ""),
@@ -70,27 +109,27 @@ def load_config() -> StackConfig:
         grid_driver_version=grid_driver_version,
         grid_driver_url=grid_url.apply(lambda u: u or "") if grid_url is not None else None,
         install_cuda_toolkit=boolean(cfg, "installCudaToolkit"),
-        cuda_toolkit_version=kubeadm.parse_cuda_toolkit_version(cfg.get("cudaToolkitVersion") or ""),
-        container_toolkit_version=kubeadm.parse_container_toolkit_version(cfg.get("containerToolkitVersion") or ""),
+        cuda_toolkit_version=parse_cuda_toolkit_version(cfg.get("cudaToolkitVersion") or ""),
+        container_toolkit_version=parse_container_toolkit_version(cfg.get("containerToolkitVersion") or ""),
         install_docker=boolean(cfg, "installDocker"),
         registry_mirrors=registry_mirrors,
-        kubernetes_version=kubeadm.parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
-        kubernetes_mirror=kubeadm.resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
-        pod_cidr=kubeadm.checked_pod_cidr(cfg.get("podCidr") or "", ack=on_ack),
-        flannel_version=kubeadm.parse_flannel_version(cfg.get("flannelVersion") or ""),
-        device_plugin_version=gpu.parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
+        kubernetes_version=parse_kubernetes_version(cfg.get("kubernetesVersion") or ""),
+        kubernetes_mirror=resolve_kubernetes_mirror(cfg.get("kubernetesMirror") or "", region),
+        pod_cidr=checked_pod_cidr(cfg.get("podCidr") or "", ack=on_ack),
+        flannel_version=parse_flannel_version(cfg.get("flannelVersion") or ""),
+        device_plugin_version=parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
         mig_strategy=mig_strategy,
         time_slicing_replicas=time_slicing,
         smoke_test=smoke_test,
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
-        **gpu.parse_monitoring(cfg),
-        image_id=aliyun.parse_image_id(cfg.get("imageId") or ""),
-        zone_id=aliyun.parse_zone_id(cfg.get("zoneId") or "", region),
+        **parse_monitoring(cfg),
+        image_id=parse_image_id(cfg.get("imageId") or ""),
+        zone_id=parse_zone_id(cfg.get("zoneId") or "", region),
         cluster=cluster,
         ack=ack_settings,
-        gpu_test_run=gpu.parse_gpu_test_run(cfg.get("gpuTestRun") or ""),
+        gpu_test_run=parse_gpu_test_run(cfg.get("gpuTestRun") or ""),
     )
-    kubeadm.check_releases(loaded)
-    aliyun.warn_world_open(loaded.allowed_cidrs)
+    check_releases(loaded)
+    warn_world_open(loaded.allowed_cidrs)
     return loaded
