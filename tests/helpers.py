@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from tools.harness import ProgramRun, Resource, reveal, run_program
 from tools.mocks import PlaceholderMocks, command_env
@@ -20,6 +21,9 @@ def run_stack(stack: str = "dev", mocks: PlaceholderMocks | None = None, **overr
     """The whole program for a stack's real config; bare keys mean gpu-k8s:<key>."""
     return run_program(stack, {(k if ":" in k else f"gpu-k8s:{k}"): v for k, v in overrides.items()}, mocks=mocks)
 
+
+TESTS_DIR = Path(__file__).resolve().parent
+FIXTURES = TESTS_DIR / "fixtures"  # recorded answers (nvidia-smi, DCGM, Aliyun) and URN records
 
 # Every resource depends on the lifecycle guard (components/lifecycle.py): the tests of who waits
 # for whom look at the other dependencies.

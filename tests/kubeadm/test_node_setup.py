@@ -16,12 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import env_of
-
-from components import config
-from components.facts import catalog, downloads
-from components.kubeadm import bootstrap
-from tests.stubs import SCRIPTS_DIR, StubBin
-from tests.test_script_behaviour import (
+from tests.scripts.test_script_behaviour import (
     APT_GET,
     CONTAINERD,
     CONTAINERD_DEFAULT,
@@ -43,6 +38,11 @@ from tests.test_script_behaviour import (
     ok,
     write,
 )
+
+from components import config
+from components.facts import catalog, downloads
+from components.kubeadm import bootstrap
+from tests.stubs import SCRIPTS_DIR, StubBin
 
 
 @pytest.fixture

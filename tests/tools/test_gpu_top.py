@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES as TESTS_FIXTURES
 
 from tools import gpu_top
 from tools.gpu_top import GpuTopError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dcgm"
+FIXTURES = TESTS_FIXTURES / "dcgm"
 # README.md "GPU metrics" shows this table: keep them in step.
 EXPECTED_TABLE = """\
 NODE     GPU  MODEL     UTIL  MEMORY USED / TOTAL  TEMP   POWER
@@ -31,7 +32,7 @@ def test_prometheus_answer_becomes_the_table():
 
 
 def test_readme_documents_the_tested_table():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert EXPECTED_TABLE in readme
 
 

@@ -32,7 +32,7 @@ import pytest
 from components.steps import render_script
 from tests.stubs import SCRIPTS_DIR, StubBin
 
-TOOLS = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "bin"
+TOOLS = Path(__file__).resolve().parents[3] / "shared" / "tools" / "bin"
 CONTAINERD_VERSIONS = ("1.7.28", "2.1.4", "2.1.5")
 TOOLKIT_VERSIONS = ("1.17.8", "1.18.0")
 STATES = ("no-config", "config-default", "debian-minimal", "failed-run")

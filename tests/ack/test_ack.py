@@ -339,7 +339,7 @@ def test_the_known_versions_are_what_the_recorded_api_offers():
     import json
     from pathlib import Path
 
-    recorded = json.loads((Path(__file__).parent.parent / "tools/fixtures/ack-kubernetes-versions.json").read_text())
+    recorded = json.loads((Path(__file__).resolve().parents[2] / "tools/fixtures/ack-kubernetes-versions.json").read_text())
     assert {m["version"] for m in recorded["metadatas"]} == set(ack_support.KUBERNETES_VERSIONS)
 
 
@@ -381,7 +381,7 @@ def test_make_extend_refreshes_on_ack_only(tmp_path, stack, refreshes):
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     calls = tmp_path / "calls"
     fake = tmp_path / "bin" / "pulumi"
     fake.parent.mkdir()

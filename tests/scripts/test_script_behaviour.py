@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import FIXTURES as TESTS_FIXTURES
 
 from components.steps import render_script
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tools.mock_cluster import KUBECTL_STUB_BODY
 
-FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
+FIXTURES = TESTS_FIXTURES / "nvidia-smi"
 FAST = {"POLL_SECONDS": "0"}
 
 # --- shared stub bodies (bash) -------------------------------------------------------------

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import FIXTURES as TESTS_FIXTURES
 
 from components.facts.nvidia_smi import GpuInfo, SmiTable, parse_query, parse_table
 
-FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
+FIXTURES = TESTS_FIXTURES / "nvidia-smi"
 H200 = FIXTURES / "h200-driver-580"
 # The seed shows only tables for these two; the CSV lines are derived from them (README).
 P4_CSV = "Tesla P4, 535.129.03, 7680 MiB"
