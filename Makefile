@@ -98,7 +98,7 @@ extend: install
 
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
 # its auto-release anchor so that the new instance gets a valid release time, and its image
-# record (<node>-image) so that it gets the image chosen now (components/node.py). Every step
+# record (<node>-image) so that it gets the image chosen now (components/aliyun/node.py). Every step
 # of the node runs again on the new instance (their triggers hold its id); a worker gets a fresh
 # join token and rejoins. The control plane can be replaced too, with REBUILD=yes: the cluster
 # is rebuilt on the new instance (kubeadm init, every worker reset and rejoined, every

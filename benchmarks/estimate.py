@@ -52,7 +52,7 @@ TABLE: dict[str, Entry] = {
         40, 75, "ASSUMPTION: gcc, make, dkms, linux-headers (apt 'Need to get' ~75 MB) + update-initramfs"
     ),
     "driver-prepare/grid": Entry(20, 0, "ASSUMPTION: blacklist + update-initramfs only"),
-    "settle": Entry(0, 0, "components/bootstrap.py: 'true' unless nouveau forced a reboot (then +60 s sleep + reboot)"),
+    "settle": Entry(0, 0, "components/kubeadm/bootstrap.py: 'true' unless nouveau forced a reboot (then +60 s sleep + reboot)"),
     "nvidia-driver/tesla": Entry(
         150, 330, "ASSUMPTION: NVIDIA-Linux-x86_64-535.*.run ~330 MB; DKMS build of nvidia.ko ~2.5 min on 4 vCPU"
     ),

@@ -8,7 +8,7 @@ tests import this file as the module ``policy.__main__`` (``__name__`` is not
 ``"__main__"``), get the same policy objects from ``policies()`` and start nothing.
 
 Imports. The rules (policy/rules.py) read the instance catalog from the program's own
-``components/catalog.py`` in the repository root, the parent of this directory. The
+``components/facts/catalog.py`` in the repository root, the parent of this directory. The
 root is put on sys.path (the CLI only adds this pack directory), then both the CLI and
 the tests import the rules the same way, as ``policy.rules``.
 """

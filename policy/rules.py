@@ -40,13 +40,13 @@ from components.facts import catalog
 
 INSTANCE = "alicloud:ecs/instance:Instance"
 NODE_POOL = "alicloud:cs/nodePool:NodePool"  # the ACK backend's GPU nodes
-SCHEDULED_TASK = "alicloud:ess/scheduledTask:ScheduledTask"  # the ACK backend's TTL (components/ack.py)
+SCHEDULED_TASK = "alicloud:ess/scheduledTask:ScheduledTask"  # the ACK backend's TTL (components/ack/backend.py)
 SECURITY_GROUP_RULE = "alicloud:ecs/securityGroupRule:SecurityGroupRule"
 
 # Ports that must never face the whole internet: SSH and the Kubernetes API server.
 ADMIN_PORTS: dict[int, str] = {22: "SSH", 6443: "Kubernetes API"}
 
-# Tags the program puts on every node (components/node.py).
+# Tags the program puts on every node (components/aliyun/node.py).
 ROLE_TAG, POOL_TAG = "gpu-k8s-role", "gpu-k8s-pool"
 CONTROL_PLANE_POOL = "control-plane"
 
@@ -239,7 +239,7 @@ def check_node_pools_scale_to_zero(resources: list[tuple[str, str, Mapping]]) ->
 
     ACK node pools have no per-instance auto-release (their scaling group replaces a
     released instance), so the TTL is an ESS scheduled task that sets the group to 0
-    (components/ack.py). ``resources``: (type, urn, props) of the whole stack, props with
+    (components/ack/backend.py). ``resources``: (type, urn, props) of the whole stack, props with
     the outputs (``scalingGroupId`` of a pool). An unknown group (preview) is not judged.
     Returns (message, urn) pairs.
     """

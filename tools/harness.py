@@ -33,7 +33,7 @@ from components.facts import ack as ack_support
 from tools import engine
 from tools.mocks import PlaceholderMocks
 
-# The offline plan never asks Aliyun for prices (components/cost.py), even with keys in the
+# The offline plan never asks Aliyun for prices (components/aliyun/cost.py), even with keys in the
 # environment: the mocks' get_instance_types answer none, so the catalog estimate is used.
 cost.LIVE_PRICE_LOOKUP = False
 # Offline nothing reads a resource's source position (the CLI shows it next to errors): skip the

@@ -1,7 +1,7 @@
 """What the GPU nodes and test pods answer offline, through the real scripts and parsers.
 
 No hard-coded verdicts: a failing GPU test is the real ``80-gpu-test-result.sh`` (as
-rendered for the node, components/remote.py) run by bash with a stub ``kubectl`` on
+rendered for the node, components/steps.py) run by bash with a stub ``kubectl`` on
 PATH that answers with a failing pod from a recorded failure text
 (tools/fixtures/gpu-failures.json, a copy of the project's shared fixture). The
 script's own parsing and diagnosis make the verdict. The script's wait loop runs on a
@@ -13,7 +13,7 @@ Group mode (a managed control plane, ACK: the checks run on the deployer through
 unknown offline, so each node is a labelled placeholder ``<ACK node N of <key>=<value>>``
 (``group_node``), the same in 70's answer and in 80's pods.
 
-nvidia-smi's answer for the gpu-verify step comes from components/nvidia_smi.py over a
+nvidia-smi's answer for the gpu-verify step comes from components/facts/nvidia_smi.py over a
 recorded ``nvidia-smi`` of that GPU and driver (tests/fixtures/nvidia-smi), where one
 exists; otherwise the caller uses a labelled placeholder.
 """
@@ -49,8 +49,8 @@ WITH_KUBECONFIG = "components/scripts/local/with-kubeconfig.sh"
 # <name>.{phase,node,log,previous,events,messages}, per node gpu-<node> (allocatable) and
 # pods-<node> (the device plugin pod line), per label selector nodes-<selector, / as _>
 # (`get nodes -l`: "<name>\t<allocatable>" lines); api-down makes the API refuse. The tests
-# use the same body (tests/gpu_failures.py, tests/test_script_behaviour.py,
-# tests/test_deployer_checks.py).
+# use the same body (tests/gpu_failures.py, tests/scripts/test_script_behaviour.py,
+# tests/scripts/test_deployer_checks.py).
 KUBECTL_STUB_BODY = r"""
 [[ -e "$STUB_STATE/api-down" ]] && { echo "The connection to the server 192.0.2.10:6443 was refused" >&2; exit 1; }
 name=""

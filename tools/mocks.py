@@ -89,7 +89,7 @@ users:
 """
 ACK_VERSIONS = Path(__file__).resolve().parent / "fixtures" / "ack-kubernetes-versions.json"
 ACK_CLUSTER = "alicloud:cs/managedKubernetes:ManagedKubernetes"
-# Deployer-side scripts the mocks run for real: a node's image record (components/node.py)
+# Deployer-side scripts the mocks run for real: a node's image record (components/aliyun/node.py)
 # and the lifecycle guard (components/lifecycle.py). Both only compare and print.
 DEPLOYER_SCRIPT = re.compile(r"bash components/scripts/local/(image-record|lifecycle-guard)\.sh$")
 ROOT = Path(__file__).resolve().parent.parent

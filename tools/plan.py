@@ -258,7 +258,7 @@ def plan(
         raise PlanError(f"config error: {err}: {_type_hint(err)}") from None
     except ConfigError as err:
         raise PlanError(f"config error: {err}") from None
-    except pulumi.RunError as err:  # e.g. components/ack.py TtlPassed: what `pulumi up` would stop with
+    except pulumi.RunError as err:  # e.g. components/ack/backend.py TtlPassed: what `pulumi up` would stop with
         raise PlanError(" ".join(str(err).split())) from None
 
 

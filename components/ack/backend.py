@@ -15,7 +15,7 @@ run kubectl on the deployer with the kubeconfig (components/steps.py run_local_s
 
 Auto-release: node pool instances belong to an ESS scaling group, which replaces any instance
 that goes away, so ECS auto-release cannot end their billing. Instead each pool has a one-time
-ESS scheduled task at the pool's TTL (the same per-pool anchors as components/auto_release.py)
+ESS scheduled task at the pool's TTL (the same per-pool anchors as components/aliyun/auto_release.py)
 that sets its scaling group to 0 instances. The managed cluster itself (the Pro fee) and the
 API server's load balancer keep billing until `make down`; the `cost` output says so.
 

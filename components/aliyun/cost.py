@@ -163,7 +163,7 @@ def stack_cost(cfg, fleet) -> dict:
 def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
     """ACK: the node pools' nodes, plus the cluster's own hourly fees, which the TTL does not stop.
 
-    At the TTL the node pools scale to zero (components/ack.py), so the nodes bill at most
+    At the TTL the node pools scale to zero (components/ack/backend.py), so the nodes bill at most
     ttlHours; the fees bill until `make down`: the output says both.
     """
     nodes = [(host, p.name, p.instance_type) for p in cfg.pools for host in p.node_names()]
@@ -172,7 +172,7 @@ def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
     summary["clusterFees"] = [
         {"item": item, "hourly": str(price), "source": f"estimate: {source}"} for item, (price, source) in fees.items()
     ]
-    summary["estimate"] = True  # the fees are list estimates (components/ack_support.py)
+    summary["estimate"] = True  # the fees are list estimates (components/facts/ack.py)
     nodes_hourly = summary["hourlyTotal"]
     if nodes_hourly.startswith("at least"):
         summary["hourlyTotal"] = f"{nodes_hourly} for the nodes, plus at least {_money(fee_total)} cluster fees"

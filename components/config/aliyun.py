@@ -23,7 +23,7 @@ _POOL_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$")
 _ECS_IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,127}$")
 
 
-# components/network.py's VPC (kept equal by a test; network.py imports this module).
+# components/aliyun/network.py's VPC (kept equal by a test; network.py imports this module).
 VPC_CIDR = "10.0.0.0/16"
 
 

@@ -20,7 +20,7 @@ KUBERNETES_MIRRORS = ("auto", "aliyun", "upstream")
 _K8S_VERSION_RE = re.compile(r"^1\.(\d{2})\.\d{1,2}$")
 
 
-# The NVIDIA Container Toolkit lines step 20 is tested with (tests/test_runtime_real.py runs
+# The NVIDIA Container Toolkit lines step 20 is tested with (tests/scripts/test_runtime_real.py runs
 # the real nvidia-ctk 1.17.8 and 1.18.0): 1.17 edits config.toml, 1.18 writes a drop-in.
 _TOOLKIT_VERSION_RE = re.compile(r"^1\.1[78]\.\d{1,2}$")
 
@@ -186,7 +186,7 @@ def warn_unverified_driver(driver_version: str, pools: tuple[NodePool, ...]) -> 
     if any(p.profile.driver == catalog.TESLA for p in pools) and not downloads.tesla_run_sha256(driver_version):
         pulumi.log.warn(
             f"gpu-k8s:driverVersion {driver_version}: download unverified: no published SHA-256 is known for "
-            f"NVIDIA-Linux-x86_64-{driver_version}.run (components/downloads.py), so step 11 installs it unchecked"
+            f"NVIDIA-Linux-x86_64-{driver_version}.run (components/facts/downloads.py), so step 11 installs it unchecked"
         )
 
 
@@ -211,7 +211,7 @@ def check_release(key: str, version: str) -> None:
 
 
 def check_releases(loaded: StackConfig) -> None:
-    """Every pinned version (already format-checked) against components/releases.py."""
+    """Every pinned version (already format-checked) against components/facts/releases.py."""
     check_release("kubernetesVersion", loaded.kubernetes_version)
     check_release("flannelVersion", loaded.flannel_version)
     check_release("devicePluginVersion", loaded.device_plugin_version)

@@ -58,7 +58,7 @@ class NodePool:
 
 @dataclass(frozen=True, kw_only=True)
 class AckSettings:
-    """gpu-k8s:cluster ack: the managed cluster's settings (components/ack.py)."""
+    """gpu-k8s:cluster ack: the managed cluster's settings (components/ack/backend.py)."""
 
     cluster_spec: str  # ack.pro.small (Pro, billed per hour) | ack.standard (Basic)
     kubernetes_version: str  # an ACK version such as 1.36.1-aliyun.1
@@ -99,7 +99,7 @@ class StackConfig:
     smoke_test: str
     smoke_test_image: str | None
     smoke_test_cuda_version: str | None
-    # GPU metrics (components/monitoring.py)
+    # GPU metrics (components/gpu/monitoring.py)
     monitoring: str  # dcgm | servicemonitor | none
     dcgm_exporter_version: str
     prometheus_version: str

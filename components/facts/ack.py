@@ -1,7 +1,7 @@
 """What ACK supports, dated and sourced: versions, GPU families, drivers, fees (pure data).
 
-Read by components/config.py (plan-time checks: nothing is created for a config ACK would
-refuse) and components/ack.py. Every entry names its source; ``UNVERIFIED`` marks what no
+Read by components/config/ (plan-time checks: nothing is created for a config ACK would
+refuse) and components/ack/backend.py. Every entry names its source; ``UNVERIFIED`` marks what no
 source confirmed. Facts as of FACTS_DATE; ACK changes them, so a newer version or driver is
 refused with the table's date in the message rather than guessed at.
 """

@@ -120,7 +120,7 @@ CONTAINER_TOOLKIT = Component(
 )
 
 # CUDA toolkit (MAJOR.MINOR): NVIDIA's CUDA toolkit release notes, Table 3 (reference
-# nvidia-gpu-on-kubernetes.md section 4) and components/cuda.py's branch table.
+# nvidia-gpu-on-kubernetes.md section 4) and components/facts/cuda.py's branch table.
 CUDA_TOOLKIT = Component(
     key="cudaToolkitVersion",
     name="CUDA toolkit",
@@ -182,7 +182,7 @@ def check(component: Component, version: str) -> Verdict:
         return Verdict("unknown", f"{version!r} is not a version number")
     known = component.known()
     newest = ", ".join(component.newest())
-    where = f"the known-releases table (components/releases.py, updated {UPDATED}; {component.source})"
+    where = f"the known-releases table (components/facts/releases.py, updated {UPDATED}; {component.source})"
     if v in known:
         return Verdict("known", "")
     n = component.series_len

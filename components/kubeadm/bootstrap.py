@@ -9,7 +9,7 @@ The driver, the container runtime and the Kubernetes packages are independent, s
 they run in parallel (their apt calls wait for the dpkg lock). ``driver-prepare``
 may reboot the node to unload nouveau; ``settle`` then waits on this machine long
 enough for the reboot to start, and the next steps' SSH dials retry until it is back.
-``prefetch-images`` pulls the node's images (components/prefetch.py) as soon as containerd
+``prefetch-images`` pulls the node's images (components/kubeadm/prefetch.py) as soon as containerd
 is configured, while the driver builds; nothing waits for it and it takes no lock.
 """
 

@@ -225,7 +225,7 @@ class KubeCluster(pulumi.ComponentResource):
         self.register_outputs({"kubeconfig": self.kubeconfig, "controlPlane": cp.hostname})
 
     def timings(self) -> pulumi.Output[dict]:
-        """The `timings` output (components/timings.py): every node's steps, then init and joins."""
+        """The `timings` output (components/kubeadm/timings.py): every node's steps, then init and joins."""
         cp = self._fleet.control_plane.hostname
         steps: list[tuple[timings.TimedStep, pulumi.Output[str]]] = []
         for boot in self.bootstraps.values():

@@ -193,7 +193,7 @@ def test_common_zones_prefer_plenty_of_stock():
     assert ecs_api.common_zones(reports) == ["z-b", "z-a"]
 
 
-# --- the program's cost output (components/cost.py) -------------------------------------------
+# --- the program's cost output (components/aliyun/cost.py) -------------------------------------------
 
 
 def test_plan_with_keys_in_the_environment_calls_no_network(monkeypatch, program):
@@ -254,7 +254,7 @@ def test_deploy_time_cost_without_keys_asks_nothing(monkeypatch):
     assert fake.requests == []
 
 
-# --- zone choice (components/network.py) -------------------------------------------------------
+# --- zone choice (components/aliyun/network.py) -------------------------------------------------------
 
 HANGZHOU = ["cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-k"]
 

@@ -1,4 +1,4 @@
-"""components/nvidia_smi.py against real nvidia-smi output (tests/fixtures/nvidia-smi/)."""
+"""components/facts/nvidia_smi.py against real nvidia-smi output (tests/fixtures/nvidia-smi/)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from tests.gpu_failures import pod as pod_state
 from tests.stubs import StubBin
 from tools.mocks import PlaceholderMocks
 
-# kubectl over SSH on a kubeadm control plane, as components/kubeadm.py sets it up.
+# kubectl over SSH on a kubeadm control plane, as components/kubeadm/backend.py sets it up.
 SSH_CHECKS = ClusterChecks(
     run=lambda name, **kw: steps.run_script(name, on=steps.host("203.0.113.9", "PLACEHOLDER", "i-placeholder"), **kw),
     plugin_namespace=device_plugin.NAMESPACE,

@@ -2,7 +2,7 @@
 
 apt serialised across parallel steps, bounded downloads, verified keys and driver, kernel
 headers that follow kernel upgrades, Docker mirrors and non-GPU nodes. The real-binary
-matrix for step 20 is tests/test_runtime_real.py.
+matrix for step 20 is tests/scripts/test_runtime_real.py.
 """
 
 from __future__ import annotations

@@ -709,7 +709,7 @@ TOML
 esac
 """
 # containerd: `config default` prints the fixture, `--config F config dump` prints F (the
-# merged config of one file without imports; tests/test_runtime_real.py runs the real one).
+# merged config of one file without imports; tests/scripts/test_runtime_real.py runs the real one).
 CONTAINERD = r"""
 case "$*" in
   "config default") cat "$STUB_STATE/containerd-default.toml";;

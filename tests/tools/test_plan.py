@@ -127,7 +127,7 @@ def test_cuda_refusal_names_image_cuda_driver_and_fix(capsys):
     _, _, err = run_cli(capsys, "--stack", "dev", "--config", "smokeTestImage=example.com/my/cuda-app:1.0")
     assert "gpu-k8s:smokeTestCudaVersion" in err
     # A vectoradd image with a declared, fitting CUDA version is accepted (a non-vectoradd
-    # name is refused for the vectoradd test: see tests/test_bad_input.py).
+    # name is refused for the vectoradd test: see tests/config/test_bad_input.py).
     code, _, _ = run_cli(
         capsys,
         "--stack",
