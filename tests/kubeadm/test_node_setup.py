@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 from helpers import env_of
+
+from components import config
+from components.facts import catalog, downloads
+from components.kubeadm import bootstrap
 from tests.scripts.test_script_behaviour import (
     APT_GET,
     CONTAINERD,
@@ -38,10 +42,6 @@ from tests.scripts.test_script_behaviour import (
     ok,
     write,
 )
-
-from components import config
-from components.facts import catalog, downloads
-from components.kubeadm import bootstrap
 from tests.stubs import SCRIPTS_DIR, StubBin
 
 

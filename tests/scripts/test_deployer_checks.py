@@ -18,10 +18,10 @@ from pathlib import Path
 import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
-from tests.scripts.test_gpu_diagnosis import _place
 
 from components import steps
 from tests.gpu_failures import KUBECTL, cases, cluster, pod
+from tests.scripts.test_gpu_diagnosis import _place
 from tests.stubs import SCRIPTS_DIR, StubBin
 from tools import mock_cluster
 from tools.harness import is_secret, reveal
