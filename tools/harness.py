@@ -7,6 +7,8 @@ one mock world. Mocks are strict: an invoke the program was not written to make 
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -253,9 +255,25 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
+
+def _yaml_file(path: Path, loader: type = _SAFE_LOADER) -> object:
+    """A YAML file's content, parsed once per version of the file (a deep copy each time: callers may
+    change what they get). Every plan reads Pulumi.yaml and its stack file several times."""
+    stat = path.stat()
+    return copy.deepcopy(_parsed_yaml(path, stat.st_mtime_ns, stat.st_size, loader))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_yaml(path: Path, _mtime_ns: int, _size: int, loader: type) -> object:
+    return yaml.load(path.read_text(), Loader=loader)  # a safe or base loader, never the full one
+
+
 def project_defaults() -> dict[str, object]:
     """Config defaults declared in Pulumi.yaml (the CLI applies these; so do we)."""
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    project = _yaml_file(ROOT / "Pulumi.yaml")
     defaults: dict[str, object] = {}
     for key, decl in (project.get("config") or {}).items():
         full = key if ":" in key else f"{PROJECT}:{key}"
@@ -271,7 +289,7 @@ def stack_config(stack: str) -> dict[str, object]:
     if not path.exists():
         known = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
         raise FileNotFoundError(f"no stack file {path.relative_to(ROOT)}; stacks: {', '.join(known)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _yaml_file(path) or {}
     return dict(data.get("config") or {})
 
 
@@ -328,7 +346,7 @@ def _stored_scalar(raw: str) -> str:
 
 def _raw_stack_scalars(stack: str) -> dict[str, str]:
     """Top-level scalars of the stack file as the CLI stores them (text, not objects)."""
-    data = yaml.load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.BaseLoader) or {}
+    data = _yaml_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml", _BASE_LOADER) or {}
     config = data.get("config") if isinstance(data, dict) else None
     return {k: _stored_scalar(v) for k, v in (config or {}).items() if isinstance(v, str)}
 
@@ -342,7 +360,7 @@ def check_config_types(stack: str, values: dict[str, object]) -> None:
     or built with ``pulumi config set --path``). Only keys with an explicit ``type`` in
     Pulumi.yaml are checked; a secure value is not (the CLI decrypts it first).
     """
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()) or {}
+    project = _yaml_file(ROOT / "Pulumi.yaml") or {}
     for key, decl in sorted((project.get("config") or {}).items()):
         full = key if ":" in key else f"{PROJECT}:{key}"
         if not isinstance(decl, dict) or "type" not in decl or full not in values:
