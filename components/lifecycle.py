@@ -17,7 +17,13 @@ runs nothing else is registered. A failed step cancels the deployment (step_exec
 ``cancelDueToError``; with ``--continue-on-error`` its dependents are skipped instead), and
 the deletes of resources the program no longer declares run only after the program's last
 registration with no error seen (deployment_executor.go ``Execute`` -> ``performDeletes``),
-so none run either.
+so none run either. Lookups (invokes: zones, images, prices) are no resources, so the
+program also waits for the guard before going on (``__init__``): the alicloud provider is
+registered with the first of them, and a region change must not reach the provider's state.
+
+``pulumi preview`` does not run commands, so it lists what the refused change would do;
+``pulumi up`` then stops at the guard. The offline ``python -m tools.plan --diff`` runs the
+guard's real script and shows the refusal.
 
 Refused (each needs `make down`, then `make up`):
 - ``alicloud:region``: the alicloud provider is updated in place on a region change (no
@@ -47,6 +53,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
+from pulumi.runtime.sync_await import _sync_await
 
 from components import steps
 from components.aliyun.fleet import hostnames
@@ -100,6 +107,12 @@ class LifecycleGuard(pulumi.ComponentResource):
         )
         pulumi.runtime.register_stack_transformation(self._after_guard)
         self.register_outputs({"facts": self.check.stdout})
+        # Invokes are no resources (no transformation, no depends_on), and the first one that uses
+        # the alicloud provider registers it: with a new region, an update of the provider in state
+        # that `pulumi destroy` would then follow. So the program itself waits here until the
+        # guard's step is done, the way a synchronous invoke waits for its answer; a refused
+        # change fails this wait, and the program ends before any lookup.
+        _sync_await(self.check.urn.future())
 
     def _after_guard(self, args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
         """Every resource constructed after the guard waits for it (module docstring)."""

@@ -25,6 +25,7 @@ components/scripts/<script>`` with the kubeconfig on stdin, for a managed contro
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -204,6 +205,7 @@ def run_script(
 
 
 LOCAL_RUNNER = "local/with-kubeconfig.sh"
+CHECK_INPUTS = "GPU_K8S_CHECK_INPUTS"
 _SCRIPTS_REL = "components/scripts"  # relative to the project directory
 
 
@@ -224,6 +226,12 @@ def render_local_command(script: str, env: Mapping[str, str]) -> str:
     with-kubeconfig.sh components/scripts/<script>``."""
     script_path(script)  # the script exists
     return f"{local_script_command(LOCAL_RUNNER, env)} {_SCRIPTS_REL}/{script}"
+
+
+def _check_inputs_digest(script: str, env: Mapping[str, str]) -> str:
+    """12 hex of what a deployer-side check verifies: its script (and runner) and its inputs."""
+    text = json.dumps([script_hash(script), script_hash(LOCAL_RUNNER), sorted(env.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run_local_script(
@@ -250,10 +258,10 @@ def run_local_script(
     and ``extra_triggers``. The check's exit status fails the command (70: 1, 80: 2/3).
     """
     env = dict(env or {})
-    create = (
-        pulumi.Output.all(**env).apply(lambda values: render_local_command(script, values))
-        if env
-        else render_local_command(script, {})
+    # What the check verifies, as a digest beside its inputs (local/with-kubeconfig.sh): an update
+    # that changes only the kubeconfig reuses the last result instead of asking the cluster again.
+    create = pulumi.Output.all(**env).apply(
+        lambda values: render_local_command(script, {**values, CHECK_INPUTS: _check_inputs_digest(script, values)})
     )
     triggers: list[pulumi.Input[str]] = [
         script_hash(script),
@@ -267,7 +275,7 @@ def run_local_script(
         stdin=pulumi.Output.secret(kubeconfig),
         triggers=triggers,
         logging=command.local.Logging.STDOUT_AND_STDERR,
-        add_previous_output_in_env=False,
+        add_previous_output_in_env=True,  # the last result, for an update that changes only the kubeconfig
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=list(after),

@@ -183,6 +183,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.command_stdout: dict[str, Callable[[dict, dict[str, str]], str]] = {
             "-kubeconfig": self._kubeconfig,
             "-gpu-verify": self._gpu_verify,
+            "-nvidia-driver": self._driver_installed,
             "-ca-hash": self._ca_hash,
             "-gpu-allocatable": self._gpu_allocatable,
             "-gpu-test-result": self._gpu_test_result,
@@ -573,6 +574,19 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
 
     def _kubeconfig(self, inputs: dict, env: dict[str, str]) -> str:
         return FAKE_KUBECONFIG.format(server=env.get("API_SERVER_IP", "127.0.0.1"), ca=self._cluster_ca(inputs))
+
+    def _driver_installed(self, inputs: dict, env: dict[str, str]) -> str:
+        """11-nvidia-driver.sh's stdout: the driver it installed. Tesla: the version asked for;
+        GRID: what the plugin or the .run at gridDriverUrl brings (known at deploy time only)."""
+        if env.get("GPU_DRIVER") == "tesla":
+            return f"driver_version={env.get('DRIVER_VERSION', '')}"
+        source = "the Cloud Assistant plugin"
+        stdin = str(inputs.get("stdin") or "").strip()
+        if stdin and not stdin.startswith("["):
+            source = f"the .run at gridDriverUrl #{hashlib.sha256(stdin.encode()).hexdigest()[:6]}"
+        value = f"driver_version=<placeholder: the GRID driver {source} installs>"
+        self.placeholders[value] = "the GRID driver version nvidia-smi reports after step 11, at deploy time"
+        return value
 
     def _gpu_verify(self, inputs: dict, env: dict[str, str]) -> str:
         name = env.get("EXPECTED_GPU_NAME") or "<GPU name from nvidia-smi>"

@@ -21,6 +21,8 @@ import subprocess
 import sys
 
 UPDATE_KINDS = ("update",)  # the kinds that set stack outputs (refresh and preview do not)
+LIFECYCLE_KINDS = (*UPDATE_KINDS, "destroy")  # a destroy after a failed update: nothing stale is left
+SHOWN = ("version", "kind", "result", "startTime", "endTime")  # not environment or config (author, CI variables)
 STALE = 3
 
 
@@ -48,17 +50,22 @@ def freshness(history: list[dict]) -> dict:
     ``current`` is false when the newest update failed (or is still running): the outputs are
     then those of ``outputsFrom``, an earlier update (None when no update ever succeeded).
     """
-    updates = [h for h in history if isinstance(h, dict) and h.get("kind") in UPDATE_KINDS]
-    if not updates:
+    entries = [h for h in history if isinstance(h, dict) and h.get("kind") in LIFECYCLE_KINDS]
+    entries.sort(key=lambda h: h.get("version") if isinstance(h.get("version"), int) else -1, reverse=True)
+    if not entries or entries[0].get("kind") == "destroy":
         return {"current": True, "latest": None, "outputsFrom": None}
-    latest = updates[0]  # pulumi lists the newest first
-    succeeded = next((h for h in updates if h.get("result") == "succeeded"), None)
-    return {"current": latest.get("result") == "succeeded", "latest": latest, "outputsFrom": succeeded}
+    latest = {k: entries[0].get(k) for k in SHOWN}
+    succeeded = next((h for h in entries if h.get("kind") in UPDATE_KINDS and h.get("result") == "succeeded"), None)
+    return {
+        "current": latest.get("result") == "succeeded",
+        "latest": latest,
+        "outputsFrom": {k: succeeded.get(k) for k in SHOWN} if succeeded else None,
+    }
 
 
 def _when(update: dict | None) -> str:
     if not update:
-        return "never"
+        return "no update that succeeded"
     return f"update {update.get('version', '?')} ({update.get('endTime') or update.get('startTime') or 'time unknown'})"
 
 
@@ -81,11 +88,12 @@ def annotate(outputs: dict, fresh: dict) -> dict:
 
 def banner(fresh: dict) -> str:
     latest = fresh["latest"]
+    kept = _when(fresh["outputsFrom"])
     return (
-        f"STALE OUTPUTS: the newest `pulumi up`, {_when(latest)}, {latest.get('result', 'did not finish')}; "
-        f"Pulumi keeps the outputs of {_when(fresh['outputsFrom'])}, the last that succeeded. "
-        "The GPU verdict below is that update's, not the cluster's now: fix what `pulumi up` reported, "
-        "then `make up` (or `make retest`)."
+        f"STALE OUTPUTS: the newest `pulumi up`, {_when(latest)}, {latest.get('result') or 'did not finish'}; "
+        f"Pulumi keeps the outputs of {kept}, the last that succeeded. The GPU verdict below is that update's, "
+        "not the cluster's now: fix what `pulumi up` reported, then `make up` (or `make retest`). (A change the "
+        "lifecycle guard refused moved nothing: the outputs then still describe the cluster.)"
     )
 
 

@@ -77,6 +77,14 @@ def replacing_inputs(spot: bool, limit: Decimal | None) -> tuple[str, ...]:
     return (spot_strategy(spot, limit), str(limit) if limit is not None else "", SYSTEM_DISK_CATEGORY)
 
 
+def instance_identity(spot: bool, limit: Decimal | None) -> str:
+    """The ForceNew inputs exactly as the instance receives them (the price limit as the float it
+    gets): the image record's FOR_INSTANCE. It changes only when the engine replaces the instance,
+    so 1.8 -> 1.80 (the same float) never makes the record print a new image for a running node."""
+    price = repr(float(limit)) if limit is not None else ""
+    return ",".join((spot_strategy(spot, limit), price, SYSTEM_DISK_CATEGORY))
+
+
 class Node(pulumi.ComponentResource):
     instance: alicloud.ecs.Instance
     public_ip: pulumi.Output[str]
@@ -92,7 +100,7 @@ class Node(pulumi.ComponentResource):
         limit = float(args.spot_price_limit) if args.spot_price_limit is not None else None
         self.auto_release_time = args.auto_release_time
         # The image this node runs: chosen when the record is created (see the module docstring).
-        record_env = {"IMAGE": args.image_id, "FOR_INSTANCE": ",".join(replacing_inputs(args.spot, args.spot_price_limit))}
+        record_env = {"IMAGE": args.image_id, "FOR_INSTANCE": instance_identity(args.spot, args.spot_price_limit)}
         self.image_record = command.local.Command(
             f"{name}-image",
             create=steps.local_script_command(IMAGE_RECORD_SCRIPT, record_env),

@@ -131,7 +131,9 @@ class NodeBootstrap(pulumi.ComponentResource):
         wait = step("wait-boot", "00-wait-boot.sh", list(args.after), timeout="20m")
         base: list[pulumi.Resource] = [wait]
         self.gpu_verify = self.gpu_name = self.driver_version = None
+        self.driver_installed: pulumi.Output[str] | None = None
         self.verified_setup = {}
+        self.verified_steps: list[pulumi.Output[str]] = []  # ids: a step replaced (new script, new host) is a new id
         driver = None
         if profile is not None:
             prepare = step("driver-prepare", "10-driver-prepare.sh", [wait], env={"GPU_DRIVER": profile.driver}, timeout="20m")
@@ -156,6 +158,9 @@ class NodeBootstrap(pulumi.ComponentResource):
             )
             grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""
             self.verified_setup["nvidia-driver"] = _driver_env(profile, setup)
+            self.verified_setup["expected-driver"] = {
+                "version": cuda.node_driver(profile, setup.driver_version, setup.grid_driver_version)
+            }
             driver = step(
                 "nvidia-driver",
                 "11-nvidia-driver.sh",
@@ -164,6 +169,10 @@ class NodeBootstrap(pulumi.ComponentResource):
                 stdin=pulumi.Output.concat(grid_url, "\n"),
                 timeout="40m",
             )
+            # What step 11 reports it installed (driver_version=...): a new GRID .run from another
+            # gridDriverUrl (stdin, a secret: it re-runs 11 as an update, which keeps its id) shows
+            # here, so gpu-verify and the GPU test run again. Never secret: a version string.
+            self.driver_installed = pulumi.Output.unsecret(driver.stdout)
             self.gpu_verify = step(
                 "gpu-verify",
                 "12-gpu-verify.sh",
@@ -174,6 +183,7 @@ class NodeBootstrap(pulumi.ComponentResource):
                     "DRIVER_VERSION": cuda.node_driver(profile, setup.driver_version, setup.grid_driver_version),
                 },
                 timeout="5m",
+                extra_triggers=[self.driver_installed],
             )
             gpus = self.gpu_verify.stdout.apply(parse_query)
             self.gpu_name = gpus.apply(lambda g: g[0].name if g else "unknown")
@@ -210,6 +220,7 @@ class NodeBootstrap(pulumi.ComponentResource):
             timeout="30m",
         )
         self.kubernetes_ready = [runtime, packages]
+        self.verified_steps = [c.id for c in (driver, self.gpu_verify, runtime) if c is not None]
         self.register_outputs(
             {
                 "gpuName": self.gpu_name or "none",

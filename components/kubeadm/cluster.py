@@ -246,8 +246,10 @@ class KubeCluster(pulumi.ComponentResource):
     def gpu_nodes(self) -> list[GpuNode]:
         """(node, profile, expected driver) for every GPU node, for the GPU test.
 
-        ``verifies``: the node's instance, its type, its driver and runtime steps' inputs and
-        the cluster (the kubeadm init run): a change to any of them runs the GPU test again.
+        ``verifies``: the node's instance, its type, its driver and runtime steps (their inputs,
+        and their ids: a step replaced by a new script is a new id), the driver step 11 reports
+        it installed, and the cluster (the kubeadm init run): a change to any of them runs the
+        GPU test again.
         """
         return [
             GpuNode(
@@ -255,9 +257,12 @@ class KubeCluster(pulumi.ComponentResource):
                 n.profile,
                 cuda.node_driver(n.profile, self._setup.driver_version, self._setup.grid_driver_version),
                 pool=n.args.pool,
-                verifies=pulumi.Output.all(n.instance.id, self.init.id).apply(
-                    lambda ids, n=n: digest(ids, n.args.instance_type, self.bootstraps[n.hostname].verified_setup)
-                ),
+                verifies=pulumi.Output.all(
+                    n.instance.id,
+                    self.init.id,
+                    *self.bootstraps[n.hostname].verified_steps,
+                    self.bootstraps[n.hostname].driver_installed,
+                ).apply(lambda ids, n=n: digest(ids, n.args.instance_type, self.bootstraps[n.hostname].verified_setup)),
             )
             for n in self._fleet.nodes
             if n.profile is not None

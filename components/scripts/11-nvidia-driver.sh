@@ -7,14 +7,15 @@
 #   GPU_DRIVER            tesla | grid
 #   DRIVER_VERSION        tesla: the .run version, e.g. 535.129.03 (ignored for grid)
 #   DRIVER_SHA256         tesla: the .run's SHA-256 when gpu-k8s knows a published one
-#                         (components/downloads.py); empty: the download is unverified
+#                         (components/facts/downloads.py); empty: the download is unverified
 #   GRID_PLUGIN           grid: Cloud Assistant plugin, grid_driver_install or
 #                         gpu_grid_driver_install; may be empty
 #   INSTALL_CUDA_TOOLKIT  true | false (default false)
 #   CUDA_TOOLKIT_VERSION  MAJOR.MINOR, e.g. 12.2 (only read when INSTALL_CUDA_TOOLKIT=true)
 # stdin: one line, the GRID driver .run URL, or empty. Secret: never logged or put on argv.
 # Knobs: POLL_SECONDS (retry pause, default 5); GPU_K8S_ROOT (path prefix, tests only).
-# stdout: nothing (progress goes to stderr).
+# stdout: one line, driver_version=<the version nvidia-smi reports now> (progress goes to stderr):
+#   the GPU checks run again when it changes (a new GRID .run from another URL, components/kubeadm/bootstrap.py).
 #
 # tesla: NVIDIA's .run from us.download.nvidia.com, built with DKMS so it survives kernel
 # updates. grid: never the Tesla .run (on vGPU it fails with "Unable to load the kernel
@@ -213,6 +214,7 @@ main() {
   if [[ "$INSTALL_CUDA_TOOLKIT" == true ]]; then
     install_cuda_toolkit
   fi
+  printf 'driver_version=%s\n' "$(installed_version)"
 }
 
 main "$@"

@@ -30,8 +30,10 @@ readonly CONTAINERD_CONFIG="$ROOT/etc/containerd/config.toml"
 readonly KUBELET_CONF="$ROOT/etc/kubernetes/kubelet.conf"
 readonly NODE_CA="$ROOT/etc/kubernetes/pki/ca.crt"
 # What kubeadm reset leaves of the old cluster's pod network (its own output says so): the CNI
-# config and state, and flannel's interfaces, whose addresses the new cluster may not give.
-readonly CNI_DIRS=("$ROOT/etc/cni/net.d" "$ROOT/var/lib/cni")
+# config and state, flannel's lease (/run/flannel/subnet.env: a pod wired from it before flanneld
+# writes the new one would give cni0 the old subnet), and flannel's interfaces, whose addresses
+# the new cluster may not give.
+readonly CNI_DIRS=("$ROOT/etc/cni/net.d" "$ROOT/var/lib/cni" "$ROOT/run/flannel")
 readonly CNI_LINKS=(cni0 flannel.1)
 readonly RUN_DIR="$ROOT/run/gpu-k8s"
 readonly CRI_SOCKET=unix:///run/containerd/containerd.sock
@@ -95,7 +97,8 @@ joined_here() { # whether the node is joined, and to the cluster whose CA hash i
 
 leave_old_cluster() {
   local dir link
-  kubeadm reset -f >&2 || die "kubeadm reset -f failed: see its output above; run it on the node, then pulumi up again"
+  kubeadm reset -f --cri-socket "$CRI_SOCKET" >&2 ||
+    die "kubeadm reset -f failed: see its output above; run it on the node, then pulumi up again"
   for dir in "${CNI_DIRS[@]}"; do rm -rf "$dir"; done
   for link in "${CNI_LINKS[@]}"; do
     if ip link show "$link" >/dev/null 2>&1; then
@@ -117,7 +120,7 @@ join_cluster() {
   printf '%s\n' "${out//${TOKEN#*.}/<secret>}" >&2
   if ((rc != 0)); then
     # Undo the half-done join so that the next `pulumi up` starts from a clean node.
-    kubeadm reset -f >&2 || warn "kubeadm reset -f failed too: run it on the node by hand"
+    kubeadm reset -f --cri-socket "$CRI_SOCKET" >&2 || warn "kubeadm reset -f failed too: run it on the node by hand"
     die "kubeadm join failed (exit $rc): see its output above; check that port 6443 of $ENDPOINT is reachable and that the join token is live (it lives 2 h from this node's join-token step; if that is longer ago, run make rejoin NODE=$NODE_NAME); the node was reset, so run pulumi up again"
   fi
 }

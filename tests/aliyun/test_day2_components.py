@@ -423,6 +423,15 @@ def test_fleet_refuses_release_times_that_miss_a_node():
         FleetArgs(auto_release_times={"gpu-0": "t"}, **common)
 
 
+def test_the_record_names_the_instance_as_the_provider_receives_it():
+    from components.aliyun.node import instance_identity
+
+    assert (
+        instance_identity(True, Decimal("1.80")) == instance_identity(True, Decimal("1.8")) == "SpotWithPriceLimit,1.8,cloud_essd"
+    )
+    assert instance_identity(False, None) == "NoSpot,,cloud_essd"
+
+
 def test_image_record_keeps_the_image_of_the_running_instance_and_takes_the_current_one_for_a_new_one():
     """components/scripts/local/image-record.sh as pulumi-command runs it (/bin/sh -c <create>, in the
     project directory; on an update the previous stdout and stderr in PULUMI_COMMAND_STDOUT/_STDERR)."""
@@ -443,5 +452,16 @@ def test_image_record_keeps_the_image_of_the_running_instance_and_takes_the_curr
     # a record made before it kept FOR_INSTANCE (no stderr): keep the image, and remember from now on
     legacy = record("m-new", "SpotAsPriceGo,,cloud_essd", PULUMI_COMMAND_STDOUT="m-old")
     assert (legacy.stdout, legacy.stderr) == ("m-old", "for-instance: SpotAsPriceGo,,cloud_essd")
+    # other lines on stderr (a shell warning on the deployer) never read as another instance
+    noisy = {
+        **was,
+        "PULUMI_COMMAND_STDERR": "bash: warning: setlocale: LC_ALL: cannot change locale\n" + was["PULUMI_COMMAND_STDERR"],
+    }
+    assert record("m-new", "NoSpot,,cloud_essd", **noisy).stdout == "m-old"
+    assert record("m-new", "NoSpot,,cloud_essd", **{**was, "PULUMI_COMMAND_STDERR": "noise only"}).stdout == "m-old"
+    # the same price limit written otherwise is the same instance (the provider gets the same float)
+    limit = {"PULUMI_COMMAND_STDOUT": "m-old", "PULUMI_COMMAND_STDERR": "for-instance: SpotWithPriceLimit,1.80,cloud_essd"}
+    assert record("m-new", "SpotWithPriceLimit,1.8,cloud_essd", **limit).stdout == "m-old"
+    assert record("m-new", "SpotWithPriceLimit,1.9,cloud_essd", **limit).stdout == "m-new"
     empty = record("", "NoSpot,,cloud_essd")
     assert empty.returncode == 1 and empty.stdout == "" and "IMAGE is empty" in empty.stderr

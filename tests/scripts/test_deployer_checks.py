@@ -398,6 +398,24 @@ def test_runner_runs_the_real_checks_in_place(kube: StubBin, script: str, phase:
     assert not any(SECRET in arg for call in kube.calls() for arg in call)  # never on any argv
 
 
+def test_runner_reuses_the_last_result_when_only_the_kubeconfig_changed(probe):
+    """An update whose inputs digest is the one recorded (another engineer's credential): the
+    last result is printed and the cluster is not asked; another digest runs the check."""
+    sb, script = probe
+    first = deployer(sb, script, PROBE_DIR=str(sb.state), CHECK_INPUT="fresh", GPU_K8S_CHECK_INPUTS="abc123")
+    assert first.returncode == 0 and first.stdout == "fresh\n"
+    assert first.stderr.splitlines()[-1] == "check-inputs: abc123"
+    (sb.state / "copy").unlink()
+    previous = {"PULUMI_COMMAND_STDOUT": "fresh", "PULUMI_COMMAND_STDERR": "noise\n" + first.stderr}
+    again = deployer(sb, script, PROBE_DIR=str(sb.state), CHECK_INPUT="new", GPU_K8S_CHECK_INPUTS="abc123", **previous)
+    assert again.returncode == 0 and again.stdout == "fresh\n" and "its last result stands" in again.stderr
+    assert not (sb.state / "copy").exists() and leftovers(sb) == []  # the check did not run
+    changed = deployer(sb, script, PROBE_DIR=str(sb.state), CHECK_INPUT="new", GPU_K8S_CHECK_INPUTS="def456", **previous)
+    assert changed.stdout == "new\n" and (sb.state / "copy").exists()  # other inputs: the check runs
+    failing = deployer(sb, script, PROBE_DIR=str(sb.state), PROBE_EXIT="2", GPU_K8S_CHECK_INPUTS="abc123")
+    assert failing.returncode == 2 and "check-inputs:" not in failing.stderr  # a failure is never a result to reuse
+
+
 # ================================================================ steps.run_local_script
 
 
@@ -460,8 +478,13 @@ def test_run_local_script_under_the_mocks(recording):
         allocatable, result = values
         args = recording.created["p-gpu-test-result"]
         inputs = args.inputs
+        digest = steps._check_inputs_digest(  # noqa: SLF001
+            "80-gpu-test-result.sh",
+            {"NODE_SETUP": "ack", "SUCCESS_PATTERN": "Test PASSED", "TEST_PODS": "default/gpu-test-train-0-abc123"},
+        )
         assert inputs["create"] == (
-            "NODE_SETUP=ack SUCCESS_PATTERN='Test PASSED' TEST_PODS=default/gpu-test-train-0-abc123 "
+            f"GPU_K8S_CHECK_INPUTS={digest} NODE_SETUP=ack SUCCESS_PATTERN='Test PASSED' "
+            "TEST_PODS=default/gpu-test-train-0-abc123 "
             "bash components/scripts/local/with-kubeconfig.sh components/scripts/80-gpu-test-result.sh"
         )
         assert is_secret(inputs["stdin"]) and reveal(inputs["stdin"]) == "KUBECONFIG-TEXT"
@@ -471,7 +494,8 @@ def test_run_local_script_under_the_mocks(recording):
             "<p-gpu-allocatable id>",
             "image:1",
         ]
-        assert inputs["logging"] == "stdoutAndStderr" and inputs["addPreviousOutputInEnv"] is False
+        # the last result is passed back on an update: a new kubeconfig alone reuses it (with-kubeconfig.sh)
+        assert inputs["logging"] == "stdoutAndStderr" and inputs["addPreviousOutputInEnv"] is True
         # the mocks answer the deployer's checks like the remote ones, with group placeholders
         assert json.loads(allocatable) == {
             "<ACK node 1 of gpu-k8s/pool=train>": 2,

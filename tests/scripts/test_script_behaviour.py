@@ -349,7 +349,7 @@ def test_tesla_driver_downloads_and_runs_the_run_file_with_dkms(drv: StubBin):
     assert (drv.root / "var/cache/gpu-k8s/NVIDIA-Linux-x86_64-535.129.03.run").exists()
     assert drv.called("nvidia-smi", "-pm", "1")
     assert not (drv.dir / "acs-plugin-manager").exists() and not drv.calls("acs-plugin-manager")
-    assert result.stdout == ""
+    assert result.stdout == "driver_version=535.129.03\n"  # what the GPU checks follow
 
 
 def test_tesla_driver_never_calls_the_grid_plugin(drv: StubBin):
@@ -438,7 +438,7 @@ def test_grid_driver_runs_aliyuns_plugin_sequence(drv: StubBin):
     ]
     assert not drv.calls("curl") and not installer_runs(drv)  # never the Tesla .run
     assert drv.called("nvidia-smi", "-pm", "1")
-    assert result.stdout == ""
+    assert result.stdout == "driver_version=470.161.03\n"  # what the GPU checks follow
 
 
 def test_grid_plugin_not_cached_is_not_removed(drv: StubBin):
@@ -1365,7 +1365,7 @@ case "$*" in
     mkdir -p "$GPU_K8S_ROOT/etc/kubernetes/pki"; echo kubelet >"$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf"
     cp "$STUB_STATE/ca.crt" "$GPU_K8S_ROOT/etc/kubernetes/pki/ca.crt"  # the cluster's CA, as kubeadm join writes it
     echo "This node has joined the cluster";;
-  "reset -f") rm -rf "$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf" "$GPU_K8S_ROOT/etc/kubernetes/pki";;
+  "reset -f --cri-socket "*) rm -rf "$GPU_K8S_ROOT/etc/kubernetes/kubelet.conf" "$GPU_K8S_ROOT/etc/kubernetes/pki";;
 esac
 """
 JOIN = {
@@ -1459,6 +1459,7 @@ def test_kubeadm_join_leaves_a_rebuilt_control_planes_old_cluster_and_joins_the_
     ok(join.run("50-kubeadm-join.sh", JOIN, stdin=join_stdin(cluster_cas)))
     write(join.root / "etc/cni/net.d/10-flannel.conflist", "{}")
     write(join.root / "var/lib/cni/networks/cbr0/10.244.1.2", "old pod")
+    write(join.root / "run/flannel/subnet.env", "FLANNEL_SUBNET=10.244.1.1/24\n")
     join.add("ip", body='[[ "$1 $2" == "link show" ]] && exit 0; exit 0')  # cni0 and flannel.1 exist
     shutil.copy(cluster_cas["rebuilt"][0], join.state / "ca.crt")
     join.clear()
@@ -1467,6 +1468,8 @@ def test_kubeadm_join_leaves_a_rebuilt_control_planes_old_cluster_and_joins_the_
     assert [c[0] for c in calls] == ["reset", "join"]  # left the old cluster first
     assert "joined to another cluster" in result.stderr
     assert not (join.root / "etc/cni/net.d").exists() and not (join.root / "var/lib/cni").exists()
+    assert not (join.root / "run/flannel").exists()  # the old lease: flanneld writes the new cluster's
+    assert join.called("kubeadm", "reset", "-f", "--cri-socket", "unix:///run/containerd/containerd.sock")
     assert join.called("ip", "link", "delete", "cni0") and join.called("ip", "link", "delete", "flannel.1")
     assert yaml.safe_load((join.state / "join.yaml").read_text())["discovery"]["bootstrapToken"]["caCertHashes"] == [
         cluster_cas["rebuilt"][1]
@@ -1504,7 +1507,8 @@ def test_kubeadm_join_failure_is_redacted_and_cleans_up(join: StubBin, cluster_c
     assert TOKEN not in result.stderr and "0123456789abcdef" not in result.stderr
     assert "token <token> rejected" in result.stderr
     assert not list((join.root / "run/gpu-k8s").iterdir())
-    assert join.called("kubeadm", "reset", "-f") and "the node was reset" in result.stderr
+    assert join.called("kubeadm", "reset", "-f", "--cri-socket", "unix:///run/containerd/containerd.sock")
+    assert "the node was reset" in result.stderr
 
 
 # ================================================================ 60-prune-nodes.sh

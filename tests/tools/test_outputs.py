@@ -66,12 +66,28 @@ def test_after_a_failed_update_the_old_passed_is_never_shown_as_current(tmp_path
     assert doc["current"] is False and doc["latest"]["version"] == 4 and doc["outputsFrom"]["version"] == 3
 
 
+DESTROYED = {"version": 6, "kind": "destroy", "result": "succeeded", "startTime": "x", "endTime": "y"}
+
+
 @pytest.mark.parametrize(
     ("history", "current"),
-    [([], True), ([SUCCEEDED], True), ([FAILED], False), ([update(5, "in-progress", "")], False)],
+    [
+        ([], True),
+        ([SUCCEEDED], True),
+        ([FAILED], False),
+        ([update(5, "in-progress", "")], False),
+        ([SUCCEEDED, FAILED], False),  # listed out of order: the highest version is the newest
+        ([DESTROYED, FAILED, SUCCEEDED], True),  # destroyed since: no output left to be stale
+    ],
 )
 def test_freshness(history, current):
     assert outputs.freshness(history)["current"] is current
+
+
+def test_json_shows_no_environment_or_config_of_the_history(tmp_path):
+    noisy = {**FAILED, "environment": {"git.author.email": "a@example.com"}, "config": {"gpu-k8s:x": {"value": "y"}}}
+    doc = json.loads(run_with(tmp_path, [noisy, SUCCEEDED], "--json").stdout)
+    assert set(doc["latest"]) == set(outputs.SHOWN) and "example.com" not in json.dumps(doc)
 
 
 def test_no_pulumi_cli_is_one_line_exit_2(tmp_path):
