@@ -173,6 +173,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         }
         if zones is not None:
             self.placeholders.pop(ZONE)
+        self._pinned_zone: str | None = None
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
         # Steps that fail at deploy time (they make `pulumi up` fail): messages, resource names.
         self.failures: list[str] = []
@@ -188,6 +189,18 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             "-gpu-allocatable": self._gpu_allocatable,
             "-gpu-test-result": self._gpu_test_result,
         }
+
+    def pin_zone(self, zone: str | None) -> None:
+        """gpu-k8s:zoneId: offline, with no zone list assumed, the pinned zone is taken as one
+        get_zones lists; labelled, since only the deployed get_zones can confirm it."""
+        if self.zones is not None or not zone:
+            return
+        self._pinned_zone = zone
+        self.placeholders.pop(ZONE, None)
+        self.placeholders[zone] = (
+            "gpu-k8s:zoneId as pinned: whether it sells every type is checked at deploy time (get_zones); "
+            "offline it is assumed (--assume zones=Z1,Z2 to check against a list)"
+        )
 
     @property
     def existing(self) -> list[engine.State]:
@@ -209,7 +222,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         self.invokes.append(args)
         token, a = args.token, args.args
         if token == "alicloud:index/getZones:getZones":
-            zones = [ZONE] if self.zones is None else self.zones
+            zones = self.zones if self.zones is not None else [self._pinned_zone or ZONE]
             return {"ids": zones, "zones": [{"id": z, "localName": z} for z in zones]}
         if token == "alicloud:vpc/getSwitches:getSwitches":
             # The cloud has what an earlier `pulumi up` created: this stack's vSwitch (a

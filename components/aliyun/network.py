@@ -29,6 +29,7 @@ import pulumi_alicloud as alicloud
 from components.aliyun import ecs_api
 from components.aliyun.node import SYSTEM_DISK_CATEGORY
 from components.config import ConfigError
+from components.config.aliyun import zone_of_region
 from components.facts import catalog
 
 VPC_CIDR = "10.0.0.0/16"
@@ -60,7 +61,7 @@ class NetworkArgs:
             ipaddress.ip_network(cidr, strict=True)
         if not self.stack:
             raise ValueError("NetworkArgs.stack is required (it tags the network)")
-        if self.zone_id is not None and not self.zone_id.startswith(f"{self.region}-"):
+        if self.zone_id is not None and not zone_of_region(self.zone_id, self.region):
             raise ValueError(f"NetworkArgs.zone_id {self.zone_id!r} is not a zone of {self.region}")
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pulumi
 
-from components.config.aliyun import parse_ttl_hours
+from components.config.aliyun import in_mainland_china, parse_ttl_hours
 from components.config.errors import ConfigError
 from components.config.model import AckSettings, NodePool
 from components.config.values import choice
@@ -25,6 +25,15 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             "Fix: install them (kubectl of the cluster's minor version), or use gpu-k8s:cluster kubeadm.",
         )
     spec = choice("ackClusterSpec", cfg.get("ackClusterSpec") or "", tuple(ack_facts.CLUSTER_SPECS))
+    nodes = sum(p.count for p in pools)
+    if spec == "ack.standard" and nodes > ack_facts.BASIC_MAX_NODES:
+        raise ConfigError(
+            "ackClusterSpec",
+            spec,
+            f"ack.pro.small for more than {ack_facts.BASIC_MAX_NODES} nodes, or at most {ack_facts.BASIC_MAX_NODES} nodes",
+            reason=f"ACK Basic allows {ack_facts.BASIC_MAX_NODES} worker nodes per cluster (no quota increase); "
+            f"the node pools ask for {nodes}.",
+        )
     version = cfg.get("ackKubernetesVersion") or ""
     verdict = ack_facts.check_kubernetes_version(version)
     if verdict:
@@ -49,7 +58,7 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             reason="on ACK the TTL is an ESS scheduled task, made after the cluster (about 15 min) and the node pools; "
             "it must start in the future and at most 90 days after it is made.",
         )
-    if region.startswith("cn-"):
+    if in_mainland_china(region):
         pulumi.log.warn(
             f"{region} is in mainland China, where nvcr.io and docker.io are often unreachable: on ACK the GPU test image "
             "(gpu-k8s:smokeTestImage: e.g. a copy in your ACR) and, with gpu-k8s:monitoring, dcgm-exporter and Prometheus "

@@ -59,6 +59,29 @@ APT_IMAGE_SAMPLES = (
 MIN_CONTROL_PLANE_VCPUS, MIN_CONTROL_PLANE_MEMORY_GIB = 2, 1.7
 
 
+# The alicloud provider's credential keys: in a stack file (usually committed) only as secrets.
+PROVIDER_SECRET_KEYS = ("accessKey", "secretKey", "securityToken")
+
+
+def check_provider_credentials(is_secret: dict[str, bool]) -> None:
+    """``is_secret``: credential key -> whether the stack holds it as a secret (keys that are set)."""
+    for key, secret in is_secret.items():
+        if not secret:
+            raise ConfigError(
+                f"alicloud:{key}",
+                "[not shown]",
+                f"`pulumi config set --secret alicloud:{key}` (a secure: value), or the ALICLOUD_ACCESS_KEY / "
+                "ALICLOUD_SECRET_KEY environment variables",
+                reason="it is stored in plain text in the stack file, where anyone who reads the file (or the repository) "
+                "can spend on your account.",
+            )
+
+
+def in_mainland_china(region: str) -> bool:
+    """Aliyun's cn-* regions, except Hong Kong (cn-hongkong), which reaches docker.io and nvcr.io."""
+    return region.startswith("cn-") and region != "cn-hongkong"
+
+
 def parse_region(value: str) -> str:
     if not value:
         raise ConfigError("alicloud:region", value, "a region id such as cn-hangzhou (set alicloud:region)")
@@ -145,16 +168,31 @@ def parse_image_id(value: str) -> str | None:
     if not value:
         return None
     accepted = "an ECS image id such as ubuntu_22_04_x64_20G_alibase_20240130.vhd or m-bp1abc..., or empty (lookup)"
-    return match_pattern("imageId", value, _ECS_IMAGE_ID_RE, accepted)
+    match_pattern("imageId", value, _ECS_IMAGE_ID_RE, accepted)
+    # A custom image (m-..., a baked one too) is the user's to vouch for; a public system
+    # image is named after its OS, and the node scripts need apt (Ubuntu or Debian).
+    if not value.startswith("m-") and not re.match(r"^(ubuntu|debian)_", value, re.IGNORECASE):
+        raise ConfigError(
+            "imageId",
+            value,
+            "an Ubuntu or Debian public image (ubuntu_22_04_x64_20G_alibase_...) or a custom image m-..., or empty",
+            reason="the node scripts use apt; this public image is not Ubuntu or Debian.",
+        )
+    return value
 
 
 def parse_zone_id(value: str, region: str) -> str | None:
     if not value:
         return None
-    accepted = f"a zone of {region} such as {region}-h, or empty (chosen once by the zone lookup)"
-    if not value.startswith(f"{region}-") or not re.match(r"^[a-z0-9-]+$", value):
+    accepted = f"a zone of {region} such as {region}-h (or {region}a where the region ends in a digit), or empty"
+    if not zone_of_region(value, region):
         raise ConfigError("zoneId", value, accepted)
     return value
+
+
+def zone_of_region(zone: str, region: str) -> bool:
+    """Aliyun zone ids are the region and a letter: cn-hangzhou-h, ap-southeast-1a, cn-shanghai-finance-1z."""
+    return re.fullmatch(rf"{re.escape(region)}(?:-[a-z]{{1,2}}|(?<=\d)[a-z]{{1,2}})", zone) is not None
 
 
 def check_image_name_regex(pattern: str) -> None:
@@ -217,11 +255,36 @@ def covers_all_addresses(cidrs: tuple[str, ...] | list[str]) -> bool:
     return list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network("0.0.0.0/0")]
 
 
+# Above this many addresses in all (a /8), allowedCidrs opens SSH and the API to a sizeable
+# share of the internet; an office or VPN range is rarely larger than a /16.
+WIDE_OPEN_ADDRESSES = 2**24
+# Addresses the deployer's connections never come from (it reaches the nodes' public IPs from
+# its own public address): loopback, private LANs, Aliyun's shared range, link-local.
+_NEVER_A_SOURCE = tuple(
+    ipaddress.ip_network(c)
+    for c in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+)
+
+
 def warn_world_open(cidrs: tuple[str, ...]) -> None:
+    nets = [ipaddress.ip_network(c) for c in cidrs if c != "auto"]
+    total = sum(n.num_addresses for n in ipaddress.collapse_addresses(nets))
     if covers_all_addresses(cidrs) and "0.0.0.0/0" not in cidrs:
         pulumi.log.warn(
             f"gpu-k8s:allowedCidrs {', '.join(cidrs)} together cover every address: SSH (22) and the Kubernetes API "
             "(6443) are open to the whole internet, as with 0.0.0.0/0."
+        )
+    elif total > WIDE_OPEN_ADDRESSES and "0.0.0.0/0" not in cidrs:
+        share = total / 2**32
+        pulumi.log.warn(
+            f"gpu-k8s:allowedCidrs {', '.join(cidrs)} open SSH (22) and the Kubernetes API (6443) to {total:,} addresses "
+            f'({share:.1%} of the internet, more than a /8); list your own public IP or office range, or "auto".'
+        )
+    unreachable = [str(n) for n in nets if any(n.subnet_of(p) for p in _NEVER_A_SOURCE)]
+    if unreachable:
+        pulumi.log.warn(
+            f"gpu-k8s:allowedCidrs {', '.join(unreachable)}: loopback or private addresses; the deployer reaches the nodes' "
+            'public IPs from its public address, so these never match it (use "auto" or your public IP/32).'
         )
 
 

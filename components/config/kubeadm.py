@@ -7,12 +7,12 @@ import re
 
 import pulumi
 
-from components.config.aliyun import VPC_CIDR
+from components.config.aliyun import VPC_CIDR, in_mainland_china
 from components.config.errors import ConfigError
 from components.config.model import NodePool, StackConfig
 from components.config.values import CUDA_VERSION_RE, choice, match_pattern
 from components.facts import ack as ack_facts
-from components.facts import catalog, cuda, downloads, releases
+from components.facts import architectures, catalog, cuda, downloads, releases
 
 KUBERNETES_MIRRORS = ("auto", "aliyun", "upstream")
 
@@ -31,7 +31,8 @@ SUPPORTED_TOOLKITS = "a 1.17.x or 1.18.x release (the supported NVIDIA Container
 _IMAGE_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 
 
-_REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$")
+# A registry host, or containerd's _default host namespace (every registry without its own).
+_REGISTRY_RE = re.compile(r"^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?|_default)$")
 
 
 _MIRROR_URL_RE = re.compile(r"^https?://[^\s\"'\\]+$")
@@ -73,7 +74,9 @@ def parse_registry_mirrors(value: object) -> dict[str, str]:
     mirrors: dict[str, str] = {}
     for registry, url in value.items():
         if not _REGISTRY_RE.match(str(registry)):
-            raise ConfigError(f"registryMirrors.{registry}", registry, "a registry host such as docker.io or nvcr.io")
+            raise ConfigError(
+                f"registryMirrors.{registry}", registry, "a registry host such as docker.io or nvcr.io, or _default (all)"
+            )
         if not isinstance(url, str) or not _MIRROR_URL_RE.match(url):
             raise ConfigError(f"registryMirrors.{registry}", url, "an http(s) mirror URL without spaces or quotes")
         mirrors[str(registry)] = url.rstrip("/")
@@ -95,7 +98,14 @@ def parse_kubernetes_version(value: str) -> str:
 def resolve_kubernetes_mirror(value: str, region: str) -> str:
     choice("kubernetesMirror", value, KUBERNETES_MIRRORS)
     if value == "auto":
+        # Aliyun's mirrors answer from inside Aliyun's network in every cn-* region, Hong Kong too.
         return "aliyun" if region.startswith("cn-") else "upstream"
+    if value == "upstream" and in_mainland_china(region):
+        pulumi.log.warn(
+            f"gpu-k8s:kubernetesMirror upstream in {region}: pkgs.k8s.io, registry.k8s.io and NVIDIA's package repository are "
+            "often unreachable or slow from mainland China, and a node step times out after billing; auto (or aliyun) "
+            "uses Aliyun's mirrors there."
+        )
     return value
 
 
@@ -134,6 +144,31 @@ def parse_pod_cidr(value: str) -> str:
     return str(net)
 
 
+# Ranges pods can never use (IANA IPv4 Special-Purpose Address Registry, RFC 6890): this
+# network, loopback, link-local, multicast, reserved; and Aliyun's 100.64.0.0/10, reserved for
+# its services (private DNS 100.100.2.136, metadata 100.100.100.200): pods would lose them.
+POD_CIDR_FORBIDDEN: dict[str, str] = {
+    "0.0.0.0/8": "'this network' (RFC 1122), never a destination",
+    "127.0.0.0/8": "loopback: every node routes it to itself",
+    "169.254.0.0/16": "link-local (RFC 3927), never forwarded",
+    "224.0.0.0/4": "multicast (RFC 5771), not host addresses",
+    "240.0.0.0/4": "reserved (RFC 1112); most stacks drop it",
+    "100.64.0.0/10": "reserved by Alibaba Cloud for its services (private DNS 100.100.2.136, metadata 100.100.100.200)",
+}
+
+
+def check_pod_cidr_special(pod_cidr: str) -> None:
+    net = ipaddress.ip_network(pod_cidr)
+    for special, what in POD_CIDR_FORBIDDEN.items():
+        if net.overlaps(ipaddress.ip_network(special)):
+            raise ConfigError(
+                "podCidr",
+                pod_cidr,
+                "a private range outside the VPC and Service ranges, e.g. 10.244.0.0/16 or 172.20.0.0/16",
+                reason=f"it overlaps {special}, {what}.",
+            )
+
+
 def check_pod_cidr_overlaps(pod_cidr: str, service_cidr: str = SERVICE_CIDR) -> None:
     """Pods must not share addresses with the VPC (node IPs) or the Service range."""
     net = ipaddress.ip_network(pod_cidr)
@@ -149,6 +184,7 @@ def check_pod_cidr_overlaps(pod_cidr: str, service_cidr: str = SERVICE_CIDR) -> 
 
 def checked_pod_cidr(value: str, *, ack: bool = False) -> str:
     cidr = parse_pod_cidr(value)
+    check_pod_cidr_special(cidr)
     check_pod_cidr_overlaps(cidr, service_cidr=ack_facts.SERVICE_CIDR if ack else SERVICE_CIDR)
     return cidr
 
@@ -161,6 +197,8 @@ def check_grid_driver_url(raw: str | None) -> None:
         problem = f"scheme {raw.split(':', 1)[0][:10]!r} is not https" if ":" in raw else "it is not a URL"
     elif not _SAFE_URL_RE.match(raw):
         problem = "it is not host/path, or it holds a space, quote or shell character"
+    elif _port_error(raw):
+        problem = "its port is not 1-65535"
     else:
         return
     raise ConfigError(
@@ -171,8 +209,86 @@ def check_grid_driver_url(raw: str | None) -> None:
     )
 
 
+def check_grid_install_path(
+    pools: tuple[NodePool, ...], pool_keys: tuple[str, ...], grid_url_set: bool, grid_driver_version: str
+) -> None:
+    """A vGPU family without an Aliyun GRID plugin (vgn5i, a family the catalog does not know)
+    gets its driver only from gridDriverUrl: without it step 11 fails after the node bills.
+    With it, gridDriverVersion must say which driver that is (no plugin default to assume)."""
+    for pool, key in zip(pools, pool_keys, strict=True):
+        if pool.profile.kind != catalog.VGPU or pool.profile.grid_plugin is not None:
+            continue
+        if not grid_url_set:
+            with_plugin = sorted(f for f, fam in catalog.FAMILIES.items() if fam.grid_plugin)
+            raise ConfigError(
+                key,
+                pool.instance_type,
+                f"a vGPU family Aliyun's GRID plugin installs ({', '.join(with_plugin)}), or set gpu-k8s:gridDriverUrl",
+                reason=f"{pool.profile.family} has no GRID install path without gridDriverUrl (a GRID .run installer you "
+                "obtained from Aliyun); step 11 would stop 'no way to install the GRID driver' after the node bills.",
+            )
+        if not grid_driver_version:
+            raise ConfigError(
+                "gridDriverVersion",
+                "",
+                f"the version of the GRID .run gridDriverUrl installs on {pool.profile.family}, e.g. 470.256.03",
+                reason=f"Aliyun's plugin does not install on {pool.profile.family}, so no default version can be assumed "
+                "for the CUDA check.",
+            )
+
+
+def check_grid_driver_version_source(grid_driver_version: str, grid_url_set: bool, pools: tuple[NodePool, ...]) -> None:
+    """gridDriverVersion describes the .run gridDriverUrl brings; without it Aliyun's plugin installs its own."""
+    plugin_versions = {cuda.grid_driver_for(p.profile) for p in pools if p.profile.kind == catalog.VGPU}
+    if grid_driver_version and not grid_url_set and plugin_versions != {grid_driver_version}:
+        raise ConfigError(
+            "gridDriverVersion",
+            grid_driver_version,
+            "empty, or set together with gpu-k8s:gridDriverUrl (the GRID .run of that version)",
+            reason=f"without gridDriverUrl Aliyun's plugin installs its own GRID driver ({cuda.GRID_DRIVER_DEFAULT}; "
+            f"{cuda.GRID_DRIVER_BY_FAMILY['sgn8ia']} on sgn8ia), so the CUDA check would trust a version the node never gets.",
+        )
+
+
+def check_drivers_fit_gpus(
+    driver_version: str, grid_driver_version: str, pools: tuple[NodePool, ...], *, driver_key: str = "driverVersion"
+) -> None:
+    """Every pool's driver must drive its GPU generation (R580 is the last for Pascal and Volta;
+    Ada needs R520 or newer); a generation the catalog does not know is warned."""
+    for pool in pools:
+        profile = pool.profile
+        version = cuda.node_driver(profile, driver_version, grid_driver_version)
+        key = "gridDriverVersion" if profile.driver == catalog.GRID else driver_key
+        if profile.generation is None:
+            pulumi.log.warn(
+                f"gpu-k8s:{key} {version} on {pool.instance_type}: the GPU generation of family {profile.family} is not "
+                "in the catalog, so whether that driver branch drives it is unchecked (R580 is the last branch for "
+                "Maxwell, Pascal and Volta; Ada and Hopper need R520+, Blackwell R570+)."
+            )
+            continue
+        problem = architectures.support_error(profile.generation, version, profile.gpu_model)
+        if problem:
+            gpu = profile.gpu_model or profile.generation
+            raise ConfigError(
+                key,
+                version,
+                architectures.supported_branches(profile.generation, profile.gpu_model),
+                reason=f"{pool.instance_type} has {gpu} ({profile.generation}): {problem}.",
+            )
+
+
+def _port_error(url: str) -> str | None:
+    m = re.match(r"^https?://[^/:]+:(\d+)", url)
+    if m and not 1 <= int(m.group(1)) <= 65535:
+        return f"port {m.group(1)} is not a TCP port (1-65535)."
+    return None
+
+
 def check_registry_mirror_urls(mirrors: dict[str, str]) -> None:
     for registry, url in mirrors.items():
+        bad_port = _port_error(url)
+        if bad_port:
+            raise ConfigError(f"registryMirrors.{registry}", url, "an http(s) URL whose port is 1-65535", reason=bad_port)
         if not _SAFE_MIRROR_URL_RE.match(url):
             raise ConfigError(
                 f"registryMirrors.{registry}",
@@ -191,8 +307,8 @@ def warn_unverified_driver(driver_version: str, pools: tuple[NodePool, ...]) -> 
 
 
 def warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:
-    missing = [r for r in _FOREIGN_REGISTRIES if r not in mirrors]
-    if region.startswith("cn-") and missing:
+    missing = [] if "_default" in mirrors else [r for r in _FOREIGN_REGISTRIES if r not in mirrors]
+    if in_mainland_china(region) and missing:
         pulumi.log.warn(
             f"{region} is in mainland China, where {' and '.join(missing)} are often unreachable; the flannel, "
             "device plugin and GPU test images come from them. If pulls fail, set gpu-k8s:registryMirrors (README)."
@@ -217,6 +333,7 @@ def check_releases(loaded: StackConfig) -> None:
     check_release("devicePluginVersion", loaded.device_plugin_version)
     check_release("containerToolkitVersion", loaded.container_toolkit_version)
     check_release("driverVersion", loaded.driver_version)
+    check_release("prometheusVersion", loaded.prometheus_version)
     if loaded.install_cuda_toolkit:
         check_release("cudaToolkitVersion", loaded.cuda_toolkit_version)
 

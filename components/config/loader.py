@@ -9,9 +9,12 @@ run in the order below, so the first mistake of a stack is the one reported.
 from __future__ import annotations
 
 import pulumi
+from pulumi.runtime.config import is_config_secret
 
 from components.config.ack import parse_ack
 from components.config.aliyun import (
+    PROVIDER_SECRET_KEYS,
+    check_provider_credentials,
     parse_cidrs,
     parse_control_plane_type,
     parse_image_id,
@@ -26,16 +29,21 @@ from components.config.aliyun import (
 from components.config.errors import PROJECT
 from components.config.gpu import (
     check_smoke_test,
-    check_smoke_test_image_kind,
+    check_time_slicing_memory,
     parse_device_plugin_version,
     parse_gpu_test_run,
     parse_monitoring,
     parse_smoke_test_cuda_version,
     parse_smoke_test_image,
     parse_time_slicing,
+    warn_smoke_test_image_kind,
 )
 from components.config.kubeadm import (
+    OFFLINE_SECRET_MARKER,
+    check_drivers_fit_gpus,
     check_grid_driver_url,
+    check_grid_driver_version_source,
+    check_grid_install_path,
     check_registry_mirror_urls,
     check_releases,
     checked_pod_cidr,
@@ -55,10 +63,25 @@ from components.config.schema import ACK_ONLY_KEYS, CLUSTER_BACKENDS, KUBEADM_ON
 from components.config.values import boolean, choice, json_value, parse_count, parse_price
 
 
+def _pool_keys(cfg: pulumi.Config, pools: tuple) -> tuple[str, ...]:
+    """The key that names each pool's instance type in an error."""
+    if cfg.get("instanceType"):
+        return ("instanceType",)
+    return tuple(f"nodePools[{i}].instanceType" for i in range(len(pools)))
+
+
 def load_config() -> StackConfig:
     """Read and validate the whole stack config (raises ConfigError)."""
     cfg = pulumi.Config(PROJECT)
-    region = parse_region(pulumi.Config("alicloud").get("region") or "")
+    provider = pulumi.Config("alicloud")
+    region = parse_region(provider.get("region") or "")
+    check_provider_credentials(
+        {
+            key: is_config_secret(f"alicloud:{key}") or provider.get(key) == OFFLINE_SECRET_MARKER
+            for key in PROVIDER_SECRET_KEYS
+            if provider.get(key)
+        }
+    )
     spot = boolean(cfg, "spot")
     spot_price_limit = parse_spot_price_limit(cfg.get("spotPriceLimit") or "", spot=spot)
     pools = parse_pools(
@@ -82,8 +105,16 @@ def load_config() -> StackConfig:
     smoke_image = parse_smoke_test_image(cfg.get("smokeTestImage") or "")
     # On ACK every node pool runs the driver ACK installs (compute families only: parse_ack).
     test_driver = ack_settings.driver_version if ack_settings else driver_version
+    if not on_ack:
+        grid_url_set = bool(cfg.get("gridDriverUrl"))
+        check_grid_driver_version_source(grid_driver_version, grid_url_set, pools)
+        check_grid_install_path(pools, _pool_keys(cfg, pools), grid_url_set, grid_driver_version)
+    check_drivers_fit_gpus(
+        test_driver, grid_driver_version, pools, driver_key="ackNvidiaDriverVersion" if on_ack else "driverVersion"
+    )
     check_smoke_test(smoke_test, smoke_image, smoke_cuda, pools, test_driver, grid_driver_version, ack=on_ack)
-    check_smoke_test_image_kind(smoke_test, smoke_image)
+    warn_smoke_test_image_kind(smoke_test, smoke_image, smoke_cuda)
+    check_time_slicing_memory(smoke_test, time_slicing, pools)
     registry_mirrors = parse_registry_mirrors(json_value(cfg, "registryMirrors", {}))
     check_registry_mirror_urls(registry_mirrors)
     if not on_ack:  # ACK pulls through its own node setup; registryMirrors is kubeadm-only

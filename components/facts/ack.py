@@ -29,6 +29,10 @@ CLUSTER_SPECS = {
     "ack.standard": "ACK Basic (managed HA control plane, no SLA, no fee; learning and testing only)",
 }
 
+# ACK Basic's worker-node limit per cluster ("ACK cluster overview", Jul 2025: at most 10
+# worker nodes per cluster, no quota increase; Pro: 5,000).
+BASIC_MAX_NODES = 10
+
 # ACK Kubernetes versions offered for new clusters, newest first ("Kubernetes versions supported
 # by ACK", updated 2026-10-06, and the 1.36/1.35 release notes: 1.36.1-aliyun.1 with containerd
 # 2.1.6, 1.35.1-aliyun.1 with containerd 2.1.5; 1.34 reached end of support on 2026-09-30).

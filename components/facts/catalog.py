@@ -33,24 +33,40 @@ class _Family:
     gpus_per_instance: int | None = None  # fixed count (bare metal, or no cXgY token)
     grid_plugin: str | None = None  # Cloud Assistant plugin that installs GRID
     vgpu_name: str | None = None  # how nvidia-smi names a slice, {m} = GiB of the slice
+    generation: str | None = None  # NVIDIA architecture (components/facts/architectures.py)
 
 
 # Families the catalog knows in detail. GPU models and memory from reference section 1.2.
 FAMILIES: dict[str, _Family] = {
-    "gn5i": _Family("Tesla P4", 8),
-    "gn6i": _Family("Tesla T4", 16),
-    "gn6v": _Family("Tesla V100-SXM2-16GB", 16),
-    "gn6e": _Family("Tesla V100-SXM2-32GB", 32),
-    "gn7i": _Family("NVIDIA A10", 24),
-    "gn7e": _Family(None, 80, note="GPU model not named by Aliyun's table (A100 per third parties, unverified)"),
-    "gn8is": _Family("NVIDIA L20", 48, gpus_per_instance=None, note="sold only in some regions outside mainland China"),
-    "ebmgn6i": _Family("Tesla T4", 16, gpus_per_instance=4, note="bare metal"),
-    "ebmgn7i": _Family("NVIDIA A10", 24, gpus_per_instance=4, note="bare metal"),
-    "vgn5i": _Family("Tesla P4", 8, grid_plugin=None, note="legacy vGPU: GRID via gridDriverUrl only"),
-    "vgn6i": _Family("Tesla T4", 16, grid_plugin="grid_driver_install", vgpu_name="GRID T4-{m}Q"),
-    "vgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q"),
-    "sgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q"),
-    "sgn8ia": _Family(None, None, grid_plugin="gpu_grid_driver_install", note="Lovelace vGPU; slice size from the type name"),
+    "gn5i": _Family("Tesla P4", 8, generation="Pascal"),
+    "gn6i": _Family("Tesla T4", 16, generation="Turing"),
+    "gn6v": _Family("Tesla V100-SXM2-16GB", 16, generation="Volta"),
+    "gn6e": _Family("Tesla V100-SXM2-32GB", 32, generation="Volta"),
+    "gn7i": _Family("NVIDIA A10", 24, generation="Ampere"),
+    # Ampere: every 80 GB part of that generation (A100/A800) is Ampere; the model is unverified.
+    "gn7e": _Family(
+        None, 80, note="GPU model not named by Aliyun's table (A100 per third parties, unverified)", generation="Ampere"
+    ),
+    "gn8is": _Family(
+        "NVIDIA L20",
+        48,
+        gpus_per_instance=None,
+        note="sold only in some regions outside mainland China",
+        generation="Ada Lovelace",
+    ),
+    "ebmgn6i": _Family("Tesla T4", 16, gpus_per_instance=4, note="bare metal", generation="Turing"),
+    "ebmgn7i": _Family("NVIDIA A10", 24, gpus_per_instance=4, note="bare metal", generation="Ampere"),
+    "vgn5i": _Family("Tesla P4", 8, grid_plugin=None, note="legacy vGPU: GRID via gridDriverUrl only", generation="Pascal"),
+    "vgn6i": _Family("Tesla T4", 16, grid_plugin="grid_driver_install", vgpu_name="GRID T4-{m}Q", generation="Turing"),
+    "vgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q", generation="Ampere"),
+    "sgn7i-vws": _Family("NVIDIA A10", 24, grid_plugin="grid_driver_install", vgpu_name="NVIDIA A10-{m}Q", generation="Ampere"),
+    "sgn8ia": _Family(
+        None,
+        None,
+        grid_plugin="gpu_grid_driver_install",
+        note="Lovelace vGPU; slice size from the type name",
+        generation="Ada Lovelace",
+    ),
 }
 
 # Dated list prices for the offline estimate (CNY per hour, pay-as-you-go, cn-hangzhou).
@@ -93,6 +109,7 @@ class GpuProfile:
     spot_available: bool | None
     known_family: bool
     note: str = ""
+    generation: str | None = None  # NVIDIA architecture; None when the catalog cannot tell
 
     @property
     def expected_gpu_name(self) -> str | None:
@@ -183,6 +200,7 @@ def profile_for(instance_type: str) -> GpuProfile:
         spot_available=False if instance_type in SPOT_UNAVAILABLE else None,
         known_family=family_key is not None,
         note=fam.note,
+        generation=fam.generation,
     )
 
 

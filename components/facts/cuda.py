@@ -77,22 +77,30 @@ VECTORADD_TAGS: tuple[tuple[str, str], ...] = (
 )
 TENSORFLOW_IMAGE = "tensorflow/tensorflow:2.6.0-gpu"  # the seed's, CUDA 11.2 build
 
-# Images whose CUDA requirement is known (normalised names, see _normalise).
-KNOWN_IMAGES: dict[str, str] = {
-    **{f"{VECTORADD_REPO}:{tag}": cuda for tag, cuda in VECTORADD_TAGS},
-    TENSORFLOW_IMAGE: "11.2",  # TF 2.6 tested build: CUDA 11.2, cuDNN 8.1
-    "tensorflow/tensorflow:2.16.1-gpu": "12.3",  # TF tested builds (tensorflow/tensorflow#63362)
-    # A moving tag: its requirement as the seed met it in Nov 2023. Recorded so the check
-    # refuses it on GRID 470; it only grows, so newer pulls fail the same way or worse.
-    "tensorflow/tensorflow:latest-gpu": "12.3",
+# TensorFlow's GPU images, tensorflow/tensorflow:X.Y.Z-gpu: the CUDA of each release's tested
+# build (tensorflow.org/install/source#gpu, "Tested build configurations"; tensorflow/docs
+# site/en/install/source.md). Up to 2.14 the images are FROM nvidia/cuda of that version, so
+# NVIDIA_REQUIRE_CUDA says the same. 2.15's image needs more than its tested build (12.2): the
+# seed met "cuda>=12.3" on latest-gpu = 2.15.0 in Nov 2023, so 12.3 is recorded. From 2.16 the
+# image's own CUDA per tag is unverified: the tested build's is a lower bound.
+TENSORFLOW_CUDA: dict[str, str] = {
+    "2.4": "11.0",
+    **dict.fromkeys(("2.5", "2.6", "2.7", "2.8", "2.9", "2.10", "2.11"), "11.2"),
+    **dict.fromkeys(("2.12", "2.13", "2.14"), "11.8"),
+    **dict.fromkeys(("2.15", "2.16", "2.17"), "12.3"),
+    **dict.fromkeys(("2.18", "2.19", "2.20", "2.21"), "12.5"),
 }
-# Exempt branches per normalised image name (the TensorFlow images: not known, none).
-KNOWN_EXEMPT_BRANCHES: dict[str, frozenset[int]] = {f"{VECTORADD_REPO}:{tag}": b for tag, b in EXEMPT_BRANCHES.items()}
-# Tags that spell out their CUDA version.
-_TAG_PATTERNS = (
-    re.compile(r"^nvcr\.io/nvidia/k8s/cuda-sample:vectoradd-cuda(?P<maj>\d+)\.(?P<min>\d+)(?:\.\d+)?(?:-[\w.]+)?$"),
-    re.compile(r"^(?:nvcr\.io/)?nvidia/cuda:(?P<maj>\d+)\.(?P<min>\d+)\.\d+(?:-[\w.-]+)?$"),
-)
+# A moving tag: its requirement as the seed met it in Nov 2023 ("unsatisfied condition:
+# cuda>=12.3"). It only grows, so newer pulls fail the same way or worse.
+TENSORFLOW_LATEST_CUDA = "12.3"
+
+# How an image's CUDA was learnt: the tag spells it (a vectoradd sample, cudaX.Y, an
+# nvidia/cuda X.Y.Z tag) or TensorFlow's release table maps the tag to it.
+SPELLED, TF_RELEASE = "tag", "TensorFlow release"
+_VECTORADD_TAG_RE = re.compile(r"^vectoradd-cuda(?P<maj>\d+)\.(?P<min>\d+)(?:\.\d+)?(?:-[\w.]+)?$")
+_CUDA_IN_TAG_RE = re.compile(r"(?:^|[-_.])cuda-?(?P<maj>\d{1,2})\.(?P<min>\d{1,2})(?:\.\d+)?(?=$|[-_])")
+_CUDA_REPO_TAG_RE = re.compile(r"^(?P<maj>\d{1,2})\.(?P<min>\d{1,2})\.\d+(?:-[\w.-]+)?$")
+_TENSORFLOW_TAG_RE = re.compile(r"^(?P<version>\d+\.\d+)\.\d+-gpu(?:-jupyter)?$")
 _DRIVER_RE = re.compile(r"^(?P<branch>\d{3})\.\d{2,3}(?:\.\d{2,3})?$")
 _CUDA_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 
@@ -198,52 +206,91 @@ def check(image_cuda: str, driver_version: str, driver_kind: str, exempt_branche
 
 
 def _branches(exempt: frozenset[int]) -> str:
-    return "driver branches " + ", ".join(str(b) for b in sorted(exempt)) if exempt else "no driver branch (none known)"
+    return "branches " + ", ".join(str(b) for b in sorted(exempt)) if exempt else "no branch (none known)"
 
 
-def _normalise(image: str) -> str:
-    """Docker Hub names in their short form: docker.io/library/x -> x."""
+def _reference(image: str) -> tuple[str, str | None]:
+    """(repository, tag) of an image reference; a digest pin (@sha256:...) is the same image,
+    and Docker Hub names are shortened (docker.io/library/x -> x)."""
+    name = image.strip().split("@", 1)[0]
+    repository, tag = name, None
+    if name.rfind(":") > name.rfind("/"):
+        repository, tag = name.rsplit(":", 1)
     for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
-        if image.startswith(prefix):
-            image = image[len(prefix) :]
+        if repository.startswith(prefix):
+            repository = repository[len(prefix) :]
             break
-    return image[len("library/") :] if image.startswith("library/") else image
+    return repository.removeprefix("library/"), tag
+
+
+@dataclass(frozen=True)
+class ImageCuda:
+    """What an image's tag says about the CUDA it needs, in any registry (an ACR copy of a
+    known image is the same image)."""
+
+    cuda: str
+    source: str  # SPELLED | TF_RELEASE
+    exempt_branches: frozenset[int] = frozenset()
+
+
+def image_cuda(image: str) -> ImageCuda | None:
+    """The CUDA an image needs, read from its tag, or None when the tag does not say."""
+    repository, tag = _reference(image)
+    if not tag:
+        return None
+    basename = repository.rsplit("/", 1)[-1]
+    if tag in EXEMPT_BRANCHES:  # NVIDIA's vectoradd samples: their NVIDIA_REQUIRE_CUDA is known
+        return ImageCuda(dict(VECTORADD_TAGS)[tag], SPELLED, EXEMPT_BRANCHES[tag])
+    for pattern in (_VECTORADD_TAG_RE, _CUDA_IN_TAG_RE):
+        m = pattern.search(tag)
+        if m:
+            return ImageCuda(f"{int(m.group('maj'))}.{int(m.group('min'))}", SPELLED)
+    if basename == "cuda" and (m := _CUDA_REPO_TAG_RE.match(tag)):
+        return ImageCuda(f"{int(m.group('maj'))}.{int(m.group('min'))}", SPELLED)
+    m = _TENSORFLOW_TAG_RE.match(tag)
+    if m and m.group("version") in TENSORFLOW_CUDA:
+        return ImageCuda(TENSORFLOW_CUDA[m.group("version")], TF_RELEASE)
+    if basename == "tensorflow" and tag in ("latest-gpu", "latest-gpu-jupyter"):
+        return ImageCuda(TENSORFLOW_LATEST_CUDA, TF_RELEASE)
+    return None
 
 
 def known_image_cuda(image: str) -> str | None:
-    """The CUDA an image needs, if the table or its tag says so."""
-    name = _normalise(image.strip())
-    if name in KNOWN_IMAGES:
-        return KNOWN_IMAGES[name]
-    for pattern in _TAG_PATTERNS:
-        m = pattern.match(name)
-        if m:
-            return f"{int(m.group('maj'))}.{int(m.group('min'))}"
-    return None
+    """The CUDA an image needs, if its tag says so."""
+    found = image_cuda(image)
+    return found.cuda if found else None
 
 
 def known_exempt_branches(image: str) -> frozenset[int]:
     """The driver branches the image's NVIDIA_REQUIRE_CUDA exempts, where known (else none)."""
-    return KNOWN_EXEMPT_BRANCHES.get(_normalise(image.strip()), frozenset())
+    found = image_cuda(image)
+    return found.exempt_branches if found else frozenset()
 
 
 def image_cuda_requirement(image: str, declared: str | None) -> tuple[str | None, str | None]:
-    """(cuda, None) or (None, error). ``declared`` is gpu-k8s:smokeTestCudaVersion."""
+    """(cuda, None) or (None, error). ``declared`` is gpu-k8s:smokeTestCudaVersion.
+
+    A CUDA the tag spells wins (a declared one that contradicts it is a mistake); one read
+    from TensorFlow's release table is a lower bound, so a declared CUDA replaces it.
+    """
     if declared is not None and not _CUDA_RE.match(declared):
         return None, f"gpu-k8s:smokeTestCudaVersion {declared!r} is not MAJOR.MINOR, e.g. 11.4 or 12.2"
-    known = known_image_cuda(image)
-    if known is not None and declared is not None and _cuda(declared) != _cuda(known):
-        return None, (
-            f"gpu-k8s:smokeTestCudaVersion {declared} contradicts {image}, which needs CUDA {known}; "
-            "unset smokeTestCudaVersion or use another image"
-        )
-    if known is not None:
-        return known, None
+    found = image_cuda(image)
+    if found is not None and declared is not None:
+        spelled = found.source == SPELLED
+        if _cuda(declared) < _cuda(found.cuda) or (spelled and _cuda(declared) != _cuda(found.cuda)):
+            says = f"whose tag says CUDA {found.cuda}" if spelled else f"a {found.source} built on CUDA {found.cuda} or newer"
+            return None, (
+                f"gpu-k8s:smokeTestCudaVersion {declared} contradicts {image}, {says}; "
+                "unset smokeTestCudaVersion or use another image"
+            )
     if declared is not None:
         return declared, None
+    if found is not None:
+        return found.cuda, None
     return None, (
-        f"the CUDA version {image} needs is unknown; set gpu-k8s:smokeTestCudaVersion to it (MAJOR.MINOR, "
-        "e.g. 12.2) so it can be checked against the node drivers"
+        f"the CUDA version {image} needs is unknown (its tag does not say); set gpu-k8s:smokeTestCudaVersion to it "
+        "(MAJOR.MINOR, e.g. 12.2) so it can be checked against the node drivers"
     )
 
 
@@ -257,14 +304,11 @@ def _fitting_vectoradd(drivers: Iterable[tuple[str, str]]) -> tuple[str, str] | 
 
 def _why_not(result: CudaCheck) -> str:
     if result.driver_kind == GRID:
-        return "vGPU (GRID) drivers get no forward compatibility, and minor-version compatibility is not guaranteed on GRID"
+        return "GRID (vGPU) drivers get no forward or guaranteed minor-version compatibility"
     major = _cuda(result.image_cuda)[0]
     branch = _driver(result.driver_version)[0]
     if branch not in result.exempt_branches:
-        return (
-            f"its NVIDIA_REQUIRE_CUDA exempts only {_branches(result.exempt_branches)} from cuda>={result.image_cuda} "
-            "(the NVIDIA Container Toolkit enforces it)"
-        )
+        return f"the image's NVIDIA_REQUIRE_CUDA exempts {_branches(result.exempt_branches)}, not {branch}"
     baseline = MINOR_COMPAT_MIN_DRIVER.get(major)
     if baseline:
         return f"CUDA {major}.x minor-version compatibility needs driver >= {baseline}"
@@ -275,9 +319,8 @@ def _driver_fix(result: CudaCheck) -> str:
     need = _cuda(result.image_cuda)
     if result.driver_kind == GRID:
         return (
-            f"run it on a compute family (ecs.gn*) with a Tesla driver, or set gpu-k8s:gridDriverVersion to the GRID "
-            f"driver gridDriverUrl installs; Aliyun's GRID drivers are {GRID_DRIVER_DEFAULT} (CUDA 11.4) and, on sgn8ia, "
-            f"{GRID_DRIVER_BY_FAMILY['sgn8ia']} (CUDA 12.2)"
+            f"a compute family (ecs.gn*, Tesla driver); Aliyun's GRID drivers are {GRID_DRIVER_DEFAULT} (CUDA 11.4), "
+            f"{GRID_DRIVER_BY_FAMILY['sgn8ia']} (CUDA 12.2) on sgn8ia"
         )
     # Branches that run it: those whose CUDA is high enough, and the exempt ones at or
     # above the major's minor-version baseline.
@@ -288,24 +331,33 @@ def _driver_fix(result: CudaCheck) -> str:
     )
     if fits:
         more = " or newer" if len(fits) > 4 else ""
-        return f"set gpu-k8s:driverVersion to a driver of branch {', '.join(str(b) for b in fits[:4])}{more}"
+        return f"gpu-k8s:driverVersion of branch {', '.join(str(b) for b in fits[:4])}{more}"
     return "use an image built for an older CUDA"
 
 
-def compatibility_error(image: str, image_cuda: str, driver_version: str, driver_kind: str) -> str | None:
+def _alternative_image(image: str, fitting: str) -> str:
+    """The fitting vectoradd sample where the user's image lives: a copy of a sample (an ACR
+    repository) gets the same repository with the fitting tag, to be copied there too."""
+    repository, tag = _reference(image)
+    upstream_tag = fitting.rsplit(":", 1)[1]
+    if tag in EXEMPT_BRANCHES and repository != VECTORADD_REPO:
+        return f"{repository}:{upstream_tag} (CUDA {{cuda}}, copied from nvcr.io)"
+    return f"{fitting} (CUDA {{cuda}})"
+
+
+def compatibility_error(image: str, needed_cuda: str, driver_version: str, driver_kind: str) -> str | None:
     """None when the image runs on the driver, else a message with the numbers and a fix."""
-    result = check(image_cuda, driver_version, driver_kind, known_exempt_branches(image))
+    result = check(needed_cuda, driver_version, driver_kind, known_exempt_branches(image))
     if result.ok:
         return None
     fixes = []
     alternative = _fitting_vectoradd([(driver_version, driver_kind)])
-    if alternative and _normalise(image) != alternative[0]:
-        fixes.append(f"use {alternative[0]} (CUDA {alternative[1]}) as the test image")
+    if alternative and _reference(image)[1] != alternative[0].rsplit(":", 1)[1]:
+        fixes.append("the image " + _alternative_image(image, alternative[0]).format(cuda=alternative[1]))
     fixes.append(_driver_fix(result))
     return (
-        f"{image} needs CUDA {image_cuda}, but the {driver_kind.upper()} driver {driver_version} supports only CUDA "
-        f"{result.driver_cuda} and {_why_not(result)}; the container would fail with "
-        f"'unsatisfied condition: cuda>={image_cuda}'. Fix: " + "; or ".join(fixes)
+        f"{image} needs CUDA {needed_cuda}; {driver_kind.upper()} driver {driver_version} supports CUDA {result.driver_cuda} and "
+        f"{_why_not(result)}, so the container fails 'unsatisfied condition: cuda>={needed_cuda}'. Fix: " + "; or ".join(fixes)
     )
 
 

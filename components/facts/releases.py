@@ -165,7 +165,23 @@ DRIVER = Component(
     complete=False,
 )
 
-COMPONENTS = (KUBERNETES, FLANNEL, DEVICE_PLUGIN, CONTAINER_TOOLKIT, CUDA_TOOLKIT, DRIVER)
+# Prometheus: git tags of prometheus/prometheus (snapshot of 2026-08-21), v3 onwards (v2 is
+# refused by prometheusVersion's own check). A minor comes about every six weeks (RELEASE.md),
+# so up to four newer minors are warned; 3.5 is the LTS line and still gets patches.
+PROMETHEUS = Component(
+    key="prometheusVersion",
+    name="Prometheus",
+    versions=_expand(
+        "v3.0.0-1 v3.1.0 v3.2.0-1 v3.3.0-1 v3.4.0-2 v3.5.0-5 v3.6.0 v3.7.0-3 v3.8.0-1 v3.9.0-1 v3.10.0 v3.11.0-3 "
+        "v3.12.0 v3.13.0-2 v3.14.0"
+    ),
+    source="git tags of github.com/prometheus/prometheus (2026-08-21)",
+    series_len=2,
+    step_slack=6,
+    series_slack=4,
+)
+
+COMPONENTS = (KUBERNETES, FLANNEL, DEVICE_PLUGIN, CONTAINER_TOOLKIT, CUDA_TOOLKIT, DRIVER, PROMETHEUS)
 
 
 @dataclass(frozen=True)

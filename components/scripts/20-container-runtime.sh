@@ -37,7 +37,7 @@ readonly CONFIG="$ROOT/etc/containerd/config.toml"
 readonly DROP_IN="$ROOT/etc/containerd/config.d/99-nvidia.toml"
 readonly CERTS_PATH=/etc/containerd/certs.d
 # containerd.io (Docker's package) is pinned to the 2.x tested with the real binary
-# (tests/test_runtime_real.py): 2.0.0-2.0.6 and 2.1.0-2.1.4 leave SystemdCgroup out of
+# (tests/scripts/test_runtime_real.py): 2.0.0-2.0.6 and 2.1.0-2.1.4 leave SystemdCgroup out of
 # `config default`. An apt preferences pin (apt_preferences(5), version glob) holds it.
 readonly CONTAINERD_IO_VERSION=2.1.5
 readonly CONTAINERD_IO_PIN="$ROOT/etc/apt/preferences.d/gpu-k8s-containerd-io"
@@ -269,12 +269,15 @@ write_mirrors() { # one hosts.toml per registry; stale ones we wrote are removed
   for entry in "${entries[@]}"; do
     [[ -n "$entry" ]] || continue
     registry="${entry%%=*}" url="${entry#*=}"
-    [[ "$entry" == *=* && "$registry" =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$ && "$url" =~ ^https?://[^[:space:]\"\\]+$ ]] ||
+    [[ "$entry" == *=* && "$registry" =~ ^([a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?|_default)$ && "$url" =~ ^https?://[^[:space:]\"\\]+$ ]] ||
       die "bad REGISTRY_MIRRORS entry '$entry': expected registry=https://mirror"
-    server="https://$registry"
-    [[ "$registry" == docker.io ]] && server="https://registry-1.docker.io"
+    server="server = \"https://$registry\""
+    [[ "$registry" == docker.io ]] && server='server = "https://registry-1.docker.io"'
+    # _default: containerd's host namespace for every registry without its own hosts.toml;
+    # no server line, so each pull falls back to the image's own registry.
+    [[ "$registry" == _default ]] && server="# every registry without its own hosts.toml"
     wanted+="$registry " toml="$CERTS_DIR/$registry/hosts.toml"
-    text=$(printf '%s\nserver = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]' "$MANAGED" "$server" "$url")
+    text=$(printf '%s\n%s\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]' "$MANAGED" "$server" "$url")
     if ! same_content "$toml" "$text"; then
       mkdir -p "$(dirname "$toml")" && printf '%s\n' "$text" >"$toml"
       log "pulls from $registry go through $url"

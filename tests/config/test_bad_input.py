@@ -10,6 +10,9 @@ import pytest
 from components import config
 from tools import plan
 
+ACR = "registry.cn-hangzhou.aliyuncs.com/team"
+POOL_OF_11 = json.dumps([{"name": "gpu", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 11}])
+
 # (stack, --config overrides, the key the first line must name)
 REFUSED = [
     # address plans that collide
@@ -49,15 +52,29 @@ REFUSED = [
     # a control plane kubeadm refuses
     ("dev", ["controlPlaneInstanceType=ecs.t5-lc2m1.nano"], "gpu-k8s:controlPlaneInstanceType: 'ecs.t5-lc2m1.nano'"),
     ("dev", ["controlPlaneInstanceType=ecs.t6-c4m1.large"], "gpu-k8s:controlPlaneInstanceType: 'ecs.t6-c4m1.large'"),
-    # test images that cannot print the success pattern
-    ("p4", ["smokeTestImage=nvidia/cuda:12.2.0-base-ubuntu22.04"], "gpu-k8s:smokeTestImage: 'nvidia/cuda:12.2.0-base"),
-    (
-        "p4",
-        ["smokeTest=tensorflow", "smokeTestImage=nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda11.2.1"],
-        "gpu-k8s:smokeTestImage: 'nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda11.2.1'",
-    ),
     # the key that is wrong is the one named
     ("dev", ["smokeTestCudaVersion=12.4"], "gpu-k8s:smokeTestCudaVersion: '12.4'"),
+    # issue 22: a copy keeps its tag's CUDA (a 12.5 image on a 12.2 driver without an exemption stays refused)
+    ("p4", ["smokeTestImage=registry.cn-hangzhou.aliyuncs.com/team/cuda:12.5.0-base-ubuntu22.04"], "gpu-k8s:smokeTestImage"),
+    ("dev", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0"], "gpu-k8s:smokeTestImage"),
+    ("p4", [f"smokeTestImage={ACR}/vecadd:cuda11.7", "smokeTestCudaVersion=11.2"], "gpu-k8s:smokeTestCudaVersion: '11.2'"),
+    # drivers that cannot drive the GPU, GRID without an install path or with a claimed version
+    ("p4", ["driverVersion=590.44.01"], "gpu-k8s:driverVersion: '590.44.01'"),
+    ("dev", ["instanceType=ecs.gn6v-c8g1.2xlarge", "driverVersion=595.45.04"], "gpu-k8s:driverVersion: '595.45.04'"),
+    ("dev", ["instanceType=ecs.gn8is.2xlarge", "driverVersion=470.256.02"], "gpu-k8s:driverVersion: '470.256.02'"),
+    ("dev", ["instanceType=ecs.vgn5i-m1.large"], "gpu-k8s:instanceType: 'ecs.vgn5i-m1.large'"),
+    ("mixed", ['nodePools=[{"name":"a","instanceType":"ecs.vgn5i-m2.xlarge","count":1}]'], "gpu-k8s:nodePools[0].instanceType"),
+    ("dev", ["gridDriverVersion=535.183.06"], "gpu-k8s:gridDriverVersion: '535.183.06'"),
+    # special-purpose pod ranges, a public image that is not Ubuntu, a port that is not one
+    ("dev", ["podCidr=127.0.0.0/8"], "gpu-k8s:podCidr: '127.0.0.0/8'"),
+    ("dev", ["podCidr=224.0.0.0/8"], "gpu-k8s:podCidr: '224.0.0.0/8'"),
+    ("dev", ["podCidr=0.0.0.0/8"], "gpu-k8s:podCidr: '0.0.0.0/8'"),
+    ("dev", ["imageId=centos_7_9_x64_20G_alibase_20240628.vhd"], "gpu-k8s:imageId: 'centos_7_9"),
+    ("dev", ["imageId=win2022_21H2_x64_dtc_en-us_40G_alibase_20240628.vhd"], "gpu-k8s:imageId: 'win2022"),
+    ("dev", ['registryMirrors={"docker.io": "https://m.example.com:99999"}'], "gpu-k8s:registryMirrors.docker.io"),
+    ("dev", ["prometheusVersion=v99.0.0"], "gpu-k8s:prometheusVersion: 'v99.0.0'"),
+    ("ack", ["ackClusterSpec=ack.standard", f"nodePools={POOL_OF_11}"], "gpu-k8s:ackClusterSpec: 'ack.standard'"),
+    ("dev", ["smokeTest=tensorflow", "timeSlicingReplicas=48"], "gpu-k8s:timeSlicingReplicas: '48'"),
 ]
 
 # (stack, overrides, a fragment of the warning) - legal but risky: planned, loudly warned.
@@ -65,8 +82,41 @@ WARNED = [
     ("dev", ['allowedCidrs=["0.0.0.0/1", "128.0.0.0/1"]'], "together cover every address"),
     ("dev", ["kubernetesVersion=1.34.9"], "kubernetesVersion 1.34.9 is not in the known-releases table"),
     ("dev", ["flannelVersion=v0.29.0"], "flannelVersion v0.29.0 is not in the known-releases table"),
-    ("p4", ["driverVersion=595.91.07"], "driverVersion 595.91.07 is not in the known-releases table"),
+    ("p4", ["instanceType=ecs.gn6i-c4g1.xlarge", "driverVersion=595.91.07"], "driverVersion 595.91.07 is not in the"),
     ("dev", ["controlPlaneInstanceType=ecs.n4.small"], "its vCPU and memory are not in the catalog"),
+    # issue 22: a name that does not look like the test is a warning, not a refusal
+    ("p4", ["smokeTestImage=nvidia/cuda:11.4.3-base-ubuntu20.04"], "does not say it is a CUDA vectoradd sample"),
+    ("dev", ['allowedCidrs=["0.0.0.0/1"]'], "50.0% of the internet"),
+    ("dev", ['allowedCidrs=["1.0.0.0/8", "2.0.0.0/8", "3.0.0.0/8"]'], "more than a /8"),
+    ("dev", ['allowedCidrs=["192.168.1.0/24", "127.0.0.1/32"]'], "loopback or private addresses"),
+    ("dev", ["kubernetesMirror=upstream"], "kubernetesMirror upstream in cn-hangzhou"),
+    ("dev", ["instanceType=ecs.gn9x-c8g1.2xlarge"], "GPU generation of family gn9x is not in the catalog"),
+    ("dev", ["prometheusVersion=v3.16.0"], "prometheusVersion v3.16.0 is not in the known-releases table"),
+    ("dev", ["smokeTest=tensorflow", "timeSlicingReplicas=4"], "timeSlicingReplicas 4"),
+]
+
+# Legitimate inputs (issue 22's false refusals among them): planned, exit 0.
+ACCEPTED = [
+    ("p4", ["smokeTest=tensorflow", f"smokeTestImage={ACR}/gpu-check:11.2", "smokeTestCudaVersion=11.2"]),
+    ("dev", ["smokeTest=tensorflow", f"smokeTestImage={ACR}/tf-gpu:2.15", "smokeTestCudaVersion=11.2"]),
+    ("p4", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0"]),
+    ("p4", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0", "smokeTestCudaVersion=12.5"]),
+    ("ack", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0"]),
+    ("p4", [f"smokeTestImage={ACR}/vecadd:cuda11.7", "smokeTestCudaVersion=11.7"]),
+    ("p4", ["smokeTestImage=nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0@sha256:" + "a" * 64]),
+    ("dev", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda11.2.1@sha256:" + "0" * 64]),
+    ("dev", ["zoneId=cn-hangzhou-h"]),
+    ("dev", ["alicloud:region=cn-beijing", "zoneId=cn-beijing-h"]),
+    ("dev", ["alicloud:region=ap-southeast-1", "zoneId=ap-southeast-1a"]),
+    ("ack", ["zoneId=cn-hangzhou-k"]),
+    ("dev", ['registryMirrors={"_default": "https://abc.mirror.aliyuncs.com"}']),
+    ("dev", ["instanceType=ecs.vgn5i-m1.large", "gridDriverUrl=https://example.com/grid.run", "gridDriverVersion=470.256.03"]),
+    ("dev", ["gridDriverVersion=470.256.03"]),
+    ("p4", ["driverVersion=580.95.05"]),
+    ("dev", ["imageId=m-bp1abcdef0123456789"]),
+    ("dev", ["imageId=debian_12_6_x64_20G_alibase_20240628.vhd"]),
+    ("ack", ["ackClusterSpec=ack.standard", f"nodePools={POOL_OF_11.replace('11', '10')}"]),
+    ("dev", ["alicloud:region=cn-hongkong", "kubernetesMirror=upstream"]),
 ]
 
 
@@ -92,7 +142,16 @@ def test_refused_cleanly(capsys, stack, overrides, start):
     assert lines[0].startswith("gpu-k8s plan: config error: " + start), err
     assert "expected" in lines[0]
     assert all(line.startswith("  ") for line in lines[1:]) and max(map(len, lines)) <= 200, err
+    assert len(lines) <= 5, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("stack,overrides", ACCEPTED)
+def test_legitimate_inputs_planned(capsys, stack, overrides):
+    code = plan.main(_argv(stack, overrides))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "does not say it is" not in out  # a declared CUDA (or a telling name) is believed
 
 
 @pytest.mark.parametrize("stack,overrides,fragment", WARNED)
@@ -118,7 +177,7 @@ def test_grid_url_is_never_echoed(capsys):
         ["podCidr=10.128.0.0/16", "imageNameRegex=^ubuntu_24_04_x64_20G_alibase_", "spot=true", "spotPriceLimit=0.5"],
         ["controlPlaneInstanceType=ecs.g7.large"],
         ["kubernetesVersion=1.35.4", "flannelVersion=v0.28.9", "devicePluginVersion=v0.14.3", "containerToolkitVersion=1.17.8"],
-        ['allowedCidrs=["0.0.0.0/1"]'],
+        ['allowedCidrs=["203.0.113.0/24", "198.51.100.7/32"]'],
     ],
 )
 def test_good_neighbours_still_accepted_without_warning(capsys, overrides):

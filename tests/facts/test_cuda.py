@@ -100,8 +100,8 @@ def test_cuda_rule_per_driver_branch_against_the_known_images(driver, kind, pick
 
 def test_refusal_names_the_exempt_branches_and_a_fitting_driver():
     message = cuda.compatibility_error(KNOWN["12.5"], "12.5", "525.147.05", "tesla")
-    assert message and "exempts only driver branches 470, 535, 550 from cuda>=12.5" in message
-    assert "vectoradd-cuda11.7.1-ubuntu20.04" in message and "driver of branch 535, 550, 555, 560 or newer" in message
+    assert message and "NVIDIA_REQUIRE_CUDA exempts branches 470, 535, 550, not 525" in message
+    assert "vectoradd-cuda11.7.1-ubuntu20.04" in message and "driverVersion of branch 535, 550, 555, 560 or newer" in message
 
 
 def test_seed_tensorflow_2_6_runs_on_grid_470():
@@ -123,7 +123,7 @@ def test_seed_tensorflow_latest_is_refused_on_grid_470_with_a_fix():
 
 def test_tesla_refusal_suggests_a_driver():
     message = cuda.compatibility_error("tensorflow/tensorflow:latest-gpu", "12.3", "470.256.03", "tesla")
-    assert message and "driver of branch 545, 550, 555, 560 or newer" in message
+    assert message and "driverVersion of branch 545, 550, 555, 560 or newer" in message
     assert "vectoradd-cuda11.7.1-ubuntu20.04" in message
 
 
@@ -140,8 +140,10 @@ def test_unknown_image_without_declared_cuda_is_an_error():
 
 
 def test_declared_cuda_must_agree_and_be_well_formed():
-    _, error = cuda.image_cuda_requirement(cuda.TENSORFLOW_IMAGE, "12.0")
-    assert error and "contradicts" in error
+    _, error = cuda.image_cuda_requirement(cuda.TENSORFLOW_IMAGE, "11.0")
+    assert error and "contradicts" in error and "TensorFlow release built on CUDA 11.2 or newer" in error
+    # TensorFlow's table is a lower bound: a higher declared CUDA is believed.
+    assert cuda.image_cuda_requirement(cuda.TENSORFLOW_IMAGE, "12.0") == ("12.0", None)
     _, error = cuda.image_cuda_requirement("example.com/my/app:1.0", "12")
     assert error and "MAJOR.MINOR" in error
 
@@ -213,3 +215,31 @@ def test_grid_driver_version_format_is_validated(bad):
 def test_grid_driver_version_empty_or_a_version():
     assert parse_grid_driver_version("") == ""
     assert parse_grid_driver_version("550.127.05") == "550.127.05"
+
+
+# --- images by content, not by name (issue 22) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image,need,exempt",
+    [
+        ("registry.cn-hangzhou.aliyuncs.com/team/cuda-sample:vectoradd-cuda12.5.0", "12.5", {470, 535, 550}),
+        ("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0@sha256:" + "a" * 64, "12.5", {470, 535, 550}),
+        ("registry.cn-hangzhou.aliyuncs.com/team/vecadd:cuda11.7", "11.7", set()),
+        ("example.com/ml/pytorch:2.1.0-cuda12.1-cudnn8-runtime", "12.1", set()),
+        ("registry.cn-beijing.aliyuncs.com/x/cuda:12.2.0-base-ubuntu22.04", "12.2", set()),
+        ("docker.io/tensorflow/tensorflow:2.14.0-gpu", "11.8", set()),
+        ("registry.cn-hangzhou.aliyuncs.com/team/tensorflow:2.15.0-gpu-jupyter", "12.3", set()),
+        ("tensorflow/tensorflow:latest-gpu", "12.3", set()),
+        ("registry.cn-hangzhou.aliyuncs.com/team/tf-gpu:2.15", None, set()),  # the tag does not say: declare it
+        ("example.com/app:1.0", None, set()),
+    ],
+)
+def test_cuda_read_from_the_tag_in_any_registry(image, need, exempt):
+    assert cuda.known_image_cuda(image) == need
+    assert cuda.known_exempt_branches(image) == frozenset(exempt)
+
+
+def test_a_copy_of_a_sample_is_offered_its_fitting_copy():
+    message = cuda.compatibility_error("acr.example.com/t/cuda-sample:vectoradd-cuda12.5.0", "12.5", "470.256.03", "grid")
+    assert "acr.example.com/t/cuda-sample:vectoradd-cuda11.2.1 (CUDA 11.2, copied from nvcr.io)" in message

@@ -334,7 +334,8 @@ def test_incompatible_image_is_a_cuda_error():
 def test_grid_driver_version_drives_the_cuda_rule_and_gpu_verify():
     """dev is sgn7i-vws (GRID): Aliyun's 470 by default; a 535 GRID driver from gridDriverUrl allows CUDA 11.7."""
     default = shipped("dev")
-    newer = run_stack("dev", gridDriverVersion="535.183.06")
+    grid_run = "https://example.com/NVIDIA-Linux-x86_64-535.183.06-grid.run"
+    newer = run_stack("dev", gridDriverVersion="535.183.06", gridDriverUrl=grid_run)
     assert default.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.2.1")
     assert newer.outputs["gpuTest"]["image"].endswith("vectoradd-cuda11.7.1-ubuntu20.04")
     (verify,) = [r for r in newer.resources if r.name.endswith("-gpu-verify")]

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -826,8 +827,11 @@ def test_runtime_nvidia_ctk_failure_names_the_step(rt: StubBin):
 
 
 def test_runtime_writes_hosts_toml_per_mirror(rt: StubBin):
-    mirrors = "docker.io=https://abc.mirror.aliyuncs.com;registry.k8s.io=https://k8s.m.daocloud.io"
+    mirrors = "docker.io=https://abc.mirror.aliyuncs.com;registry.k8s.io=https://k8s.m.daocloud.io;_default=https://p.example.com"
     ok(rt.run("20-container-runtime.sh", {**RUNTIME, "REGISTRY_MIRRORS": mirrors}))
+    # containerd's _default namespace: no server line, so a pull falls back to the image's own registry.
+    fallback = tomllib.loads((rt.root / "etc/containerd/certs.d/_default/hosts.toml").read_text())
+    assert fallback == {"host": {"https://p.example.com": {"capabilities": ["pull", "resolve"]}}}
     docker = (rt.root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
     assert 'server = "https://registry-1.docker.io"' in docker
     assert '[host."https://abc.mirror.aliyuncs.com"]\n  capabilities = ["pull", "resolve"]' in docker
