@@ -11,20 +11,27 @@ export PULUMI_BACKEND_URL
 .PHONY: gpu-top preflight estimate
 
 help:
-	@echo "make plan [STACK=dev]     offline plan: what 'pulumi up' would create (no account needed)"
-	@echo "make plan-out             also write scripts and manifests to plan-out/<stack>/"
-	@echo "make preflight [STACK=dev] stock and hourly price from Aliyun's ECS API (needs Aliyun keys)"
-	@echo "make test                 lint + all tests"
-	@echo "make bench                plan-scale benchmark (1..64 nodes)"
-	@echo "make estimate [STACK=dev] minutes and bytes to GPU-ready, with/without prefetch, vs the seed's path"
-	@echo "make up / make down       pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
-	@echo "make extend [HOURS=6]     auto-release at now + HOURS (default: the current ttlHours)"
-	@echo "make replace-node NODE=x  replace one node's instance (the control plane: REBUILD=yes rebuilds the cluster)"
-	@echo "make rejoin NODE=x        a worker's join failed long after its token was made: new token, join"
-	@echo "make retest               run the GPU test pods again (after fixing a failure)"
-	@echo "make kubeconfig ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
-	@echo "make outputs              the stack outputs; STALE when the newest pulumi up failed"
-	@echo "make gpu-top [WATCH=5]    GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
+	@echo "make help                        this list"
+	@echo "make install                     the virtualenv ($(VENV)) with requirements-dev.txt"
+	@echo "make plan [STACK=dev]            offline plan: what 'pulumi up' would create (no account needed)"
+	@echo "make plan-out [STACK=dev]        also write scripts and manifests to plan-out/<stack>/"
+	@echo "make plan-save [STACK=dev]       save the plan as plan-out/<stack>/before.json (for make diff)"
+	@echo "make diff [ASSUME='now=...']     what a second 'pulumi up' would change against before.json"
+	@echo "make preflight [STACK=dev]       stock and hourly price from Aliyun's ECS API (needs Aliyun keys)"
+	@echo "make lint                        ruff, import layers, shellcheck"
+	@echo "make test                        lint + all tests"
+	@echo "make bench                       plan-scale benchmark (1..64 nodes)"
+	@echo "make estimate [STACK=dev]        minutes and bytes to GPU-ready, with/without prefetch, vs the seed's path"
+	@echo "make stack [STACK=dev]           select (or create) the stack in the Pulumi backend"
+	@echo "make up / make down              pulumi up / destroy -s \$$STACK (needs Pulumi CLI + Aliyun keys)"
+	@echo "make refresh-down                refresh, then destroy (after Aliyun auto-released the instances)"
+	@echo "make extend [HOURS=6]            auto-release at now + HOURS (default: the current ttlHours)"
+	@echo "make replace-node NODE=x         replace one node's instance (the control plane: REBUILD=yes rebuilds the cluster)"
+	@echo "make rejoin NODE=x               a worker's join failed long after its token was made: new token, join"
+	@echo "make retest                      run the GPU test pods again (after fixing a failure)"
+	@echo "make kubeconfig / make ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
+	@echo "make outputs                     the stack outputs; STALE when the newest pulumi up failed"
+	@echo "make gpu-top [WATCH=5]           GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -126,6 +133,8 @@ retest: install
 # GPU metrics table from the cluster's Prometheus (README "GPU metrics"); GPU_TOP passes
 # more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.
 gpu-top: install
+	@[ -n "$$KUBECONFIG" ] || [ -s kubeconfig ] || \
+	  { echo "make gpu-top: no kubeconfig: run make kubeconfig STACK=$(STACK) first (or set KUBECONFIG)" >&2; exit 2; }
 	$(PY) -m tools.gpu_top $(if $(WATCH),--watch $(WATCH)) $(GPU_TOP)
 
 # A worker's join failed and is retried more than 2 h after its token was made (the token
@@ -136,15 +145,15 @@ rejoin: install
 	  { echo "make rejoin: $(NODE) is not a kubeadm worker of $(STACK) (on ACK, ACK joins the nodes)" >&2; exit 2; }; \
 	pulumi up -s $(STACK) --yes --replace="$$token"
 
-# From the stack outputs; when `up` failed (no outputs recorded), from the state itself.
+# From the stack outputs; when `up` failed (no outputs recorded), from the state itself
+# (tools/stack_secret.py). The file (mode 600) is replaced only by a whole value: without the
+# pulumi CLI, a stack or the value, one line and exit 2, and an earlier file stays as it was.
 kubeconfig: install
-	@umask 077; pulumi stack output -s $(STACK) --show-secrets kubeconfig > kubeconfig 2>/dev/null || \
-	  pulumi stack export -s $(STACK) --show-secrets | $(PY) -m tools.stack_secret kubeconfig > kubeconfig
+	@$(PY) -m tools.stack_secret kubeconfig --stack $(STACK) --to kubeconfig
 	@echo "export KUBECONFIG=$(CURDIR)/kubeconfig"
 
 ssh-key: install
-	@umask 077; pulumi stack output -s $(STACK) --show-secrets sshPrivateKey > gpu-k8s.pem 2>/dev/null || \
-	  pulumi stack export -s $(STACK) --show-secrets | $(PY) -m tools.stack_secret ssh-key > gpu-k8s.pem
+	@$(PY) -m tools.stack_secret ssh-key --stack $(STACK) --to gpu-k8s.pem
 
 # What a second `pulumi up` would do, offline: `make plan-save` once (the state a deploy
 # leaves), change config, then `make diff [ASSUME='image=m-x now=2027-01-15T12:00:00Z']`.

@@ -212,6 +212,8 @@ def kubectl_env(env: dict[str, str] | None = None, cwd: Path | None = None) -> d
     env = dict(os.environ if env is None else env)
     local = (cwd or Path.cwd()) / "kubeconfig"
     if not env.get("KUBECONFIG"):
+        if local.is_file() and local.stat().st_size == 0:  # e.g. a `make kubeconfig` of an older version that failed
+            raise GpuTopError("./kubeconfig is empty: run `make kubeconfig` again (it needs a deployed stack) or set KUBECONFIG")
         if local.is_file():
             env["KUBECONFIG"] = str(local)
         elif not (Path(env.get("HOME", "~")).expanduser() / ".kube" / "config").is_file():

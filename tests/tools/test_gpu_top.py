@@ -213,6 +213,15 @@ def test_missing_kubeconfig(tmp_path, monkeypatch, capsys):
     assert code == 2 and "make kubeconfig" in err
 
 
+def test_an_empty_local_kubeconfig_is_refused(tmp_path):
+    """What a failed `make kubeconfig` of an older version left: not kubectl's default instead."""
+    (tmp_path / "kubeconfig").write_text("")
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\n")
+    with pytest.raises(gpu_top.GpuTopError, match=r"^\./kubeconfig is empty: run `make kubeconfig` again"):
+        gpu_top.kubectl_env({"HOME": str(tmp_path)}, cwd=tmp_path)
+
+
 def test_local_kubeconfig_is_used(tmp_path):
     (tmp_path / "kubeconfig").write_text("apiVersion: v1\n")
     env = gpu_top.kubectl_env({"HOME": str(tmp_path / "nowhere")}, cwd=tmp_path)

@@ -1,0 +1,95 @@
+"""The Makefile: `make help` names every target; `make kubeconfig` / `make ssh-key` leave no
+empty or partial secret file; `make gpu-top` needs a kubeconfig. Each make runs in a copy of
+the Makefile with a stub `pulumi` on PATH, and `-o install` (no virtualenv is built)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.harness import ROOT
+
+MAKE = shutil.which("make")
+pytestmark = pytest.mark.skipif(MAKE is None, reason="no make on PATH")
+
+
+def phony() -> set[str]:
+    lines = re.findall(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text(), re.M)
+    return {target for line in lines for target in line.split()}
+
+
+def test_make_help_names_every_phony_target():
+    shown = subprocess.run([MAKE, "-s", "-C", str(ROOT), "help"], capture_output=True, text=True, check=True).stdout
+    assert set(re.findall(r"\bmake ([a-z][a-z-]*)", shown)) == phony()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the Makefile beside the real tools/, and a bin/ holding only a stub pulumi."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "tools").symlink_to(ROOT / "tools")
+    (tmp_path / "bin").mkdir()
+    return tmp_path
+
+
+def stub_pulumi(project: Path, script: str) -> None:
+    path = project / "bin" / "pulumi"
+    path.write_text(f"#!/bin/bash\n{script}\n")
+    path.chmod(0o755)
+
+
+def make(project: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {"PATH": str(project / "bin"), "HOME": str(project), **env}
+    argv = [MAKE, "-s", "-C", str(project), "-o", "install", *targets, "STACK=dev", f"PY={sys.executable}"]
+    return subprocess.run(argv, capture_output=True, text=True, env=environ, check=False)
+
+
+def leftovers(project: Path) -> set[str]:
+    return {p.name for p in project.iterdir()} - {"Makefile", "tools", "bin"}
+
+
+@pytest.mark.parametrize(
+    "script,reason",
+    [
+        (None, "the pulumi CLI is not on PATH"),
+        ("echo \"error: no stack named 'dev' found\" >&2; exit 255", "pulumi stack export: error: no stack named 'dev' found"),
+        ("exit 0", "pulumi stack export printed no state"),  # no output, nothing exported
+    ],
+    ids=["no-pulumi", "no-stack", "no-output"],
+)
+@pytest.mark.parametrize("target,file", [("kubeconfig", "kubeconfig"), ("ssh-key", "gpu-k8s.pem")])
+def test_no_value_leaves_no_file_and_one_line(project, script, reason, target, file):
+    if script is not None:
+        stub_pulumi(project, script)
+    proc = make(project, target)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.startswith(f"make {target}: no ") and reason in proc.stderr, proc.stderr
+    assert "make up STACK=dev" in proc.stderr and proc.stderr.count("\n") == 2  # ours, then make's "Error 2"
+    assert leftovers(project) == set()
+
+
+def test_kubeconfig_is_written_whole_and_kept_when_a_later_read_fails(project):
+    stub_pulumi(project, '[ "$2" = output ] && printf "apiVersion: v1\\nkind: Config\\n"')
+    proc = make(project, "kubeconfig")
+    assert proc.returncode == 0 and proc.stdout == f"export KUBECONFIG={project}/kubeconfig\n", proc.stderr
+    written = project / "kubeconfig"
+    assert written.read_text() == "apiVersion: v1\nkind: Config\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    stub_pulumi(project, "exit 1")
+    assert make(project, "kubeconfig").returncode != 0
+    assert written.read_text() == "apiVersion: v1\nkind: Config\n" and leftovers(project) == {"kubeconfig"}
+
+
+@pytest.mark.parametrize("content", [None, ""], ids=["missing", "empty"])
+def test_gpu_top_without_a_kubeconfig_is_one_line(project, content):
+    if content is not None:
+        (project / "kubeconfig").write_text(content)
+    proc = make(project, "gpu-top")  # with no KUBECONFIG in its environment
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.startswith("make gpu-top: no kubeconfig: run make kubeconfig STACK=dev first"), proc.stderr
