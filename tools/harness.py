@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import functools
 import hashlib
 import json
@@ -268,7 +269,125 @@ def _yaml_file(path: Path, loader: type = _SAFE_LOADER) -> object:
 
 @functools.lru_cache(maxsize=64)
 def _parsed_yaml(path: Path, _mtime_ns: int, _size: int, loader: type) -> object:
-    return yaml.load(path.read_text(), Loader=loader)  # a safe or base loader, never the full one
+    parser = loader(path.read_text(encoding="utf-8"))  # a safe or base loader, never the full one
+    try:
+        node = parser.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node)
+        return parser.construct_document(node)
+    finally:
+        parser.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, inside: frozenset[int] = frozenset()) -> None:
+    """What the CLI's YAML parser (yaml.v3) refuses and PyYAML accepts: a mapping that names a key
+    twice (PyYAML keeps the last), an anchor whose value contains itself (PyYAML builds a cycle)."""
+    if id(node) in inside:
+        raise yaml.constructor.ConstructorError(None, None, "an anchor's value contains itself", node.start_mark)
+    inside = inside | {id(node)}
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                first = seen.setdefault((key.tag, key.value), key)
+                if first is not key:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"mapping key {key.value!r} already defined at line {first.start_mark.line + 1}",
+                        key.start_mark,
+                    )
+            _refuse_duplicate_keys(key, inside)
+            _refuse_duplicate_keys(value, inside)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, inside)
+
+
+class StackFileError(ValueError):
+    """A stack file the Pulumi CLI would not load (or no config mapping): one line, ``PATH: what; expected what``."""
+
+
+STACK_FILE_SHAPE = "a mapping with a config: mapping of namespace:key values, e.g. `config: {alicloud:region: cn-hangzhou}`"
+YAML_SHAPE = "YAML as `pulumi config set` writes it: a config: mapping of namespace:key values"
+
+
+def _kind(value: object, *, shown: bool = True) -> str:
+    """A YAML value's kind, with a scalar's value when ``shown``: ``the number 3``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}" if shown else "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}" if shown else "a number"
+    if isinstance(value, str):
+        return f"the text {value!r}" if shown else "text"
+    if isinstance(value, datetime.date):
+        return f"the date {value.isoformat()}" if shown else "a date"
+    kinds = {list: "a list", dict: "a mapping", bytes: "a !!binary value", set: "a !!set"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), f"a {type(value).__name__}")
+
+
+def _config_value(where: str, value: object) -> object:
+    """A stack value as the CLI reads it (yaml.v3 into interface{}): timestamps stay text; a
+    ``secure:`` map must hold text (the ciphertext); no value the CLI cannot read (binary, sets)."""
+    if isinstance(value, datetime.date):  # datetime too
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_config_value(f"{where}[{i}]", item) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        if "secure" in value and len(value) == 1 and not isinstance(value["secure"], str):
+            raise StackFileError(
+                f"{where}: secure: holds {_kind(value['secure'])}; "
+                "expected the ciphertext text `pulumi config set --secret` writes (secure: v1:...)"
+            )
+        out = {}
+        for key, item in value.items():
+            text = key if isinstance(key, str) else json.dumps(_config_value(where, key))
+            out[text] = _config_value(f"{where}.{text}", item)
+        return out
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise StackFileError(f"{where} is {_kind(value)}; expected text, a number, true/false, a list or a mapping")
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_stack_config(path: Path, _mtime_ns: int, _size: int) -> dict[str, object]:
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    try:
+        data = _yaml_file(path)
+    except UnicodeDecodeError:
+        raise StackFileError(f"{rel}: not UTF-8 text; expected a UTF-8 YAML file, as `pulumi config set` writes") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(f"{err.context or ''} {err.problem or ''}".split())
+        raise StackFileError(f"{rel}: not valid YAML{at} ({what}); expected {YAML_SHAPE}") from None
+    except yaml.YAMLError as err:
+        raise StackFileError(f"{rel}: not valid YAML ({' '.join(str(err).split())}); expected {YAML_SHAPE}") from None
+    except OSError as err:
+        raise StackFileError(f"{rel}: cannot be read ({err.strerror or err}); expected a readable file") from None
+    if data is None:
+        raise StackFileError(f"{rel}: empty; expected {STACK_FILE_SHAPE}")
+    if not isinstance(data, dict):
+        raise StackFileError(f"{rel}: the top level is {_kind(data)}; expected {STACK_FILE_SHAPE}")
+    config = data.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise StackFileError(
+            f"{rel}: config: is {_kind(config)}; expected a mapping of namespace:key values, e.g. `alicloud:region: cn-hangzhou`"
+        )
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise StackFileError(
+                f"{rel}: the config key {json.dumps(_config_value(str(rel), key))} is {_kind(key, shown=False)}, "
+                "not text; expected namespace:name text, e.g. gpu-k8s:nodeCount"
+            )
+        out[key] = _config_value(f"{rel}: {key}", value)
+    return out
 
 
 def project_defaults() -> dict[str, object]:
@@ -285,12 +404,16 @@ def project_defaults() -> dict[str, object]:
 
 
 def stack_config(stack: str) -> dict[str, object]:
+    """The stack file's config: mapping (``secure:`` values as ``{"secure": ciphertext}``).
+
+    FileNotFoundError for no such stack; StackFileError for a file the CLI would not load
+    (not YAML, no mapping at the top or under config:, a key that is not text, ...)."""
     path = ROOT / "stacks" / f"Pulumi.{stack}.yaml"
     if not path.exists():
         known = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
         raise FileNotFoundError(f"no stack file {path.relative_to(ROOT)}; stacks: {', '.join(known)}")
-    data = _yaml_file(path) or {}
-    return dict(data.get("config") or {})
+    stat = path.stat()
+    return copy.deepcopy(_checked_stack_config(path, stat.st_mtime_ns, stat.st_size))
 
 
 class ConfigTypeError(ValueError):
@@ -346,9 +469,11 @@ def _stored_scalar(raw: str) -> str:
 
 def _raw_stack_scalars(stack: str) -> dict[str, str]:
     """Top-level scalars of the stack file as the CLI stores them (text, not objects)."""
+    stack_config(stack)  # refuses a malformed file first (StackFileError)
     data = _yaml_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml", _BASE_LOADER) or {}
     config = data.get("config") if isinstance(data, dict) else None
-    return {k: _stored_scalar(v) for k, v in (config or {}).items() if isinstance(v, str)}
+    config = config if isinstance(config, dict) else {}
+    return {k: _stored_scalar(v) for k, v in config.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def check_config_types(stack: str, values: dict[str, object]) -> None:
@@ -419,6 +544,7 @@ def run_program(
     """
     cfg = config if config is not None else effective_config(stack, overrides)
     mocks = mocks or PlaceholderMocks()
+    mocks.pin_zone(cfg.get(f"{PROJECT}:zoneId"))
     before = states(previous) if isinstance(previous, ProgramRun) else previous
     if isinstance(previous, ProgramRun) and previous_outputs is None:
         previous_outputs = previous.outputs

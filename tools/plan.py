@@ -11,7 +11,9 @@ cloud knows are placeholders, listed in a legend. A config error exits 2 with on
 ``--config-path 'KEY[0]=VALUE'`` builds a list or map, as ``pulumi config set --path``.
 ``--diff`` plays a second `pulumi up` against a plan saved with ``--json`` (tools/engine.py);
 ``--assume`` sets what the mock cloud answers then. If `pulumi up` would fail (a failing
-GPU test), the plan says why and exits 3.
+GPU test), the plan says why and exits 3. ``--out DIR`` writes plan.json, the scripts and the
+manifests, and lists them in DIR/.gpu-k8s-plan-files: the next --out removes only the files
+on that list, and refuses to write over any other file.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import difflib
 import json
 import re
 import shlex
-import shutil
 import sys
+import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pulumi
 import yaml
@@ -147,8 +149,8 @@ def _path_value(raw: str) -> object:
     return raw
 
 
-def apply_path_override(values: dict[str, object], text: str) -> None:
-    """``pulumi config set --path 'KEY[0].name' VALUE``: create or extend a list/map under KEY."""
+def apply_path_override(values: dict[str, object], text: str) -> str:
+    """``pulumi config set --path 'KEY[0].name' VALUE``: create or extend a list/map under KEY (returned)."""
     if "=" not in text:
         raise PlanError(f"--config-path {text!r}: expected PATH=VALUE, e.g. 'allowedCidrs[0]=203.0.113.7/32'")
     path, raw = text.split("=", 1)
@@ -166,7 +168,7 @@ def apply_path_override(values: dict[str, object], text: str) -> None:
         rest = rest[seg.end() :]
     if not segments:  # a single-segment path stores a plain string
         values[key] = raw
-        return
+        return key
     parent: object = values
     step: str | int = key
     for nxt in segments:
@@ -176,6 +178,7 @@ def apply_path_override(values: dict[str, object], text: str) -> None:
             _put(parent, step, container, path)
         parent, step = container, nxt
     _put(parent, step, _path_value(raw), path)
+    return key
 
 
 def _has(container: object, step: str | int) -> bool:
@@ -237,20 +240,26 @@ def plan(
     from components.config import ConfigError
 
     values: dict[str, object] = {}
+    flags: dict[str, str] = {}  # key -> the option that set it last
     for entry in overrides:
         kind, text = entry if isinstance(entry, tuple) else ("plain", entry)
         if kind == "path":
-            apply_path_override(values, text)
+            flags[apply_path_override(values, text)] = "--config-path"
         else:
             key, value = parse_override(text)
             values[key] = value
+            flags[key] = "--config"
     mocks = PlaceholderMocks(**parse_assume(assume or []))
     try:
-        _check_known_keys([*harness.stack_config(stack), *values])
+        stored = harness.stack_config(stack)
+        _check_known_keys([*stored, *values])
+        _check_plain_credentials(stack, stored, flags)
         return run_program(
             stack, values, mocks=mocks, previous=previous, replace=replace or (), previous_outputs=previous_outputs
         )
     except FileNotFoundError as err:
+        raise PlanError(str(err)) from None
+    except harness.StackFileError as err:
         raise PlanError(str(err)) from None
     except yaml.YAMLError as err:
         raise PlanError(f"stacks/Pulumi.{stack}.yaml or Pulumi.yaml is not valid YAML: {' '.join(str(err).split())}") from None
@@ -283,6 +292,29 @@ def _check_known_keys(keys: list[str]) -> None:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise PlanError(f"config error: {key} is not a gpu-k8s config key; expected one declared in Pulumi.yaml{hint}")
     _check_other_namespaces(keys)
+
+
+# Provider credentials: only as `secure:` values (`pulumi config set --secret`) or the environment.
+CREDENTIAL_KEYS = {
+    "alicloud:accessKey": "ALICLOUD_ACCESS_KEY/ALICLOUD_SECRET_KEY environment variables",
+    "alicloud:secretKey": "ALICLOUD_ACCESS_KEY/ALICLOUD_SECRET_KEY environment variables",
+    "alicloud:securityToken": "ALICLOUD_SECURITY_TOKEN environment variable",
+}
+
+
+def _check_plain_credentials(stack: str, stored: dict[str, object], flags: dict[str, str]) -> None:
+    """An Aliyun key in plain text (a stack-file scalar, or `pulumi config set` without --secret,
+    which --config plays) ends up in git and in every copy of the file: refuse it, never echo it."""
+    for key, env in CREDENTIAL_KEYS.items():
+        expected = f"expected `pulumi config set --secret {key}` (a secure: value) or the {env}"
+        if key in flags:
+            raise PlanError(
+                f"config error: {key} given with {flags[key]} is plain text, as `pulumi config set` without --secret "
+                f"stores it in stacks/Pulumi.{stack}.yaml; {expected}"
+            )
+        value = stored.get(key)
+        if value not in (None, "") and not (isinstance(value, dict) and set(value) == {"secure"}):
+            raise PlanError(f"config error: {key} is stored in plain text in stacks/Pulumi.{stack}.yaml; {expected}")
 
 
 # Config namespaces this program's providers read. Keys of the providers whose Python SDK
@@ -540,37 +572,64 @@ def render_cost(cost: dict) -> list[str]:
     return lines
 
 
-# What write_out creates in DIR; an earlier run's copies are removed first (a fresh tree).
-OUT_ENTRIES = ("plan.json", "scripts", "manifests", "node-labels")
+# The file list an --out directory keeps: each file (path relative to DIR) the last plan wrote
+# there. The next plan removes only those (a fresh tree), never a file it did not write.
+OUT_MANIFEST = ".gpu-k8s-plan-files"
+# What else may already be in DIR: `make plan-save` writes plan-out/<stack>/before.json.
+OUT_NEIGHBOURS = ("before.json",)
+
+
+def _listed(out: Path) -> set[str]:
+    """The files an earlier plan wrote to ``out`` (its file list); none outside ``out``."""
+    try:
+        text = (out / OUT_MANIFEST).read_text()
+    except FileNotFoundError:
+        return set()
+    except (OSError, UnicodeDecodeError) as err:
+        why = " ".join(str(getattr(err, "strerror", None) or err).split())
+        raise PlanError(
+            f"--out {out}: cannot read {OUT_MANIFEST} ({why}); expected the file list an earlier plan wrote"
+        ) from None
+    listed = set()
+    for line in text.splitlines():
+        rel = PurePosixPath(line)
+        if line and line != OUT_MANIFEST and not rel.is_absolute() and ".." not in rel.parts and rel.as_posix() == line:
+            listed.add(line)
+    return listed
 
 
 def prepare_out(out: Path) -> None:
-    """A new or earlier plan-out directory, emptied of what an earlier run wrote; else PlanError."""
-    accepted = "expected a new directory or one an earlier plan wrote (with plan.json)"
+    """A new or empty directory, or one an earlier plan wrote (with its file list); else PlanError.
+    Nothing is removed here (write_out removes the earlier plan's own files)."""
     if out.exists() and not out.is_dir():
-        raise PlanError(f"--out {out}: exists and is not a directory; {accepted}")
-    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
-        raise PlanError(f"--out {out}: not empty and holds no plan.json from an earlier plan; {accepted}")
+        raise PlanError(f"--out {out}: exists and is not a directory; expected a new directory or one an earlier plan wrote")
     try:
-        for entry in OUT_ENTRIES:
-            path = out / entry
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+        if out.is_dir() and not (out / OUT_MANIFEST).is_file():
+            if (out / "plan.json").exists():
+                raise PlanError(
+                    f"--out {out}: holds a plan.json written before plans kept their file list ({OUT_MANIFEST}), so "
+                    "which files are the plan's is not known; expected a directory with that list: remove plan.json, "
+                    "scripts/, manifests/ and node-labels/ there once (keep your own files), or choose another --out"
+                )
+            if any(p.name not in OUT_NEIGHBOURS for p in out.iterdir()):
+                raise PlanError(
+                    f"--out {out}: not empty and holds no {OUT_MANIFEST} from an earlier plan; "
+                    "expected a new directory or one an earlier plan wrote"
+                )
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+        _listed(out)  # readable
     except OSError as err:
-        raise PlanError(f"--out {out}: cannot write there ({err.strerror or err}); {accepted}") from None
+        raise PlanError(
+            f"--out {out}: cannot write there ({err.strerror or err}); expected a new directory or one an earlier plan wrote"
+        ) from None
 
 
-def write_out(run: ProgramRun, out: Path) -> list[Path]:
-    """plan.json, every remote script as it will run, every Kubernetes manifest."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "plan.json"]
-    written[0].write_text(json.dumps(as_json(run), indent=2, default=str) + "\n")
+def out_files(run: ProgramRun) -> dict[str, str]:
+    """What --out writes, by path relative to DIR: plan.json, every remote script as it will run,
+    every Kubernetes manifest."""
+    files = {"plan.json": json.dumps(as_json(run), indent=2, default=str) + "\n"}
     from components.steps import render_script
 
     for r in run.of_type("command:remote:Command"):
@@ -580,24 +639,65 @@ def write_out(run: ProgramRun, out: Path) -> list[Path]:
         script = shlex.split(create)[-1].rsplit("/", 1)[-1]
         body = render_script(script)  # what is copied to the node: lib/ helpers inlined
         stdin_note = "# stdin: [secret]\n" if "stdin" in r.inputs and r.inputs["stdin"] is not None else ""
-        path = out / "scripts" / f"{r.name}.sh"
-        path.parent.mkdir(parents=True, exist_ok=True)
         shebang, _, rest = body.partition("\n")
-        path.write_text(f"{shebang}\n# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}{rest}")
-        written.append(path)
+        files[f"scripts/{r.name}.sh"] = f"{shebang}\n# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}{rest}"
     try:
         from tools.manifests import render_manifests
     except ImportError:
         render_manifests = None
     if render_manifests is not None:
         for rel, text in render_manifests(run).items():
-            path = out / rel
             if (yaml.safe_load(text) or {}).get("kind") == "Node":
                 # Label patches for this stack's own node names: not for another cluster.
-                path = out / "node-labels" / Path(rel).name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            written.append(path)
+                rel = f"node-labels/{PurePosixPath(rel).name}"
+            files[rel] = text
+    return files
+
+
+def check_out(out: Path, files: dict[str, str]) -> None:
+    """Refuse to write over a file an earlier plan did not write (a user's, or another tool's)."""
+    listed = _listed(out)
+    for rel in files:
+        path = out / rel
+        if rel not in listed and (path.exists() or path.is_symlink()):
+            raise PlanError(
+                f"--out {out}: {rel} is there and was not written by an earlier plan (not in {OUT_MANIFEST}); "
+                "expected no such file: move it or choose another --out"
+            )
+
+
+def _write_manifest(out: Path, rels: set[str]) -> None:
+    tmp = out / f"{OUT_MANIFEST}.tmp"
+    tmp.write_text("".join(f"{rel}\n" for rel in sorted(rels)))
+    tmp.replace(out / OUT_MANIFEST)
+
+
+def write_out(run: ProgramRun, out: Path, files: dict[str, str] | None = None) -> list[Path]:
+    """Write ``out_files`` under ``out``: the earlier plan's files (its file list) are removed
+    first, and only those; a file of the same name it did not write is refused (check_out)."""
+    files = out_files(run) if files is None else files
+    check_out(out, files)
+    out.mkdir(parents=True, exist_ok=True)
+    listed = _listed(out)
+    # The list first holds both runs' files: a run cut short still knows what it may have left.
+    _write_manifest(out, listed | set(files))
+    inside = out.resolve()
+    for rel in sorted(listed):
+        path = out / rel
+        if (path.is_symlink() or path.is_file()) and path.parent.resolve().is_relative_to(inside):
+            path.unlink()  # a link itself, never what it points to
+    for rel in sorted(listed - set(files), reverse=True):  # directories the earlier plan emptied
+        parent = (out / rel).parent
+        while parent != out and parent.is_dir() and not parent.is_symlink() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    written = []
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    _write_manifest(out, set(files))
     return written
 
 
@@ -679,6 +779,14 @@ def main(argv: list[str] | None = None) -> int:
             if pattern.search(r.name):
                 print(r.urn)
         return 0
+    files = None
+    if args.out:
+        try:
+            files = out_files(run)
+            check_out(args.out, files)  # before the plan is printed: nothing written, nothing shown
+        except PlanError as err:
+            print(f"gpu-k8s plan: {err}", file=sys.stderr)
+            return 2
     if args.json:
         json.dump(as_json(run), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -686,7 +794,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_text(run) + (render_errors(run) if failed else ""))
     if args.out:
         try:
-            written = write_out(run, args.out)
+            written = write_out(run, args.out, files)
+        except PlanError as err:
+            print(f"gpu-k8s plan: {err}", file=sys.stderr)
+            return 2
         except OSError as err:
             print(f"gpu-k8s plan: --out {args.out}: cannot write there ({err.strerror or err})", file=sys.stderr)
             return 2

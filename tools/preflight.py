@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
 
     try:
         cfg = load_stack(args.stack)
+    except harness.StackFileError as err:  # one line, as the plan prints it
+        print(f"preflight: {err}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, harness.ConfigTypeError, ConfigError) as err:
         print(f"preflight: config error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -76,13 +76,43 @@ def test_cost_is_shown_whole_with_unknown_types_named(capsys):
 
 
 def test_out_is_a_fresh_tree(capsys, tmp_path):
+    """Only what the earlier plan wrote (its file list) is removed: never a file of the user's."""
     out = tmp_path / "plan-out"
     assert run_cli(capsys, "--stack", "mixed", "--out", str(out))[0] == 0
     assert (out / "scripts" / "infer-3-kubeadm-join.sh").exists()
+    (out / "scripts" / "my-notes.sh").write_text("mine\n")
+    (out / "before.json").write_text("{}\n")  # what `make plan-save` writes there
+    for _ in range(2):
+        assert run_cli(capsys, "--stack", "dev", "--out", str(out))[0] == 0
+        scripts = {p.name for p in (out / "scripts").iterdir()}
+        assert "gpu-k8s-kubeadm-init.sh" in scripts and not [s for s in scripts if s.startswith(("infer-", "train-"))]
+        assert json.loads((out / "plan.json").read_text())["stack"] == "dev"
+        assert not (out / "node-labels" / "17-node-train-0-labels.yaml").exists()
+        assert (out / "scripts" / "my-notes.sh").read_text() == "mine\n" and (out / "before.json").read_text() == "{}\n"
+    listed = (out / plan.OUT_MANIFEST).read_text().split()
+    on_disk = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
+    assert sorted(listed) == sorted(set(on_disk) - {plan.OUT_MANIFEST, "before.json", "scripts/my-notes.sh"})
+
+
+def test_out_never_writes_over_a_file_it_did_not_write(capsys, tmp_path):
+    out = tmp_path / "plan-out"
     assert run_cli(capsys, "--stack", "dev", "--out", str(out))[0] == 0
-    scripts = {p.name for p in (out / "scripts").iterdir()}
-    assert scripts and not [s for s in scripts if s.startswith(("infer-", "train-"))]
-    assert json.loads((out / "plan.json").read_text())["stack"] == "dev"
+    mine = out / "scripts" / "gpu-1-kubeadm-join.sh"  # a file the next plan (2 nodes) would write
+    mine.write_text("mine\n")
+    code, stdout, err = run_cli(capsys, "--stack", "dev", "--config", "nodeCount=2", "--out", str(out))
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert err.startswith(f"gpu-k8s plan: --out {out}: scripts/gpu-1-kubeadm-join.sh is there and was not written")
+    assert mine.read_text() == "mine\n" and (out / "scripts" / "gpu-k8s-kubeadm-init.sh").exists()
+
+
+def test_out_refuses_a_plan_tree_without_a_file_list(capsys, tmp_path):
+    """Written by an older plan: which files are its own is not known, so none is removed."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "plan.json").write_text("{}\n")
+    (tmp_path / "scripts" / "gpu-k8s-kubeadm-init.sh").write_text("old\n")
+    code, out, err = run_cli(capsys, "--stack", "dev", "--out", str(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1 and plan.OUT_MANIFEST in err
+    assert (tmp_path / "scripts" / "gpu-k8s-kubeadm-init.sh").read_text() == "old\n"
 
 
 def test_out_manifests_hold_no_node_objects(capsys, tmp_path):
@@ -135,7 +165,8 @@ def test_misspelt_keys_outside_gpu_k8s_are_refused(capsys, key, hint):
 
 
 def test_real_provider_keys_are_accepted(capsys):
-    keys = ["alicloud:profile", "alicloud:securityToken", "alicloud:accessKey", "tls:proxy", "kubernetes:context"]
+    # (alicloud:accessKey, secretKey and securityToken too, as secure: values: tests/tools/test_stack_files.py)
+    keys = ["alicloud:profile", "alicloud:accountId", "tls:proxy", "kubernetes:context"]
     argv = [arg for key in keys for arg in ("--config", f"{key}=x")]
     code, _, err = run_cli(capsys, "--stack", "dev", *argv)
     assert code == 0, err
@@ -150,7 +181,8 @@ def test_gitignore_covers_every_file_make_writes():
     import re
 
     ignored = (ROOT / ".gitignore").read_text().split()
-    written = re.findall(r"^\t.*> ?([\w.-]+)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    written = re.findall(r"^\t.*> ?([\w.-]+)\s*$", makefile, re.M) + re.findall(r"^\t.* --to ([\w.-]+)\s*$", makefile, re.M)
     assert {"kubeconfig", "gpu-k8s.pem"} <= set(written)
     for name in written:
         assert name in ignored or f"/{name}" in ignored, name
