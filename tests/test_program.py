@@ -159,20 +159,29 @@ def test_spot_with_price_limit(program):
 def test_cost_of_dev_stack_is_a_labelled_estimate(program):
     cost = shipped("dev").outputs["cost"]
     assert cost["estimate"] is True
-    assert cost["perNode"][0]["hourly"] == "1.80" and "estimate" in cost["perNode"][0]["source"]
-    assert cost["hourlyTotal"] == "1.80" and cost["maxBeforeAutoRelease"] == "7.20"
+    assert cost["perNode"][0]["hourly"] == "1.83" and "estimate" in cost["perNode"][0]["source"]
+    assert cost["hourlyTotal"] == "1.83" and cost["maxBeforeAutoRelease"] == "7.33"
 
 
 def test_cost_sums_over_pools_with_overrides(program):
-    cost = program("mixed", hourlyPriceCny="10").outputs["cost"]
+    cost = program("mixed", nodePools=[
+        {"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2, "hourlyPriceCny": "10"},
+        {"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 4},
+    ]).outputs["cost"]  # fmt: skip
     assert len(cost["perNode"]) == 6
-    # infer nodes have a catalog list price (1.8); train nodes use the stack override (10)
-    assert Decimal(cost["hourlyTotal"]) == Decimal("2") * 10 + Decimal("4") * Decimal("1.8")
-    assert Decimal(cost["maxBeforeAutoRelease"]) == Decimal(cost["hourlyTotal"]) * 4
+    # train nodes use the pool's override (10) over the catalog; infer nodes the catalog's list price (1.833)
+    assert Decimal(cost["hourlyTotal"]) == (Decimal("2") * 10 + Decimal("4") * Decimal("1.833")).quantize(Decimal("0.01"))
+
+
+def test_every_shipped_stack_has_a_known_hourly_price():
+    for stack in ("dev", "p4", "mixed", "ack"):
+        cost = shipped(stack).outputs["cost"]
+        assert all(node["hourly"] is not None for node in cost["perNode"]), stack
+        assert "unknown" not in cost["hourlyTotal"], stack
 
 
 def test_unknown_prices_are_said_to_be_unknown(program):
-    cost = shipped("mixed").outputs["cost"]
+    cost = program("dev", instanceType="ecs.gn6v-c8g1.2xlarge").outputs["cost"]
     assert cost["hourlyTotal"].startswith("at least")
     assert any(n["hourly"] is None and "unknown" in n["source"] for n in cost["perNode"])
 

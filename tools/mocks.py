@@ -45,6 +45,7 @@ DEPLOYER_IP = "198.51.100.7"  # RFC 5737 TEST-NET-2: documentation only
 ZONE = "<zone>"
 CHECKED_AT = "<placeholder: when the GPU test result was read>"
 IMAGE_ID = "<image-id: newest match of imageNameRegex>"
+NAT_GATEWAY = "<nat-gateway: found after the ACK cluster is created, if ACK made one>"
 
 
 FAKE_KUBECONFIG = """apiVersion: v1
@@ -174,6 +175,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         if zones is not None:
             self.placeholders.pop(ZONE)
         self._pinned_zone: str | None = None
+        # NAT gateways an ACK cluster's VPC holds after create: None = unknown offline (a
+        # labelled placeholder, priced so the plan shows what one would cost).
+        self.nat_gateways: list[str] | None = None
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
         # Steps that fail at deploy time (they make `pulumi up` fail): messages, resource names.
         self.failures: list[str] = []
@@ -224,6 +228,14 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         if token == "alicloud:index/getZones:getZones":
             zones = self.zones if self.zones is not None else [self._pinned_zone or ZONE]
             return {"ids": zones, "zones": [{"id": z, "localName": z} for z in zones]}
+        if token == "alicloud:vpc/getNatGateways:getNatGateways":
+            if self.nat_gateways is None:
+                self.placeholders[NAT_GATEWAY] = (
+                    "ACK's CreateCluster default decides whether it makes a NAT gateway (the provider never sends "
+                    "new_nat_gateway=false); the deployed stack looks for one and prices it only if found"
+                )
+            ids = [NAT_GATEWAY] if self.nat_gateways is None else list(self.nat_gateways)
+            return {"ids": ids, "names": ids, "gateways": [{"id": i, "vpcId": a.get("vpcId", "")} for i in ids]}
         if token == "alicloud:vpc/getSwitches:getSwitches":
             # The cloud has what an earlier `pulumi up` created: this stack's vSwitch (a
             # previous state given to the harness), else none (a first deploy).

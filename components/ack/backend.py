@@ -13,11 +13,19 @@ its own NVIDIA device plugin. So nothing is installed twice: no SSH step runs he
 __main__.py deploys neither flannel nor NVIDIA's device plugin (``brings_*``). The GPU checks
 run kubectl on the deployer with the kubeconfig (components/steps.py run_local_script).
 
-Auto-release: node pool instances belong to an ESS scaling group, which replaces any instance
-that goes away, so ECS auto-release cannot end their billing. Instead each pool has a one-time
-ESS scheduled task at the pool's TTL (the same per-pool anchors as components/aliyun/auto_release.py)
-that sets its scaling group to 0 instances. The managed cluster itself (the Pro fee) and the
-API server's load balancer keep billing until `make down`; the `cost` output says so.
+Auto-release, best-effort: node pool instances belong to an ESS scaling group, which replaces
+any instance that goes away, so ECS auto-release cannot end their billing. ACK documents no
+scheduled scaling of node pools (its CronHPA scales pods, not nodes) and warns that "modifying
+the Auto Scaling group directly ... can cause the node pool to behave unpredictably" ("Manually
+scale a node pool"). The only scheduler here is still a one-time ESS scheduled task at each
+pool's TTL (the same per-pool anchors as components/aliyun/auto_release.py) setting its scaling
+group to 0: it most likely stops the nodes, but ACK may put them back or keep reporting the old
+size. So the plan, the outputs and the README call the ACK TTL best-effort; `make down` is what
+stops the meter. ACK's own API (ModifyClusterNodePool, desired_size 0) driven by a cloud-side
+timer (OOS ACS::TimerTrigger + ACS::ExecuteAPI) is the documented route; it is not built yet
+because the ExecuteAPI form of that ROA call could not be verified without an account. The
+managed cluster (the Pro fee), the API server's load balancer and EIP keep billing until
+`make down`; the `cost` output says so.
 
 Day 2: the cluster's version and node pools' sizes update in place; the pool's instance type,
 disk and spot settings update the pool's scaling configuration (new nodes only). A node pool
@@ -75,6 +83,7 @@ class AckClusterArgs:
     settings: AckSettings
     pools: tuple[NodePool, ...]
     vswitch_id: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]  # where to look for a NAT gateway ACK made (components/facts/ack.py)
     key_pair_name: pulumi.Input[str]
     pod_cidr: str
     system_disk_gib: int
@@ -176,6 +185,7 @@ class AckCluster(pulumi.ComponentResource):
                 settings=cfg.ack,
                 pools=cfg.pools,
                 vswitch_id=network.vswitch.id,
+                vpc_id=network.vpc.id,
                 key_pair_name=ssh_key.key_pair_name,
                 pod_cidr=cfg.pod_cidr,
                 system_disk_gib=cfg.system_disk_gib,
@@ -202,9 +212,12 @@ class AckCluster(pulumi.ComponentResource):
             vswitch_ids=[args.vswitch_id],
             pod_cidr=args.pod_cidr,
             service_cidr=ack_support.SERVICE_CIDR,
-            # Nodes get their own public IPs (node pools below) to pull images: no NAT gateway,
-            # no EIP. The API server needs a public endpoint: this program runs kubectl here.
+            # Nodes get their own public IPs (node pools below) to pull images: no NAT gateway is
+            # needed. The provider never sends false here (components/facts/ack.py NAT_GATEWAY_FEE),
+            # so ACK's default decides; self.nat_gateways finds one after create and prices it.
             new_nat_gateway=False,
+            # The API server needs a public endpoint (kubectl runs here): an EIP on ACK's internal
+            # CLB (ACK, "Access the API server from the public network"), priced in the cost output.
             slb_internet_enabled=True,
             addons=[alicloud.cs.ManagedKubernetesAddonArgs(name="flannel")],
             deletion_protection=False,  # `make down` must be able to delete it
@@ -252,7 +265,7 @@ class AckCluster(pulumi.ComponentResource):
                     if args.spot_price_limit is not None
                     else None
                 ),
-                image_type=ack_support.GPU_IMAGE_TYPE,
+                image_type=ack_support.gpu_image_type(settings.kubernetes_version),
                 system_disk_category=SYSTEM_DISK_CATEGORY,
                 system_disk_size=args.system_disk_gib,
                 key_name=args.key_pair_name,  # key only: no password is ever set
@@ -281,6 +294,10 @@ class AckCluster(pulumi.ComponentResource):
                     task_enabled=True,
                     opts=pulumi.ResourceOptions(parent=self),
                 )
+        # NAT gateways in this stack's VPC once the cluster exists: only ACK makes one there.
+        self.nat_gateways = alicloud.vpc.get_nat_gateways_output(
+            vpc_id=pulumi.Output.all(args.vpc_id, cluster_id).apply(lambda ids: ids[0])
+        ).ids.apply(lambda ids: sorted(ids or []))
         credential = alicloud.cs.get_cluster_credential_output(
             cluster_id=cluster_id, temporary_duration_minutes=ack_support.KUBECONFIG_MINUTES
         )
@@ -303,7 +320,8 @@ class AckCluster(pulumi.ComponentResource):
         self.network_ready = self.ready  # ACK's flannel addon comes with the cluster and its nodes
         # connections is a list of one (pulumi-alicloud 4.0.0 ManagedKubernetesConnection).
         self.api_endpoint = self.control_plane.connections.apply(_api_server_internet)
-        self.image_id = f"ACK GPU node image ({ack_support.GPU_IMAGE_TYPE}), chosen by ACK per node pool"
+        image_type = ack_support.gpu_image_type(settings.kubernetes_version)
+        self.image_id = f"ACK GPU node image ({image_type}), chosen by ACK per node pool"
         self.auto_release = self._auto_release_summary()
         self.register_outputs({"clusterId": cluster_id, "nodePools": list(self.node_pools)})
 
@@ -312,8 +330,9 @@ class AckCluster(pulumi.ComponentResource):
             return "off: the node pools and the cluster bill until `make down`"
         return self.release.earliest.apply(
             lambda t: (
-                f"{t}: the node pools scale to 0 (ESS scheduled task); the cluster and its API "
-                "load balancer bill until `make down`"
+                f"{t}, BEST-EFFORT: an ESS scheduled task sets each pool's scaling group to 0, which ACK "
+                "warns against (it may restore the nodes); `make down` is what stops the meter. The cluster, "
+                "its API load balancer and EIP bill until `make down`"
             )
         )
 
@@ -365,7 +384,8 @@ class AckCluster(pulumi.ComponentResource):
     def timings(self) -> str:
         return "not measured on ACK: ACK creates and sets up the nodes (see the node pool's scaling activities)"
 
-    def cost(self) -> dict:
+    def cost(self) -> pulumi.Output[dict]:
         if self.args.config is None:
             raise ValueError("AckCluster.cost needs AckClusterArgs.config (the prices)")
-        return cost.ack_cost(self.args.config, fees=ack_support.cluster_fees(self.args.settings.cluster_spec))
+        cfg, fees = self.args.config, ack_support.cluster_fees(self.args.settings.cluster_spec)
+        return self.nat_gateways.apply(lambda nat: cost.ack_cost(cfg, fees=fees, nat_gateways=nat))

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_alicloud as alicloud
 
 from components.aliyun import ecs_api
+from components.facts import ack as ack_facts
 from components.facts import catalog
 
 # Ask DescribePrice when credentials are present; the offline harness sets this False.
@@ -55,18 +56,28 @@ def described_prices(cfg) -> dict[str, Decimal]:
         return {}
 
 
-def aliyun_price(instance_type: str, spot: bool) -> Decimal | None:
-    """Hourly pay-as-you-go (or spot) price from the ECS API; None when it gives none."""
-    result = alicloud.ecs.get_instance_types(
-        instance_type=instance_type,
-        instance_charge_type="PostPaid",
-        spot_strategy="SpotAsPriceGo" if spot else "NoSpot",
-        sorted_by="Price",
-    )
+def aliyun_price(instance_type: str, spot: bool) -> tuple[Decimal | None, str]:
+    """(hourly price, "") from get_instance_types, or (None, why not). Never raises: the provider
+    asks the billing API (BSS GetPayAsYouGoPrice) and fails the call when it cannot (no
+    bssapi:GetPayAsYouGoPrice permission, an outage); a price lookup must not fail `up`."""
+    try:
+        result = alicloud.ecs.get_instance_types(
+            instance_type=instance_type,
+            instance_charge_type="PostPaid",
+            spot_strategy="SpotAsPriceGo" if spot else "NoSpot",
+            sorted_by="Price",
+        )
+    except Exception as err:  # noqa: BLE001 - any failure is "unknown", with the reason
+        reason = " ".join(str(err).split())[:160]
+        pulumi.log.warn(
+            f"cost: get_instance_types gave no price for {instance_type} ({reason}); it needs the billing API "
+            "(bssapi:GetPayAsYouGoPrice, e.g. AliyunBSSReadOnlyAccess). The price shows as unknown; `up` goes on."
+        )
+        return None, f"get_instance_types failed: {reason}"
     for itype in result.instance_types or []:
         if itype.id == instance_type and itype.price:
-            return Decimal(itype.price)
-    return None
+            return Decimal(itype.price), ""
+    return None, "get_instance_types gave no price"
 
 
 def node_price(
@@ -79,20 +90,26 @@ def node_price(
     pool_override: Decimal | None,
     stack_override: Decimal | None,
     list_price: tuple[Decimal, str] | None,
+    spot: bool = False,
+    why_unknown: str = "",
 ) -> NodePrice:
     """Pick the best price we have (DescribePrice > get_instance_types > pool override > catalog list >
     stack fallback) and say which."""
+    # A spot node pays the market price: only DescribePrice (SpotStrategy) answers for spot;
+    # every other figure is the on-demand price, labelled so (an upper bound for spot).
+    on_demand = " (on-demand price; a spot node pays the market price, usually less)" if spot else ""
     if described is not None:
-        return NodePrice(node, pool, instance_type, described, DESCRIBE_PRICE_SOURCE)
+        return NodePrice(node, pool, instance_type, described, DESCRIBE_PRICE_SOURCE + (" (spot)" if spot else ""))
     if live is not None:
-        return NodePrice(node, pool, instance_type, live, "aliyun")
+        return NodePrice(node, pool, instance_type, live, "aliyun list price (get_instance_types)" + on_demand)
     if pool_override is not None:
         return NodePrice(node, pool, instance_type, pool_override, "estimate: nodePools hourlyPriceCny")
     if list_price is not None:
-        return NodePrice(node, pool, instance_type, list_price[0], f"estimate: {list_price[1]}")
+        return NodePrice(node, pool, instance_type, list_price[0], f"estimate: {list_price[1]}{on_demand}")
     if stack_override is not None:
         return NodePrice(node, pool, instance_type, stack_override, "estimate: gpu-k8s:hourlyPriceCny")
-    return NodePrice(node, pool, instance_type, None, "unknown offline: set gpu-k8s:hourlyPriceCny")
+    why = f" ({why_unknown})" if why_unknown else ""
+    return NodePrice(node, pool, instance_type, None, f"unknown{why}: set gpu-k8s:hourlyPriceCny or the pool's hourlyPriceCny")
 
 
 def summarize(prices: list[NodePrice], ttl_hours: Decimal) -> dict:
@@ -135,21 +152,24 @@ def _price_nodes(cfg, nodes: list[tuple[str, str, str]]) -> list[NodePrice]:
     """Price (hostname, pool, instance type) nodes: one Aliyun lookup per instance type."""
     pool_prices = {p.name: p.hourly_price_cny for p in cfg.pools}
     described = described_prices(cfg)
-    live: dict[str, Decimal | None] = {}
+    live: dict[str, tuple[Decimal | None, str]] = {}
     prices = []
     for host, pool, itype in nodes:
         if itype not in live and itype not in described:
             live[itype] = aliyun_price(itype, cfg.spot)
+        price, why = live.get(itype, (None, ""))
         prices.append(
             node_price(
                 host,
                 pool,
                 itype,
-                live=live.get(itype),
+                live=price,
                 described=described.get(itype),
                 pool_override=pool_prices.get(pool),
                 stack_override=cfg.hourly_price_cny,
                 list_price=catalog.LIST_PRICES.get(itype),
+                spot=cfg.spot,
+                why_unknown=why if LIVE_PRICE_LOOKUP else "offline: no price list",
             )
         )
     return prices
@@ -160,18 +180,29 @@ def stack_cost(cfg, fleet) -> dict:
     return summarize(_price_nodes(cfg, [(n.hostname, n.args.pool, n.args.instance_type) for n in fleet.nodes]), cfg.ttl_hours)
 
 
-def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
+def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]], nat_gateways: list[str] | tuple[str, ...] = ()) -> dict:
     """ACK: the node pools' nodes, plus the cluster's own hourly fees, which the TTL does not stop.
 
-    At the TTL the node pools scale to zero (components/ack/backend.py), so the nodes bill at most
-    ttlHours; the fees bill until `make down`: the output says both.
+    ``nat_gateways``: the NAT gateways found in the stack's VPC after the cluster exists (ACK
+    made them: components/facts/ack.py NAT_GATEWAY_FEE); each is priced with its EIP. At the TTL
+    the node pools are set to zero, best-effort (components/ack/backend.py); the fees bill until
+    `make down`: the output says both.
     """
     nodes = [(host, p.name, p.instance_type) for p in cfg.pools for host in p.node_names()]
     summary = summarize(_price_nodes(cfg, nodes), cfg.ttl_hours)
+    fees = dict(fees)
+    item, price, source = ack_facts.NAT_GATEWAY_FEE
+    for nat in nat_gateways:
+        fees[f"{item} ({nat})"] = (price, source)
     fee_total = sum((price for price, _ in fees.values()), Decimal(0))
     summary["clusterFees"] = [
         {"item": item, "hourly": str(price), "source": f"estimate: {source}"} for item, (price, source) in fees.items()
     ]
+    summary["natGateway"] = (
+        f"{', '.join(nat_gateways)}: made by ACK, priced above, deleted with the cluster by `make down`"
+        if nat_gateways
+        else "none in the stack's VPC (looked up after the cluster was created)"
+    )
     summary["estimate"] = True  # the fees are list estimates (components/facts/ack.py)
     nodes_hourly = summary["hourlyTotal"]
     if nodes_hourly.startswith("at least"):
@@ -180,12 +211,12 @@ def ack_cost(cfg, fees: dict[str, tuple[Decimal, str]]) -> dict:
         # The load balancer's capacity units and traffic are billed by use: a lower bound.
         summary["hourlyTotal"] = f"at least {_money(Decimal(nodes_hourly) + fee_total)}"
     summary["afterAutoRelease"] = (
-        f"at least {_money(fee_total)} per hour until `make down` (the node pools are at 0; "
-        "the cluster and its load balancer remain)"
+        f"at least {_money(fee_total)} per hour until `make down` (if the best-effort TTL has set the node pools "
+        "to 0; the cluster, its load balancer and EIPs remain)"
     )
     if cfg.ttl_hours != 0:
         summary["maxBeforeAutoRelease"] = (
-            f"{summary['maxBeforeAutoRelease']} for the nodes, "
+            f"{summary['maxBeforeAutoRelease']} for the nodes if the best-effort TTL works (`make down` is sure), "
             f"plus at least {_money(fee_total)} per hour for the cluster until `make down`"
         )
     else:

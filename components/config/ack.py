@@ -35,9 +35,11 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             f"the node pools ask for {nodes}.",
         )
     version = cfg.get("ackKubernetesVersion") or ""
-    verdict = ack_facts.check_kubernetes_version(version)
-    if verdict:
-        raise ConfigError("ackKubernetesVersion", version, ack_facts.VERSION_ACCEPTED, reason=verdict)
+    status, why = ack_facts.check_kubernetes_version(version)
+    if status == "refused":
+        raise ConfigError("ackKubernetesVersion", version, ack_facts.VERSION_ACCEPTED, reason=why)
+    if status == "newer":
+        pulumi.log.warn(why)
     driver = cfg.get("ackNvidiaDriverVersion") or ""
     if driver not in ack_facts.DRIVER_VERSIONS:
         raise ConfigError(
@@ -57,6 +59,12 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             f"0 (off) or {ack_facts.MIN_TTL_HOURS} to {ack_facts.MAX_TTL_HOURS} hours with gpu-k8s:cluster ack",
             reason="on ACK the TTL is an ESS scheduled task, made after the cluster (about 15 min) and the node pools; "
             "it must start in the future and at most 90 days after it is made.",
+        )
+    if ttl:
+        pulumi.log.warn(
+            f"gpu-k8s:ttlHours {ttl} on ACK is BEST-EFFORT: ACK documents no scheduled node-pool scaling, and the ESS task "
+            "that sets each pool to 0 edits a scaling group ACK manages (ACK warns this can make the pool behave "
+            "unpredictably). `make down` is what surely stops the meter; the cluster fee, CLB and EIP bill until then."
         )
     if in_mainland_china(region):
         pulumi.log.warn(

@@ -34,12 +34,42 @@ CLUSTER_SPECS = {
 BASIC_MAX_NODES = 10
 
 # ACK Kubernetes versions offered for new clusters, newest first ("Kubernetes versions supported
-# by ACK", updated 2026-10-06, and the 1.36/1.35 release notes: 1.36.1-aliyun.1 with containerd
-# 2.1.6, 1.35.1-aliyun.1 with containerd 2.1.5; 1.34 reached end of support on 2026-09-30).
-# tools/fixtures/ack-kubernetes-versions.json (the offline API answer) lists the same.
-KUBERNETES_VERSIONS = ("1.36.1-aliyun.1", "1.35.1-aliyun.1")
+# by ACK", updated 2026-10-06; the 1.36 notes (2026-06-06): 1.36.1-aliyun.1, containerd 2.1.6;
+# the 1.35 notes (2026-08-26): 1.35.1, 1.35.2 and 1.35.7-aliyun.1, containerd 2.1.6 (2.1.5 in the
+# first); 1.36.2-aliyun.1 and 1.35.7 as ACK's API listed them on 2026-09-14 (cloud-barista/
+# cb-tumblebug PR #2776)). tools/fixtures/ack-kubernetes-versions.json (the offline API answer)
+# lists the same. ACK keeps adding patches: a well-formed version of a supported minor that is
+# not listed is planned with a warning (ACK's CreateCluster is the judge), not refused.
+KUBERNETES_VERSIONS = ("1.36.2-aliyun.1", "1.36.1-aliyun.1", "1.35.7-aliyun.1", "1.35.2-aliyun.1", "1.35.1-aliyun.1")
 _VERSION_RE = re.compile(r"^1\.(\d{2})\.(\d{1,2})-aliyun\.(\d{1,2})$")
-VERSION_ACCEPTED = f"an ACK Kubernetes version: {', '.join(KUBERNETES_VERSIONS)} (ACK's list of {FACTS_DATE})"
+VERSION_ACCEPTED = f"an ACK Kubernetes version MAJOR.MINOR.PATCH-aliyun.N of a supported minor, e.g. {KUBERNETES_VERSIONS[0]}"
+# End of ACK support per minor (same page): a minor past it cannot be created.
+END_OF_SUPPORT = {
+    "1.36": "2027-05-30",
+    "1.35": "2027-02-28",
+    "1.34": "2026-09-30",
+    "1.33": "2026-05-31",
+    "1.32": "2026-01-31",
+    "1.31": "2025-09-30",
+    "1.30": "2026-06-30",
+}
+# The node pools' OS image per minor. From 1.35 the kubelet "refuses to start on nodes that
+# use cgroup v1" (ACK 1.35 release notes, doc-detail/3021327, 2026-03-25). Alibaba Cloud Linux 3
+# container-optimized "uses control group (cgroup) v2" (Alibaba Cloud Linux docs); ACK's plain
+# AliyunLinux3 image is cgroup v1 by default (ACK documents building cgroup v2 nodes from a
+# custom image). Unverified: that ACK installs its GPU driver on the container-optimized image
+# (no ACK page says either way; ContainerOS, another image, is documented as not for GPU nodes).
+IMAGE_TYPE_BEFORE_CGROUP_V2 = "AliyunLinux3"
+IMAGE_TYPE_CGROUP_V2 = "AliyunLinux3ContainerOptimized"
+FIRST_CGROUP_V2_MINOR = 35
+
+
+def gpu_image_type(kubernetes_version: str) -> str:
+    """The node pools' image_type for an ACK version (pure)."""
+    m = _VERSION_RE.match(kubernetes_version)
+    minor = int(m.group(1)) if m else FIRST_CGROUP_V2_MINOR
+    return IMAGE_TYPE_CGROUP_V2 if minor >= FIRST_CGROUP_V2_MINOR else IMAGE_TYPE_BEFORE_CGROUP_V2
+
 
 # Drivers ACK installs through the node pool label ack.aliyun.com/nvidia-driver-version, for
 # clusters 1.28 and later ("Node NVIDIA driver version list", help.aliyun.com/zh/ack/
@@ -55,8 +85,6 @@ DRIVER_VERSIONS = ("570.169", "570.133.20", "550.163.01", "550.144.03", "550.90.
 # The Service range of the managed cluster (ACK's network planning example, document 86500);
 # outside the VPC (10.0.0.0/16) and the default pod range. Fixed at creation (ForceNew).
 SERVICE_CIDR = "172.21.0.0/20"
-# The node pools' OS image: Alibaba Cloud Linux 3, ACK's default, with its GPU node setup.
-GPU_IMAGE_TYPE = "AliyunLinux3"
 # ack-nvidia-device-plugin: pods in kube-system labelled component=nvidia-device-plugin
 # (document 207292: "kubectl get po -n kube-system -l component=nvidia-device-plugin").
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
@@ -76,35 +104,69 @@ MAX_TTL_HOURS = 90 * 24
 # its time is anchored before them: 2 hours leaves it in the future (a margin, not measured).
 MIN_TTL_HOURS = 2
 
-_PRO_FEE_SOURCE = "ACK Pro cluster management fee, CNY 0.64 per cluster-hour (ACK Pro billing page)"
+_PRO_FEE_SOURCE = (
+    "ACK Pro cluster management fee, CNY 0.64 per cluster-hour (Aliyun's ACK solution cost tables; "
+    "USD 0.09 on the ACK Pro billing page, 2026-03-26)"
+)
 _CLB_SOURCE = (
-    "API server CLB instance fee, CNY 0.147/h (CLB pay-as-you-go billing page); "
-    "its capacity units, public IP fee and traffic are billed by use and not included"
+    "API server CLB (internal, pay-by-usage) instance fee, CNY 0.147/h (CLB pay-as-you-go billing page); "
+    "its capacity units (LCU) are billed by use and not included"
+)
+# The public API endpoint is an EIP bound to that internal CLB (ACK, "Access the API server from
+# the public network", 2026-02-27); an EIP bound to a CLB still pays its configuration fee.
+_API_EIP_SOURCE = (
+    "API server EIP configuration fee, CNY 0.02/h, pay-by-traffic, traffic CNY 0.8/GB extra (Aliyun's ACK "
+    "solution cost tables; the EIP page: the fee is not waived when bound to a CLB)"
 )
 # Hourly fees in CNY beside the nodes, which the node pools' TTL does not stop: name -> (price, source).
 _FEES: dict[str, dict[str, tuple[Decimal, str]]] = {
     "ack.pro.small": {
         "cluster management fee (ACK Pro)": (Decimal("0.64"), _PRO_FEE_SOURCE),
         "API server load balancer (CLB)": (Decimal("0.147"), _CLB_SOURCE),
+        "API server public endpoint (EIP)": (Decimal("0.02"), _API_EIP_SOURCE),
     },
     "ack.standard": {
         "API server load balancer (CLB)": (Decimal("0.147"), _CLB_SOURCE),
+        "API server public endpoint (EIP)": (Decimal("0.02"), _API_EIP_SOURCE),
     },
 }
+
+# A NAT gateway ACK may make. The program asks for none (new_nat_gateway=False), but the
+# provider never sends false (terraform-provider-alicloud resource_alicloud_cs_managed_kubernetes.go
+# reads it with d.GetOk, which treats false as unset), so ACK's CreateCluster default for
+# snat_entry decides: documented "true" until 2026-01, "false" since 2026-06
+# (alibabacloud-go-sdk cs-20151215 create_cluster_request_model.go history). The program
+# looks for one in the stack's VPC after the cluster exists and prices it when found. ACK
+# deletes what it made with the cluster (DeleteCluster; the provider's docs: "NAT gateways,
+# SNAT rules, SLB instances ... will be deleted" unless in retain_resources, which is empty here).
+NAT_GATEWAY_FEE = (
+    "NAT gateway made by ACK, with its EIP",
+    Decimal("0.215"),
+    "NAT gateway (enhanced, pay-as-you-go) instance CNY 0.195/h + its EIP CNY 0.02/h; capacity units CNY 0.195/CU "
+    "billed by use and not included (Aliyun's ACK solution cost tables)",
+)
 
 
 def cluster_fees(spec: str) -> dict[str, tuple[Decimal, str]]:
     return dict(_FEES[spec])
 
 
-def check_kubernetes_version(version: str) -> str | None:
-    """None when ACK offers ``version`` (per the dated table), else why not."""
+def check_kubernetes_version(version: str) -> tuple[str, str]:
+    """("known"|"newer"|"refused", why): listed, well-formed but not listed (warn), or refused."""
     m = _VERSION_RE.match(version)
     if not m:
-        return "it is not an ACK version string MAJOR.MINOR.PATCH-aliyun.N."
+        return "refused", "it is not an ACK version string MAJOR.MINOR.PATCH-aliyun.N."
+    minor = f"1.{int(m.group(1))}"
     if version in KUBERNETES_VERSIONS:
-        return None
-    return f"ACK's version list of {FACTS_DATE} does not have it (ACK creates only the versions it offers)."
+        return "known", ""
+    newest_minor = max(END_OF_SUPPORT, key=lambda v: int(v.split(".")[1]))
+    ended = END_OF_SUPPORT.get(minor)
+    if (ended and ended <= FACTS_DATE) or (not ended and int(m.group(1)) < int(newest_minor.split(".")[1])):
+        return "refused", f"ACK {minor} is out of support (end of support {ended or 'before 1.30'}; ACK's list of {FACTS_DATE})."
+    return "newer", (
+        f"gpu-k8s:ackKubernetesVersion {version} is not in ACK's version list of {FACTS_DATE} "
+        f"({', '.join(KUBERNETES_VERSIONS)}); ACK refuses the cluster at create time if it does not offer it."
+    )
 
 
 def pool_problem(profile: catalog.GpuProfile, driver_version: str) -> str | None:

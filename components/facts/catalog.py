@@ -69,11 +69,20 @@ FAMILIES: dict[str, _Family] = {
     ),
 }
 
-# Dated list prices for the offline estimate (CNY per hour, pay-as-you-go, cn-hangzhou).
-# The deployed stack asks Aliyun for the real price; these only label the plan.
+# Dated list prices for the offline estimate (CNY per hour, pay-as-you-go on-demand, instance
+# only: no disk or traffic). Source: the price table generated from Aliyun's prices in
+# cloudpilot-ai/karpenter-provider-alibabacloud pkg/providers/pricing/initial-on-demand-prices.json
+# @5d2e0774 (2024-12-31; unchanged at cb536aff, 2025-09-25), cn-hangzhou. Corroborated: the seed's
+# console screenshot (Nov 2023, cn-beijing) shows ecs.sgn7i-vws-m2s.xlarge at 1.831/h and the seed
+# calls gn5i-c2g1.large "8-point-something"; a DescribePrice quote of Sep 2026 for gn6i-c4g1.xlarge
+# is 11.84/h with a 100 GiB ESSD. The deployed stack asks Aliyun for the real price; other regions
+# differ (e.g. cn-zhangjiakou is cheaper), so these only label the plan.
+_PRICE_TABLE = "karpenter-provider-alibabacloud on-demand price table, cn-hangzhou, 2024-12-31"
 LIST_PRICES: dict[str, tuple[Decimal, str]] = {
-    "ecs.sgn7i-vws-m2s.xlarge": (Decimal("1.8"), "seed walk-through, Nov 2023: about 1.8 CNY/h"),
-    "ecs.gn5i-c2g1.large": (Decimal("8.0"), "seed walk-through, Nov 2023: 'over 8 CNY/h' (lower bound)"),
+    "ecs.sgn7i-vws-m2s.xlarge": (Decimal("1.833"), _PRICE_TABLE),
+    "ecs.gn5i-c2g1.large": (Decimal("8.68"), _PRICE_TABLE),
+    "ecs.gn6i-c4g1.xlarge": (Decimal("11.63"), _PRICE_TABLE),
+    "ecs.gn7i-c8g1.2xlarge": (Decimal("9.5326"), _PRICE_TABLE),
 }
 
 # Spot availability where a source says so; None means unknown (not checked).

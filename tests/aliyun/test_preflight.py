@@ -11,6 +11,7 @@ from aliyun_fake import FakeAliyun, install
 from helpers import shipped
 
 from components.aliyun import ecs_api
+from components.facts import catalog
 from tools import preflight
 
 KEYS = {"ALICLOUD_ACCESS_KEY": "LTAI-test-key", "ALICLOUD_SECRET_KEY": "test-secret"}
@@ -203,13 +204,15 @@ def test_plan_with_keys_in_the_environment_calls_no_network(monkeypatch, program
     fake = install(monkeypatch, FakeAliyun())
     run = program("dev")
     assert fake.requests == []
-    assert [n["source"] for n in run.outputs["cost"]["perNode"]] == ["estimate: seed walk-through, Nov 2023: about 1.8 CNY/h"]
+    assert [n["source"] for n in run.outputs["cost"]["perNode"]] == [
+        f"estimate: {catalog.LIST_PRICES['ecs.sgn7i-vws-m2s.xlarge'][1]}"
+    ]
 
 
 def test_plan_needs_no_credentials(monkeypatch, program):
     for key in (*KEYS, "ALICLOUD_SECURITY_TOKEN"):
         monkeypatch.delenv(key, raising=False)
-    assert program("dev").outputs["cost"]["hourlyTotal"] == "1.80"
+    assert program("dev").outputs["cost"]["hourlyTotal"] == "1.83"
 
 
 def test_deploy_time_cost_uses_describe_price(monkeypatch):
@@ -331,3 +334,28 @@ def test_readme_shows_the_tables_preflight_prints(monkeypatch, capsys, stack):
     code, out, _, _, _ = run(monkeypatch, capsys, stack)
     assert code == 0
     assert f"$ make preflight STACK={stack}\n{out}" in (ROOT / "README.md").read_text()
+
+
+def test_no_price_lookup_can_fail_up(monkeypatch, program):
+    """DescribePrice refused and get_instance_types (the billing API) raising: `up` still
+    succeeds, the price says unknown and why (issue 23)."""
+    from components.aliyun import cost
+    from tools.mocks import PlaceholderMocks
+
+    class NoBillingApi(PlaceholderMocks):
+        def call(self, args):
+            if args.token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":  # the invoke fails, as the provider's does
+                return {}, [("", "Forbidden.RAM: User not authorized to operate on the specified resource (bssapi)")]
+            return super().call(args)
+
+    monkeypatch.setattr(cost, "LIVE_PRICE_LOOKUP", True)
+    for key, value in KEYS.items():
+        monkeypatch.setenv(key, value)
+    install(monkeypatch, FakeAliyun(lambda action, q: "error.InvalidAccessKeyId.NotFound.json"))
+    run = program("dev", NoBillingApi(), instanceType="ecs.gn6v-c8g1.2xlarge")  # no catalog price either
+    assert run.errors == []
+    (node,) = run.outputs["cost"]["perNode"]
+    assert node["hourly"] is None and node["source"].startswith("unknown (get_instance_types failed: ")
+    assert "Forbidden.RAM" in node["source"]
+    assert any("bssapi:GetPayAsYouGoPrice" in w for w in run.warnings)
+    assert any(w.startswith("cost: DescribePrice gave no price") for w in run.warnings)

@@ -70,8 +70,9 @@ def test_non_gpu_or_malformed_types_are_errors_listing_families(bad):
 
 def test_list_prices_are_dated_estimates():
     p = profile_for("ecs.sgn7i-vws-m2s.xlarge")
-    assert p.list_price_cny == Decimal("1.8") and "2023" in p.price_source
-    assert profile_for("ecs.gn6i-c4g1.xlarge").list_price_cny is None
+    assert p.list_price_cny == Decimal("1.833") and "2024-12-31" in p.price_source
+    assert profile_for("ecs.gn6i-c4g1.xlarge").list_price_cny == Decimal("11.63")
+    assert profile_for("ecs.gn6v-c8g1.2xlarge").list_price_cny is None
 
 
 def test_product_label_matches_nvidia_smi_name_with_dashes():

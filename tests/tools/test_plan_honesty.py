@@ -63,16 +63,20 @@ def test_skipped_test_is_not_a_placeholder(capsys):
 
 
 def test_cost_is_shown_whole_with_unknown_types_named(capsys):
-    code, out, _ = run_cli(capsys, "--stack", "mixed", "--config", "ttlHours=6")
+    unknown = '[{"name": "train", "instanceType": "ecs.gn6v-c8g1.2xlarge", "count": 2}, ' + (
+        '{"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 4}]'
+    )
+    code, out, _ = run_cli(capsys, "--stack", "mixed", "--config", "ttlHours=6", "--config", f"nodePools={unknown}")
     assert code == 0
     cost = out.split("    cost (", 1)[1]
-    assert "per hour:                 at least 7.20, prices unknown for ecs.gn6i-c4g1.xlarge" in cost
-    assert "most before auto-release: at least 43.20, prices unknown for ecs.gn6i-c4g1.xlarge (after 6 h)" in cost
+    assert "per hour:                 at least 7.33, prices unknown for ecs.gn6v-c8g1.2xlarge" in cost
+    assert "most before auto-release: at least 43.99, prices unknown for ecs.gn6v-c8g1.2xlarge (after 6 h)" in cost
     for node in ("train-0", "train-1", "infer-0", "infer-3"):
         assert f"        {node} (" in cost
-    code, out, _ = run_cli(capsys, "--stack", "mixed", "--json", "--config", "hourlyPriceCny=9")
+    priced = ("--config", f"nodePools={unknown}", "--config", "hourlyPriceCny=9")
+    code, out, _ = run_cli(capsys, "--stack", "mixed", "--json", *priced)
     doc = json.loads(out)["outputs"]["cost"]
-    assert doc["hourlyTotal"] == "25.20" and doc["maxBeforeAutoRelease"] == "100.80"
+    assert doc["hourlyTotal"] == "25.33" and doc["maxBeforeAutoRelease"] == "101.33"
 
 
 def test_out_is_a_fresh_tree(capsys, tmp_path):
