@@ -71,10 +71,13 @@ def load_stack(stack: str):
     from pulumi.runtime import config as runtime_config
 
     from components.config import load_config
+    from components.facts import ack as ack_facts
     from tools import harness
 
     cfg = harness.effective_config(stack)
     saved = runtime_config.CONFIG.get(), runtime_config._SECRET_KEYS.get()  # noqa: SLF001
+    saved_tool_check = ack_facts.CHECK_DEPLOYER_TOOLS
+    ack_facts.CHECK_DEPLOYER_TOOLS = False  # kubectl on this machine matters to `up`, not to prices
     # load_config wraps the secret gridDriverUrl in an Output, which wants an event loop.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -86,6 +89,7 @@ def load_stack(stack: str):
     finally:
         runtime_config.CONFIG.set(saved[0])
         runtime_config._SECRET_KEYS.set(saved[1])  # noqa: SLF001
+        ack_facts.CHECK_DEPLOYER_TOOLS = saved_tool_check
         loop.close()
         asyncio.set_event_loop(None)
 
@@ -121,6 +125,18 @@ def totals(reports: list[TypeReport], ttl_hours: Decimal) -> tuple[Decimal, Deci
     return hourly, (hourly * ttl_hours if ttl_hours else None)
 
 
+def ack_fees(cfg) -> list[tuple[str, Decimal]]:
+    """On ACK, the cluster's hourly fees beside the nodes, a NAT gateway ACK may make included
+    (its CreateCluster default decides: components/facts/ack.py); none on kubeadm."""
+    if cfg.ack is None:
+        return []
+    from components.facts import ack as ack_facts
+
+    item, price, _ = ack_facts.NAT_GATEWAY_FEE
+    fees = [(name, fee) for name, (fee, _) in ack_facts.cluster_fees(cfg.ack.cluster_spec).items()]
+    return [*fees, (f"{item}, if ACK makes one (`make outputs` cost.natGateway says)", price)]
+
+
 def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value.quantize(Decimal('0.001')).normalize():f}"
 
@@ -150,12 +166,28 @@ def render(cfg, reports: list[TypeReport]) -> str:
     lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     hourly, most = totals(reports, cfg.ttl_hours)
     ttl = f"{cfg.ttl_hours.normalize():f}"
-    lines.append(f"  stack total: {_money(hourly)} {currency}/h (DescribePrice TradePrice x nodes)")
-    lines.append(
-        f"  most before auto-release: {_money(most)} {currency} (after ttlHours {ttl} h)"
-        if most is not None
-        else "  most before auto-release: unbounded (ttlHours 0: auto-release off)"
-    )
+    fees = ack_fees(cfg)
+    if fees:
+        fee_total = sum((price for _, price in fees), Decimal(0))
+        lines.append("  ACK fees per hour, beside the nodes (dated list estimates, components/facts/ack.py; not from the API):")
+        lines += [f"    {item}: {_money(price)} {currency}/h" for item, price in fees]
+        lines.append(
+            f"  stack total: {_money(hourly + fee_total)} {currency}/h = nodes {_money(hourly)} (DescribePrice TradePrice "
+            f"x nodes) + ACK fees {_money(fee_total)} (capacity units and traffic billed by use, not included)"
+        )
+        lines.append(
+            f"  most before auto-release: {_money(most)} {currency} for the nodes (after ttlHours {ttl} h; BEST-EFFORT on ACK), "
+            f"plus {_money(fee_total)} {currency}/h for the cluster until `make down`"
+            if most is not None
+            else "  most before auto-release: unbounded (ttlHours 0: the node pools never scale to zero)"
+        )
+    else:
+        lines.append(f"  stack total: {_money(hourly)} {currency}/h (DescribePrice TradePrice x nodes)")
+        lines.append(
+            f"  most before auto-release: {_money(most)} {currency} (after ttlHours {ttl} h)"
+            if most is not None
+            else "  most before auto-release: unbounded (ttlHours 0: auto-release off)"
+        )
     lines.append(
         f"  price: instance + {cfg.system_disk_gib} GiB {SYSTEM_DISK_CATEGORY} system disk per hour; "
         f"public bandwidth up to {cfg.public_bandwidth_mbps} Mbit/s is billed by traffic (per GB), not per hour"

@@ -359,3 +359,19 @@ def test_no_price_lookup_can_fail_up(monkeypatch, program):
     assert "Forbidden.RAM" in node["source"]
     assert any("bssapi:GetPayAsYouGoPrice" in w for w in run.warnings)
     assert any(w.startswith("cost: DescribePrice gave no price") for w in run.warnings)
+
+
+def test_ack_total_has_the_cluster_fees_and_a_possible_nat(monkeypatch, capsys):
+    """On ACK: nodes (recorded DescribePrice) + Pro fee + API CLB + API EIP + a NAT gateway ACK may make."""
+    code, out, err, _, _ = run(monkeypatch, capsys, "ack")
+    assert code == 0, err
+    for line in (
+        "    cluster management fee (ACK Pro): 0.64 CNY/h",
+        "    API server load balancer (CLB): 0.147 CNY/h",
+        "    API server public endpoint (EIP): 0.02 CNY/h",
+        "    NAT gateway made by ACK, with its EIP, if ACK makes one",
+    ):
+        assert line in out, out
+    # 9.196 (the T4 node) + 0.64 + 0.147 + 0.02 + 0.215
+    assert "stack total: 10.218 CNY/h = nodes 9.196 (DescribePrice TradePrice x nodes) + ACK fees 1.022" in out
+    assert "plus 1.022 CNY/h for the cluster until `make down`" in out
