@@ -19,6 +19,7 @@ on that list, and refuses to write over any other file.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import json
 import re
@@ -149,8 +150,20 @@ def _path_value(raw: str) -> object:
     return raw
 
 
-def apply_path_override(values: dict[str, object], text: str) -> str:
-    """``pulumi config set --path 'KEY[0].name' VALUE``: create or extend a list/map under KEY (returned)."""
+def _stored_object(stack: str, key: str) -> object:
+    """The stack file's list or map under ``key`` (a copy), which `config set --path` edits; else None."""
+    try:
+        value = harness.stack_config(stack).get(key)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None  # plan() reports the stack file's problem
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return None
+    return copy.deepcopy(value) if isinstance(value, list | dict) else None
+
+
+def apply_path_override(values: dict[str, object], text: str, existing=lambda key: None) -> str:
+    """``pulumi config set --path 'KEY[0].name' VALUE``: edit the list/map under KEY (returned),
+    starting from ``existing(KEY)`` (the stack file's value, as the CLI does) or a new one."""
     if "=" not in text:
         raise PlanError(f"--config-path {text!r}: expected PATH=VALUE, e.g. 'allowedCidrs[0]=203.0.113.7/32'")
     path, raw = text.split("=", 1)
@@ -169,6 +182,10 @@ def apply_path_override(values: dict[str, object], text: str) -> str:
     if not segments:  # a single-segment path stores a plain string
         values[key] = raw
         return key
+    if key not in values:
+        stored = existing(key)
+        if stored is not None:
+            values[key] = stored
     parent: object = values
     step: str | int = key
     for nxt in segments:
@@ -244,7 +261,7 @@ def plan(
     for entry in overrides:
         kind, text = entry if isinstance(entry, tuple) else ("plain", entry)
         if kind == "path":
-            flags[apply_path_override(values, text)] = "--config-path"
+            flags[apply_path_override(values, text, existing=lambda key: _stored_object(stack, key))] = "--config-path"
         else:
             key, value = parse_override(text)
             values[key] = value
@@ -266,9 +283,19 @@ def plan(
     except harness.ConfigTypeError as err:
         raise PlanError(f"config error: {err}: {_type_hint(err)}") from None
     except ConfigError as err:
-        raise PlanError(f"config error: {err}") from None
+        raise PlanError(f"config error: {err}{_zone_hint(err, mocks)}") from None
     except pulumi.RunError as err:  # e.g. components/ack/backend.py TtlPassed: what `pulumi up` would stop with
         raise PlanError(" ".join(str(err).split())) from None
+
+
+def _zone_hint(err, mocks: PlaceholderMocks) -> str:
+    """A zone refused offline was refused against the zone list --assume gave: say so."""
+    if err.key not in ("zoneId", "instanceType") or "zone" not in str(err) or mocks.zones is None:
+        return ""
+    return (
+        f"\n  offline: the zones are those of --assume zones={','.join(mocks.zones)}; without --assume a pinned "
+        "zoneId is planned as given and checked at deploy time (get_zones)"
+    )
 
 
 def _type_hint(err: harness.ConfigTypeError) -> str:

@@ -238,3 +238,11 @@ def test_config_path_builds_lists_and_maps_like_pulumi_config_set_path():
     with pytest.raises(plan.PlanError, match="array index out of range"):
         plan.apply_path_override(values, "allowedCidrs[5]=x")
     assert plan.parse_override('allowedCidrs=["203.0.113.4/32"]') == ("gpu-k8s:allowedCidrs", '["203.0.113.4/32"]')
+
+
+def test_config_path_edits_the_stack_files_value_as_the_cli_does():
+    """`pulumi config set --path 'nodePools[1].count' 1` changes one field of the stack's list."""
+    values: dict = {}
+    plan.apply_path_override(values, "nodePools[1].count=1", existing=lambda key: plan._stored_object("mixed", key))
+    assert [(p["name"], p["count"]) for p in values["gpu-k8s:nodePools"]] == [("train", 2), ("infer", 1)]
+    assert plan._stored_object("dev", "gpu-k8s:allowedCidrs") is None  # not in the stack file: a new list

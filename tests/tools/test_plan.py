@@ -213,3 +213,14 @@ def test_broken_stack_file_exits_2_without_traceback(capsys, tmp_path, monkeypat
     code, out, err = run_cli(capsys, "--stack", "broken")
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "not valid YAML" in err
+
+
+def test_a_zone_refused_offline_names_the_assumed_zone_list(capsys):
+    argv = ["--stack", "dev", "--config", "zoneId=cn-hangzhou-h", "--assume", "zones=cn-hangzhou-i,cn-hangzhou-j"]
+    assert plan.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gpu-k8s:zoneId: 'cn-hangzhou-h' is not accepted" in err and "--assume zones=cn-hangzhou-i,cn-hangzhou-j" in err
+    assert plan.main(argv[:4]) == 0  # no zone list assumed: planned as pinned, labelled "checked at deploy time"
+    assert "cn-hangzhou-h  = gpu-k8s:zoneId as pinned: whether it sells every type is checked at deploy time" in (
+        capsys.readouterr().out
+    )
