@@ -9,7 +9,7 @@ import pulumi
 
 from components.config.errors import ConfigError
 from components.config.model import IMAGE_REF_RE, MAX_TIME_SLICING_REPLICAS, NodePool
-from components.config.values import CUDA_VERSION_RE, choice, match_pattern, parse_count
+from components.config.values import CUDA_VERSION_RE, boolean, choice, json_value, match_pattern, parse_count
 from components.facts import ack as ack_facts
 from components.facts import cuda, dcgm
 
@@ -100,7 +100,40 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
         if problem:
             accepted = "a dcgm-exporter counters CSV (see components/facts/dcgm/default-counters.csv)"
             raise ConfigError("dcgmCountersCsv", path, accepted, reason=f"{problem}.")
-    return {"monitoring": mode, "dcgm_exporter_version": exporter, "prometheus_version": prometheus, "dcgm_counters": counters}
+    return {
+        "monitoring": mode,
+        "dcgm_exporter_version": exporter,
+        "prometheus_version": prometheus,
+        "dcgm_counters": counters,
+        "prometheus_retention": parse_prometheus_retention(cfg.get("prometheusRetention") or ""),
+        "service_monitor_labels": parse_service_monitor_labels(json_value(cfg, "serviceMonitorLabels", {})),
+        "vgpu_metrics": boolean(cfg, "vgpuMetrics"),
+    }
+
+
+# A Prometheus duration (model.ParseDuration): units y w d h m s ms, largest first, e.g. 7d or 1d12h.
+_PROMETHEUS_DURATION_RE = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
+# Kubernetes label keys (an optional DNS-subdomain prefix and a name) and values.
+_LABEL_NAME_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def parse_prometheus_retention(raw: str) -> str:
+    if not raw or raw in ("0", "0s") or not _PROMETHEUS_DURATION_RE.match(raw):
+        raise ConfigError("prometheusRetention", raw, "a Prometheus duration above zero such as 24h, 7d or 1d12h")
+    return raw
+
+
+def parse_service_monitor_labels(value: object) -> dict[str, str]:
+    accepted = 'a map of Kubernetes labels, e.g. {"release": "kube-prometheus-stack"}'
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("serviceMonitorLabels", value, accepted)
+    for key, label in value.items():
+        if not isinstance(label, str) or not _LABEL_NAME_RE.match(str(key)) or not _LABEL_VALUE_RE.match(label):
+            raise ConfigError(f"serviceMonitorLabels.{key}", label, accepted + " (label names and values)")
+    return dict(value)
 
 
 def parse_smoke_test_cuda_version(raw: str) -> str | None:

@@ -151,6 +151,8 @@ def load_config() -> StackConfig:
         device_plugin_version=parse_device_plugin_version(cfg.get("devicePluginVersion") or ""),
         mig_strategy=mig_strategy,
         time_slicing_replicas=time_slicing,
+        time_slicing_rename=boolean(cfg, "timeSlicingRenameByDefault"),
+        gpu_isolation=boolean(cfg, "gpuIsolation"),
         smoke_test=smoke_test,
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,

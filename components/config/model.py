@@ -96,6 +96,8 @@ class StackConfig:
     device_plugin_version: str
     mig_strategy: str
     time_slicing_replicas: int
+    time_slicing_rename: bool  # advertise nvidia.com/gpu.shared (the plugin's renameByDefault)
+    gpu_isolation: bool  # kubeadm: only allocated GPUs reach a container (toolkit + volume-mounts)
     smoke_test: str
     smoke_test_image: str | None
     smoke_test_cuda_version: str | None
@@ -104,6 +106,9 @@ class StackConfig:
     dcgm_exporter_version: str
     prometheus_version: str
     dcgm_counters: str | None  # a replacement counters CSV's text; None = NVIDIA's default
+    prometheus_retention: str  # --storage.tsdb.retention.time of the in-cluster Prometheus
+    service_monitor_labels: dict[str, str]  # added to the ServiceMonitor and PrometheusRule
+    vgpu_metrics: bool  # run the exporter on vGPU guests too (profiling off)
     image_id: str | None = None  # pinned ECS image (None: newest match of image_name_regex)
     zone_id: str | None = None  # pinned zone (None: the existing vSwitch's zone, else a lookup)
     gpu_test_run: str = ""  # gpu-k8s:gpuTestRun: a new value runs the GPU test again (make retest)

@@ -32,6 +32,8 @@ KUBEADM_ONLY_KEYS = (
     "devicePluginVersion",
     "migStrategy",
     "timeSlicingReplicas",
+    "timeSlicingRenameByDefault",
+    "gpuIsolation",
 )
 
 
