@@ -67,6 +67,10 @@ if cfg.monitoring != "none":
             prometheus_version=cfg.prometheus_version,
             pools={p.name: p.profile for p in cfg.pools},
             counters=cfg.dcgm_counters,
+            retention=cfg.prometheus_retention,
+            service_monitor_labels=cfg.service_monitor_labels,
+            vgpu_metrics=cfg.vgpu_metrics,
+            gpu_isolation=cfg.gpu_isolation and not cluster.brings_device_plugin,
         ),
         pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=network_ready),
     )

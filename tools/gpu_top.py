@@ -11,7 +11,19 @@ so no port is opened to the internet:
 - ``--source exporter``: each dcgm-exporter pod's /metrics, through the pod proxy.
 
 GPU nodes the exporter skips (vGPU guests: DCGM does not support them) are listed below
-the table. kubeconfig: $KUBECONFIG, else ./kubeconfig (`make kubeconfig`), else kubectl's own.
+the table, then the GPU alerts firing in that Prometheus (its /api/v1/alerts: the rules of
+components/gpu/monitoring.py, which carry ``alert_source: gpu-k8s``; there is no
+Alertmanager in ``monitoring: dcgm``). kubeconfig: $KUBECONFIG, else ./kubeconfig (`make
+kubeconfig`), else kubectl's own.
+
+Field names: dcgm-exporter up to 4.8 (default-counters.csv at 4.5.3-4.8.2) sends
+DCGM_FI_DEV_GPU_UTIL in %, DCGM_FI_DEV_FB_USED/FREE/RESERVED in MiB, DCGM_FI_DEV_GPU_TEMP and
+DCGM_FI_DEV_POWER_USAGE; 4.9.0 renamed them to DCGM 4.7's names (release notes: "utilization
+from a percentage to a 0 to 1 ratio, GPU memory from MiB to bytes"): DCGM_FI_DEV_GPU_UTIL_RATIO,
+DCGM_FI_DEV_GPU_TEMP_CELSIUS, DCGM_FI_DEV_BOARD_POWER_WATTS (DCGM's aliases of fields 203, 150
+and 155). Both are read. The names of 4.9's byte-valued memory fields are not confirmed
+(no 4.9 source was at hand; DCGM's own FB fields 251-253 are in MB), so memory is shown for
+the 4.8 names only and the table says so for a GPU with 4.9 names.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,7 +53,20 @@ UTIL, FB_USED, FB_FREE, FB_RESERVED = (
     "DCGM_FI_DEV_FB_RESERVED",
 )
 TEMP, POWER = "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE"
-FIELDS = (UTIL, FB_USED, FB_FREE, FB_RESERVED, TEMP, POWER)
+# dcgm-exporter 4.9+ names (a 0-1 ratio, Celsius, watts).
+UTIL_RATIO, TEMP_CELSIUS, POWER_WATTS = (
+    "DCGM_FI_DEV_GPU_UTIL_RATIO",
+    "DCGM_FI_DEV_GPU_TEMP_CELSIUS",
+    "DCGM_FI_DEV_BOARD_POWER_WATTS",
+)
+LEGACY_FIELDS = (UTIL, FB_USED, FB_FREE, FB_RESERVED, TEMP, POWER)
+NEW_FIELDS = (UTIL_RATIO, TEMP_CELSIUS, POWER_WATTS)
+FIELDS = LEGACY_FIELDS + NEW_FIELDS
+EXPECTED = (
+    f"{UTIL}, {FB_USED}, {TEMP}, {POWER} (dcgm-exporter 4.x up to 4.8) or {UTIL_RATIO}, {TEMP_CELSIUS}, {POWER_WATTS} (4.9+)"
+)
+# The label every rule of components/gpu/monitoring.py carries (ALERT_LABELS there).
+ALERT_SOURCE = ("alert_source", "gpu-k8s")
 # DCGM's "blank" sentinels (dcgm_structs.h: DCGM_FP64_BLANK 140737488355328.0 = 2^47,
 # DCGM_INT64_BLANK 0x7ffffffffffffff0 and the NOT_FOUND/NOT_SUPPORTED values just above it,
 # e.g. 9223372036854775794 in NVIDIA's README example): a field the GPU does not report.
@@ -70,11 +96,47 @@ class GpuRow:
     values: dict[str, float | None] = field(default_factory=dict)
 
     @property
+    def new_names(self) -> bool:
+        """dcgm-exporter 4.9+ field names (and units) on this GPU."""
+        return any(f in self.values for f in NEW_FIELDS)
+
+    def _either(self, legacy: str, new: str, scale: float = 1) -> float | None:
+        if self.values.get(legacy) is not None:
+            return self.values[legacy]
+        value = self.values.get(new)
+        return None if value is None else value * scale
+
+    @property
+    def util(self) -> float | None:  # %
+        return self._either(UTIL, UTIL_RATIO, 100)
+
+    @property
+    def temp(self) -> float | None:  # C
+        return self._either(TEMP, TEMP_CELSIUS)
+
+    @property
+    def power(self) -> float | None:  # W
+        return self._either(POWER, POWER_WATTS)
+
+    @property
+    def memory_used(self) -> float | None:  # MiB; 4.9+ memory fields are not read (see module doc)
+        return None if self.new_names else self.values.get(FB_USED)
+
+    @property
     def memory_total(self) -> float | None:
-        used, free = self.values.get(FB_USED), self.values.get(FB_FREE)
+        used, free = self.memory_used, self.values.get(FB_FREE)
         if used is None or free is None:
             return None
         return used + free + (self.values.get(FB_RESERVED) or 0)
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    labels: dict[str, str]
+    state: str  # firing | pending
+    active_at: str  # Prometheus' activeAt (RFC 3339), "" if absent
+    summary: str
 
 
 # --- parsing (pure) ----------------------------------------------------------------------
@@ -157,51 +219,105 @@ def _fmt(value: float | None, unit: str, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def format_table(rows: list[GpuRow], skipped_nodes: list[str] | None = None) -> str:
-    header = ("NODE", "GPU", "MODEL", "UTIL", "MEMORY USED / TOTAL", "TEMP", "POWER")
-    lines = [header]
-    for r in rows:
-        used, total = r.values.get(FB_USED), r.memory_total
-        memory = "-" if used is None else f"{used:.0f} / {_fmt(total, '')} MiB"
-        lines.append(
-            (
-                r.node,
-                r.gpu,
-                r.model or "-",
-                _fmt(r.values.get(UTIL), " %"),
-                memory,
-                _fmt(r.values.get(TEMP), " C"),
-                _fmt(r.values.get(POWER), " W", 1),
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    right = {3, 4, 5, 6}
-    text = [
+def _columns(lines: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
         "  ".join(
             cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
         ).rstrip()
         for line in lines
     ]
-    if not rows:
+
+
+def format_table(rows: list[GpuRow], skipped_nodes: list[str] | None = None, found: list[str] | None = None) -> str:
+    """The table; below it the vGPU nodes without samples, and why a table is empty.
+    ``found``: the DCGM metric names the source has (said when none is one gpu-top reads)."""
+    header = ("NODE", "GPU", "MODEL", "UTIL", "MEMORY USED / TOTAL", "TEMP", "POWER")
+    lines = [header]
+    for r in rows:
+        used, total = r.memory_used, r.memory_total
+        memory = "-" if used is None else f"{used:.0f} / {_fmt(total, '')} MiB"
+        lines.append((r.node, r.gpu, r.model or "-", _fmt(r.util, " %"), memory, _fmt(r.temp, " C"), _fmt(r.power, " W", 1)))
+    text = _columns(lines, {3, 4, 5, 6})
+    if not rows and found:
+        shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+        text.append(f"(no GPU samples: the exporter sends {shown}, none of which gpu-top reads; it expects {EXPECTED})")
+    elif not rows:
         text.append("(no GPU samples: the exporter pods may still be starting, or no GPU node runs one)")
+    new = sorted({r.node for r in rows if r.new_names})
+    if new:
+        text.append(
+            f"{', '.join(new)}: dcgm-exporter 4.9+ field names ({UTIL_RATIO} ...): memory not shown, "
+            "its byte-valued memory fields' names are not confirmed"
+        )
+    with_rows = {r.node for r in rows}
     for node in skipped_nodes or []:
-        text.append(f"{node}: vGPU guest, no exporter (DCGM does not support vGPU guests); use nvidia-smi on the node")
+        if node not in with_rows:  # gpu-k8s:vgpuMetrics runs the exporter there
+            text.append(f"{node}: vGPU guest, no exporter (DCGM does not support vGPU guests); use nvidia-smi on the node")
     return "\n".join(text) + "\n"
+
+
+def parse_alerts(payload: dict) -> list[Alert]:
+    """This program's alerts (label ALERT_SOURCE) of a Prometheus /api/v1/alerts answer."""
+    if payload.get("status") != "success":
+        raise GpuTopError(f"Prometheus answered {payload.get('errorType', 'error')}: {payload.get('error', payload)}")
+    alerts = []
+    for item in (payload.get("data") or {}).get("alerts") or []:
+        labels = dict(item.get("labels") or {})
+        if labels.get(ALERT_SOURCE[0]) != ALERT_SOURCE[1]:
+            continue
+        summary = (item.get("annotations") or {}).get("summary", "")
+        alerts.append(Alert(labels.get("alertname", "?"), labels, item.get("state", ""), item.get("activeAt") or "", summary))
+    return alerts
+
+
+def _since(active_at: str) -> str:
+    try:
+        when = datetime.fromisoformat(active_at.replace("Z", "+00:00"))
+    except ValueError:
+        return active_at or "-"
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_alerts(alerts: list[Alert]) -> str:
+    firing = [a for a in alerts if a.state == "firing"]
+    firing.sort(key=lambda a: (a.name, node_of(a.labels), a.labels.get("gpu", "")))
+    pending = sorted({a.name for a in alerts if a.state == "pending"})
+    later = f" ({len(pending)} pending: {', '.join(pending)})" if pending else ""
+    if not firing:
+        return f"no GPU alerts firing{later}\n"
+    lines = [("ALERT", "NODE", "GPU", "ACTIVE SINCE", "SUMMARY")]
+    for a in firing:
+        node = node_of(a.labels) if any(a.labels.get(k) for k in NODE_LABELS) else "-"
+        lines.append((a.name, node, a.labels.get("gpu", "-"), _since(a.active_at), a.summary))
+    return f"GPU alerts firing: {len(firing)}{later}\n" + "\n".join(_columns(lines, set())) + "\n"
 
 
 def query() -> str:
     return '{__name__=~"' + "|".join(FIELDS) + '"}'
 
 
-def prometheus_path(target: str, promql: str) -> str:
-    """NS/SERVICE:PORT -> the API server's service-proxy path of an instant query."""
+DCGM_NAMES_QUERY = 'group by (__name__) ({__name__=~"DCGM_.+"})'
+
+
+def _service_proxy(target: str) -> str:
     m = re.match(r"^([a-z0-9-]+)/([a-z0-9-]+):([a-z0-9-]+)$", target)
     if not m:
         raise GpuTopError(
             f"--prometheus {target!r}: expected NAMESPACE/SERVICE:PORT, e.g. {PROMETHEUS} or monitoring/prometheus-operated:9090"
         )
     ns, svc, port = m.groups()
-    return f"/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/api/v1/query?query={quote(promql, safe='')}"
+    return f"/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy"
+
+
+def prometheus_path(target: str, promql: str) -> str:
+    """NS/SERVICE:PORT -> the API server's service-proxy path of an instant query."""
+    return f"{_service_proxy(target)}/api/v1/query?query={quote(promql, safe='')}"
+
+
+def alerts_path(target: str) -> str:
+    """NS/SERVICE:PORT -> the service-proxy path of Prometheus' active alerts."""
+    return f"{_service_proxy(target)}/api/v1/alerts"
 
 
 # --- kubectl (I/O) -------------------------------------------------------------------------
@@ -279,6 +395,19 @@ def samples_from_prometheus(target: str, env: dict[str, str]) -> list[Sample]:
     return parse_prometheus(_json(kubectl_get_raw(path, env), "Prometheus"))
 
 
+def dcgm_names_in_prometheus(target: str, env: dict[str, str]) -> list[str]:
+    """The DCGM metric names Prometheus has (asked only when none is one gpu-top reads)."""
+    samples = parse_prometheus(_json(kubectl_get_raw(prometheus_path(target, DCGM_NAMES_QUERY), env), "Prometheus"))
+    return sorted({s.name for s in samples} - {""})
+
+
+def alerts_from_prometheus(target: str, env: dict[str, str]) -> str:
+    try:
+        return format_alerts(parse_alerts(_json(kubectl_get_raw(alerts_path(target), env), "Prometheus")))
+    except GpuTopError as err:  # the table is still worth showing
+        return f"GPU alerts: not read ({err})\n"
+
+
 def samples_from_exporters(env: dict[str, str], namespace: str = NAMESPACE) -> list[Sample]:
     pods = _json(
         kubectl_get_raw(f"/api/v1/namespaces/{namespace}/pods?labelSelector={quote(EXPORTER_SELECTOR, safe='')}", env),
@@ -295,8 +424,16 @@ def samples_from_exporters(env: dict[str, str], namespace: str = NAMESPACE) -> l
 
 
 def snapshot(args: argparse.Namespace, env: dict[str, str]) -> str:
-    samples = samples_from_exporters(env) if args.source == "exporter" else samples_from_prometheus(args.prometheus, env)
-    return format_table(gpu_rows(samples), skipped_vgpu_nodes(env))
+    if args.source == "exporter":
+        samples = samples_from_exporters(env)
+        rows = gpu_rows(samples)
+        found = sorted({s.name for s in samples if s.name.startswith("DCGM_")}) if not rows else []
+        alerts = "GPU alerts: read from Prometheus, not with --source exporter\n"
+    else:
+        rows = gpu_rows(samples_from_prometheus(args.prometheus, env))
+        found = [] if rows else dcgm_names_in_prometheus(args.prometheus, env)
+        alerts = alerts_from_prometheus(args.prometheus, env)
+    return format_table(rows, skipped_vgpu_nodes(env), found) + alerts
 
 
 def _sleep(seconds: float) -> None:  # tests replace this, not time.sleep (subprocess uses it)

@@ -132,7 +132,10 @@ def schema_version(kubernetes_version: str) -> str:
 # Custom resources the program creates: their CRD's openAPIV3Schema, vendored (each file
 # names its source), checked as strictly as built-in kinds.
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
-CUSTOM_RESOURCE_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_v1_servicemonitor.json"}
+CUSTOM_RESOURCE_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_v1_servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_v1_prometheusrule.json",
+}
 
 
 def _strict(schema: object) -> object:
