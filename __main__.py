@@ -7,9 +7,11 @@ from components.aliyun import access
 from components.aliyun.network import Network, NetworkArgs
 from components.aliyun.ssh_key import SshKey, SshKeyArgs, key_pair_prefix
 from components.config import load_config
+from components.config.gpu import feature_discovery_supported
 from components.factory import create_cluster
 from components.gpu import report
 from components.gpu.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.gpu.feature_discovery import GpuFeatureDiscovery, GpuFeatureDiscoveryArgs
 from components.gpu.monitoring import GpuMonitoring, GpuMonitoringArgs
 from components.gpu.smoke_test import GpuSmokeTest, GpuSmokeTestArgs
 
@@ -50,11 +52,25 @@ if not cluster.brings_device_plugin:
         NvidiaDevicePlugin(
             "gpu-k8s-device-plugin",
             NvidiaDevicePluginArgs(
-                version=cfg.device_plugin_version, mig_strategy=cfg.mig_strategy, time_slicing_replicas=cfg.time_slicing_replicas
+                version=cfg.device_plugin_version,
+                mig_strategy=cfg.mig_strategy,
+                time_slicing_replicas=cfg.time_slicing_replicas,
+                rename_shared=cfg.time_slicing_rename,
+                isolation=cfg.gpu_isolation,
             ),
             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=network_ready),
         )
     )
+
+#     GPU Feature Discovery labels each GPU node (model, memory, sharing, CUDA driver) beside it.
+feature_labels: tuple[str, ...] = ()
+for plugin in device_plugins:
+    if feature_discovery_supported(cfg.device_plugin_version):
+        feature_labels = GpuFeatureDiscovery(
+            "gpu-k8s-feature-discovery",
+            GpuFeatureDiscoveryArgs(plugin=plugin, mig_strategy=cfg.mig_strategy),
+            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=network_ready),
+        ).labels
 
 # 5b. GPU metrics: dcgm-exporter on the GPU families DCGM supports, scraped by a small Prometheus.
 gpu_metrics = None
@@ -85,6 +101,7 @@ gpu_test = GpuSmokeTest(
         image=cfg.smoke_test_image,
         image_cuda_version=cfg.smoke_test_cuda_version,
         time_slicing_replicas=cfg.time_slicing_replicas,
+        gpu_resource=device_plugins[0].resource if device_plugins else "nvidia.com/gpu",
         run=cfg.gpu_test_run,
         verifies=[plugin.fingerprint for plugin in device_plugins],
         device_plugin=[plugin.daemonset for plugin in device_plugins],
@@ -102,7 +119,7 @@ pulumi.export("cluster", cluster.kind)
 pulumi.export("controlPlaneIp", cluster.api_endpoint)
 pulumi.export("nodes", cluster.describe_nodes())
 pulumi.export("gpuTest", gpu_test.result)
-pulumi.export("gpuNodes", report.gpu_node_table(cluster, gpu_test))
+pulumi.export("gpuNodes", report.gpu_node_table(cluster, gpu_test, feature_labels))
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("autoReleaseTime", cluster.auto_release)

@@ -25,6 +25,16 @@ def device_plugin_version_ok(tag: str) -> bool:
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_DEVICE_PLUGIN_VERSION
 
 
+# GPU Feature Discovery writes NodeFeature objects (NFD's API) by default from v0.19.0
+# (NVIDIA/k8s-device-plugin #1504): components/gpu/feature_discovery.py deploys it from there.
+MIN_FEATURE_DISCOVERY_VERSION = (0, 19)
+
+
+def feature_discovery_supported(tag: str) -> bool:
+    m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_FEATURE_DISCOVERY_VERSION
+
+
 def parse_device_plugin_version(value: str) -> str:
     if not device_plugin_version_ok(value):
         raise ConfigError("devicePluginVersion", value, "an image tag v0.12.0 or newer, e.g. v0.20.0 or the seed's v0.14.3")
@@ -154,9 +164,42 @@ def parse_time_slicing(raw: str, mig_strategy: str) -> int:
     replicas = parse_count("timeSlicingReplicas", raw, maximum=MAX_TIME_SLICING_REPLICAS)
     if mig_strategy == "mixed" and replicas > 1:
         raise ConfigError(
-            "timeSlicingReplicas", str(replicas), "1 when gpu-k8s:migStrategy is mixed (the plugin cannot share MIG devices)"
+            "timeSlicingReplicas",
+            str(replicas),
+            "1 when gpu-k8s:migStrategy is mixed",
+            reason="this program time-slices nvidia.com/gpu only; under mixed the MIG devices are nvidia.com/mig-<profile> "
+            "resources, which the plugin can share only when each profile is named (not done here).",
         )
     return replicas
+
+
+def check_time_slicing_rename(rename: bool, replicas: int) -> None:
+    if rename and replicas == 1:
+        raise ConfigError(
+            "timeSlicingRenameByDefault", "true", "false unless gpu-k8s:timeSlicingReplicas is above 1 (nothing is shared)"
+        )
+
+
+def check_mig_strategy(mig_strategy: str, pools: tuple[NodePool, ...]) -> None:
+    """MIG partitions A100/A30/H100-class GPUs only: a strategy on GPUs without MIG is refused."""
+    if mig_strategy == "none":
+        return
+    gpus = [p for p in pools if p.count]
+    if all(p.profile.mig_capable is False for p in gpus):
+        models = ", ".join(dict.fromkeys(p.profile.gpu_model or p.instance_type for p in gpus))
+        raise ConfigError(
+            "migStrategy",
+            mig_strategy,
+            "none on these GPUs (MIG needs an A100, A30, H100-class GPU with MIG mode enabled on the node)",
+            reason=f"{models} have no MIG: the plugin would advertise whole GPUs and its pod would gain SYS_ADMIN for nothing.",
+        )
+    unknown = [p.instance_type for p in gpus if p.profile.mig_capable is not True]
+    if unknown:
+        pulumi.log.warn(
+            f"gpu-k8s:migStrategy {mig_strategy}: {', '.join(dict.fromkeys(unknown))} may have no MIG (the catalog cannot "
+            "tell, or knows it has none); MIG mode must be enabled on the GPU (nvidia-smi -mig 1) and partitioned "
+            "before the plugin advertises MIG devices: this program does neither."
+        )
 
 
 # GPU memory one TensorFlow test pod needs, even with TF_FORCE_GPU_ALLOW_GROWTH: its CUDA

@@ -26,10 +26,12 @@ from components.config.aliyun import (
     parse_zone_id,
     warn_world_open,
 )
-from components.config.errors import PROJECT
+from components.config.errors import PROJECT, ConfigError
 from components.config.gpu import (
+    check_mig_strategy,
     check_smoke_test,
     check_time_slicing_memory,
+    check_time_slicing_rename,
     parse_device_plugin_version,
     parse_gpu_test_run,
     parse_monitoring,
@@ -58,9 +60,10 @@ from components.config.kubeadm import (
     warn_unreachable_registries,
     warn_unverified_driver,
 )
-from components.config.model import MIG_STRATEGIES, SMOKE_TESTS, StackConfig
+from components.config.model import MIG_STRATEGIES, NODE_IMAGES, SMOKE_TESTS, StackConfig
 from components.config.schema import ACK_ONLY_KEYS, CLUSTER_BACKENDS, KUBEADM_ONLY_KEYS, check_backend_keys
 from components.config.values import boolean, choice, json_value, parse_count, parse_price
+from components.facts.catalog import TESLA
 
 
 def _pool_keys(cfg: pulumi.Config, pools: tuple) -> tuple[str, ...]:
@@ -100,6 +103,8 @@ def load_config() -> StackConfig:
     image_regex = parse_image_name_regex(cfg.get("imageNameRegex") or "")
     mig_strategy = choice("migStrategy", cfg.get("migStrategy") or "", MIG_STRATEGIES)
     time_slicing = parse_time_slicing(cfg.get("timeSlicingReplicas") or "", mig_strategy)
+    check_mig_strategy(mig_strategy, pools)
+    check_time_slicing_rename(boolean(cfg, "timeSlicingRenameByDefault"), time_slicing)
     driver_version = parse_driver_version(cfg.get("driverVersion") or "")
     grid_driver_version = parse_grid_driver_version(cfg.get("gridDriverVersion") or "")
     smoke_image = parse_smoke_test_image(cfg.get("smokeTestImage") or "")
@@ -123,6 +128,21 @@ def load_config() -> StackConfig:
     if not on_ack:
         warn_unverified_driver(driver_version, pools)
     grid_url = cfg.get_secret("gridDriverUrl")
+    image_id = parse_image_id(cfg.get("imageId") or "")
+    node_image = choice("nodeImage", cfg.get("nodeImage") or "", NODE_IMAGES)
+    if node_image == "bake" and image_id:
+        raise ConfigError(
+            "nodeImage",
+            node_image,
+            "stock when gpu-k8s:imageId is set, or unset imageId",
+            reason=f"a pinned imageId ({image_id}) is the image of every node, baked or not: a bake would never be used.",
+        )
+    if node_image == "bake" and any(p.profile.driver != TESLA for p in pools if p.count):
+        pulumi.log.warn(
+            "gpu-k8s:nodeImage bake: GRID (vGPU) images are baked per family, which Aliyun neither documents nor "
+            "forbids (a copy of a guest whose GRID driver and licence its plugin installed); every node still runs "
+            "11-nvidia-driver and 12-gpu-verify, which reinstall or report an unlicensed copy."
+        )
     loaded = StackConfig(
         stack=pulumi.get_stack(),
         region=region,
@@ -157,7 +177,8 @@ def load_config() -> StackConfig:
         smoke_test_image=smoke_image,
         smoke_test_cuda_version=smoke_cuda,
         **parse_monitoring(cfg),
-        image_id=parse_image_id(cfg.get("imageId") or ""),
+        image_id=image_id,
+        node_image=node_image,
         zone_id=parse_zone_id(cfg.get("zoneId") or "", region),
         cluster=cluster,
         ack=ack_settings,

@@ -26,6 +26,7 @@ MAX_TTL_HOURS = Decimal(3 * 365 * 24)
 SMOKE_TESTS = ("vectoradd", "tensorflow", "none")
 
 
+NODE_IMAGES = ("stock", "bake")
 MIG_STRATEGIES = ("none", "single", "mixed")
 
 
@@ -110,6 +111,7 @@ class StackConfig:
     service_monitor_labels: dict[str, str]  # added to the ServiceMonitor and PrometheusRule
     vgpu_metrics: bool  # run the exporter on vGPU guests too (profiling off)
     image_id: str | None = None  # pinned ECS image (None: newest match of image_name_regex)
+    node_image: str = "stock"  # stock | bake (components/kubeadm/bake.py)
     zone_id: str | None = None  # pinned zone (None: the existing vSwitch's zone, else a lookup)
     gpu_test_run: str = ""  # gpu-k8s:gpuTestRun: a new value runs the GPU test again (make retest)
     cluster: str = "kubeadm"  # kubeadm | ack (components/backend.py)

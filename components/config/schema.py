@@ -18,6 +18,7 @@ KUBEADM_ONLY_KEYS = (
     "controlPlaneInstanceType",
     "imageNameRegex",
     "imageId",
+    "nodeImage",
     "driverVersion",
     "gridDriverUrl",
     "gridDriverVersion",

@@ -34,6 +34,9 @@ class _Family:
     grid_plugin: str | None = None  # Cloud Assistant plugin that installs GRID
     vgpu_name: str | None = None  # how nvidia-smi names a slice, {m} = GiB of the slice
     generation: str | None = None  # NVIDIA architecture (components/facts/architectures.py)
+    # MIG needs an A100/A30/H100-class GPU (NVIDIA MIG user guide, "Supported GPUs"); P4, T4,
+    # V100, A10 and L20 have none, and a GRID vGPU slice is no MIG device. None: unknown.
+    mig_capable: bool | None = False
 
 
 # Families the catalog knows in detail. GPU models and memory from reference section 1.2.
@@ -45,7 +48,11 @@ FAMILIES: dict[str, _Family] = {
     "gn7i": _Family("NVIDIA A10", 24, generation="Ampere"),
     # Ampere: every 80 GB part of that generation (A100/A800) is Ampere; the model is unverified.
     "gn7e": _Family(
-        None, 80, note="GPU model not named by Aliyun's table (A100 per third parties, unverified)", generation="Ampere"
+        None,
+        80,
+        note="GPU model not named by Aliyun's table (A100 per third parties, unverified)",
+        generation="Ampere",
+        mig_capable=None,  # an A100 would have MIG; the model is unverified
     ),
     "gn8is": _Family(
         "NVIDIA L20",
@@ -119,6 +126,7 @@ class GpuProfile:
     known_family: bool
     note: str = ""
     generation: str | None = None  # NVIDIA architecture; None when the catalog cannot tell
+    mig_capable: bool | None = None  # whether the GPU can be partitioned with MIG; None: unknown
 
     @property
     def expected_gpu_name(self) -> str | None:
@@ -210,6 +218,7 @@ def profile_for(instance_type: str) -> GpuProfile:
         known_family=family_key is not None,
         note=fam.note,
         generation=fam.generation,
+        mig_capable=fam.mig_capable if family_key else None,
     )
 
 

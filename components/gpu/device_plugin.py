@@ -7,6 +7,22 @@ required node affinity on the ``gpu-k8s/gpu-kind`` label, so a dedicated non-GPU
 plane never runs a plugin pod. From NVIDIA's Helm chart (same tag): the CriticalAddonsOnly
 toleration and, with MIG only, SYS_ADMIN and NVIDIA_MIG_MONITOR_DEVICES=all. Beside it, a
 ``RuntimeClass`` ``nvidia`` for pods that ask for the NVIDIA runtime explicitly.
+
+GPU isolation (gpu-k8s:gpuIsolation, on by default): step 20 sets the NVIDIA Container
+Toolkit's ``accept-nvidia-visible-devices-envvar-when-unprivileged = false`` and
+``accept-nvidia-visible-devices-as-volume-mounts = true``, and the plugin passes each
+container's devices as volume mounts (``flags.plugin.deviceListStrategy: volume-mounts``),
+NVIDIA's documented way to stop a pod that sets NVIDIA_VISIBLE_DEVICES=all from seeing GPUs it
+did not request (plugin README, "Setting other helm chart values"; toolkit
+internal/config/config.go). Not CDI: in CDI mode the toolkit does not check an image's
+NVIDIA_REQUIRE_CUDA (NVIDIA/nvidia-container-toolkit#1470), which the test image check relies
+on. The plugin then needs the GPUs without an allocation: it runs privileged, as the GPU
+Operator's plugin does (its env var is ignored otherwise), and with SYS_ADMIN as NVIDIA's chart
+adds for volume-mounts.
+
+Time-slicing: ``failRequestsGreaterThanOne`` (the plugin README: "recommended") refuses a
+request for more than one slice, which would otherwise get two slices of the same GPU;
+``renameByDefault`` (gpu-k8s:timeSlicingRenameByDefault) advertises ``nvidia.com/gpu.shared``.
 """
 
 from __future__ import annotations
@@ -49,6 +65,8 @@ class NvidiaDevicePluginArgs:
     version: str  # image tag, e.g. v0.20.0 (default) or v0.14.3 (the seed's)
     mig_strategy: str = "none"
     time_slicing_replicas: int = 1  # N > 1: each GPU is advertised as N nvidia.com/gpu
+    rename_shared: bool = False  # time-slicing: advertise nvidia.com/gpu.shared (renameByDefault)
+    isolation: bool = False  # devices as volume mounts; the toolkit ignores NVIDIA_VISIBLE_DEVICES
 
     def __post_init__(self):
         if not device_plugin_version_ok(self.version):
@@ -65,11 +83,19 @@ class NvidiaDevicePluginArgs:
                 f"NvidiaDevicePluginArgs.time_slicing_replicas {self.time_slicing_replicas!r}: expected 1 to {MAX_REPLICAS}"
             )
         if self.mig_strategy == "mixed" and self.time_slicing_replicas > 1:
-            # Mixed MIG exposes nvidia.com/mig-<profile> resources; the nvidia.com/gpu
-            # time-slicing entry written here would share nothing.
+            # Upstream can time-slice MIG devices under mixed by naming each nvidia.com/mig-<profile>;
+            # this program's config names only nvidia.com/gpu, which would leave them unshared.
             raise ValueError(
-                "NvidiaDevicePluginArgs: time slicing shares nvidia.com/gpu, which mig_strategy 'mixed' does not advertise"
+                "NvidiaDevicePluginArgs: this program time-slices nvidia.com/gpu only; under mig_strategy 'mixed' the "
+                "MIG devices (nvidia.com/mig-<profile>) would not be shared"
             )
+        if self.rename_shared and self.time_slicing_replicas == 1:
+            raise ValueError("NvidiaDevicePluginArgs.rename_shared needs time_slicing_replicas > 1")
+
+    @property
+    def resource(self) -> str:
+        """The resource name a GPU pod requests: nvidia.com/gpu, or nvidia.com/gpu.shared when renamed."""
+        return f"{GPU_RESOURCE}.shared" if self.rename_shared else GPU_RESOURCE
 
 
 def image(version: str) -> str:
@@ -77,18 +103,29 @@ def image(version: str) -> str:
     return f"{IMAGE_REPO}:{version}"
 
 
-def _plugin_config(mig_strategy: str, time_slicing_replicas: int) -> dict:
-    """The plugin's config file (README "Configuration File", version v1)."""
-    config: dict = {
-        "version": "v1",
+def _plugin_config(
+    mig_strategy: str, time_slicing_replicas: int, *, rename_shared: bool = False, isolation: bool = False
+) -> dict:
+    """The plugin's config file (README "Configuration File", version v1; api/config/v1)."""
+    flags: dict = {
+        "migStrategy": mig_strategy,
         # NVIDIA's static manifest sets FAIL_ON_INIT_ERROR=false (v0.14.3 and up to v0.17) so
         # the plugin idles on non-GPU nodes. Ours only lands on GPU nodes (node affinity), so
         # an init error is a real fault: crash-loop visibly (the default since v0.15, set
         # here for v0.14.x too) and let the allocatable check report the logs.
-        "flags": {"migStrategy": mig_strategy, "failOnInitError": True},
+        "failOnInitError": True,
     }
+    if isolation:
+        flags["plugin"] = {"deviceListStrategy": "volume-mounts"}
+    config: dict = {"version": "v1", "flags": flags}
     if time_slicing_replicas > 1:
-        config["sharing"] = {"timeSlicing": {"resources": [{"name": GPU_RESOURCE, "replicas": time_slicing_replicas}]}}
+        config["sharing"] = {
+            "timeSlicing": {
+                "renameByDefault": rename_shared,
+                "failRequestsGreaterThanOne": True,
+                "resources": [{"name": GPU_RESOURCE, "replicas": time_slicing_replicas}],
+            }
+        }
     return config
 
 
@@ -112,16 +149,25 @@ TOLERATIONS = (
 )
 
 
-def _container_security(mig_strategy: str) -> tuple[dict, list[dict]]:
+# With isolation the toolkit ignores the image's NVIDIA_VISIBLE_DEVICES=all in an unprivileged
+# container, so the plugin (which must see every GPU to advertise it) runs privileged, as the
+# GPU Operator's plugin does (assets/state-device-plugin/0500_daemonset.yaml).
+ISOLATION_SECURITY_CONTEXT = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}
+
+
+def _container_security(mig_strategy: str, isolation: bool = False) -> tuple[dict, list[dict]]:
     """(securityContext, extra env) of the plugin container, as NVIDIA's chart sets them."""
+    mig_env = [] if mig_strategy == "none" else [{"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"}]
+    if isolation:
+        return copy.deepcopy(ISOLATION_SECURITY_CONTEXT), mig_env
     if mig_strategy == "none":
         return copy.deepcopy(RESTRICTED_SECURITY_CONTEXT), []
-    return copy.deepcopy(MIG_SECURITY_CONTEXT), [{"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"}]
+    return copy.deepcopy(MIG_SECURITY_CONTEXT), mig_env
 
 
-def _daemonset_spec(image: str, config_hash: str, mig_strategy: str = "none") -> dict:
+def _daemonset_spec(image: str, config_hash: str, mig_strategy: str = "none", isolation: bool = False) -> dict:
     """NVIDIA's static DaemonSet spec, plus the config file mount and the GPU-node affinity."""
-    security, mig_env = _container_security(mig_strategy)
+    security, mig_env = _container_security(mig_strategy, isolation)
     return {
         "selector": {"matchLabels": dict(SELECTOR)},
         "updateStrategy": {"type": "RollingUpdate"},
@@ -171,12 +217,16 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
     namespace: str
     selector: str  # label selector of the plugin pods, e.g. for kubectl
     fingerprint: str  # image and config: what the GPU test verifies of the plugin (smoke_test.py)
+    resource: str  # the extended resource a GPU pod requests (nvidia.com/gpu or nvidia.com/gpu.shared)
 
     def __init__(self, name: str, args: NvidiaDevicePluginArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-k8s:device_plugin:NvidiaDevicePlugin", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.image = image(args.version)
-        self.config = _plugin_config(args.mig_strategy, args.time_slicing_replicas)
+        self.config = _plugin_config(
+            args.mig_strategy, args.time_slicing_replicas, rename_shared=args.rename_shared, isolation=args.isolation
+        )
+        self.resource = args.resource
         self.namespace = NAMESPACE
         self.selector = selector()
         config_text = _config_yaml(self.config)
@@ -196,7 +246,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
                 # waits instead and prints the plugin's logs when GPUs don't appear.
                 "annotations": {"pulumi.com/skipAwait": "true"},
             },
-            spec=_daemonset_spec(self.image, hashlib.sha256(config_text.encode()).hexdigest(), args.mig_strategy),
+            spec=_daemonset_spec(self.image, hashlib.sha256(config_text.encode()).hexdigest(), args.mig_strategy, args.isolation),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.config_map]),
         )
         self.runtime_class = k8s.node.v1.RuntimeClass(

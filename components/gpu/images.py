@@ -23,13 +23,15 @@ def gpu_images(
     test_image: str | None,
     exporter_version: str | None,
     pools: Mapping[str, catalog.GpuProfile],
+    vgpu_metrics: bool = False,
 ) -> GpuImages:
     """``test_image``: the GPU test's image (None: no test); ``exporter_version``: the
     dcgm-exporter release (None: monitoring off)."""
     by_pool: dict[str, tuple[str, ...]] = {}
     if exporter_version is not None:
         image = dcgm.exporter_image(exporter_version)
-        by_pool = {pool: (image,) for pool, variant in dcgm.exporter_plan(dict(pools)).items() if variant != dcgm.SKIP}
+        plan = dcgm.exporter_plan(dict(pools), vgpu_metrics)
+        by_pool = {pool: (image,) for pool, variant in plan.items() if variant != dcgm.SKIP}
     return GpuImages(
         on_gpu_nodes=(device_plugin.image(device_plugin_version),),
         by_pool=by_pool,
@@ -52,4 +54,5 @@ def for_config(cfg: StackConfig) -> GpuImages:
         test_image=test_image,
         exporter_version=cfg.dcgm_exporter_version if cfg.monitoring != "none" else None,
         pools={p.name: p.profile for p in cfg.pools},
+        vgpu_metrics=cfg.vgpu_metrics,
     )

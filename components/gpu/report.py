@@ -5,7 +5,9 @@ from __future__ import annotations
 import pulumi
 
 
-def node_rows(nodes: list[dict], detected: dict[str, dict], allocatable: dict, result: dict) -> list[dict]:
+def node_rows(
+    nodes: list[dict], detected: dict[str, dict], allocatable: dict, result: dict, feature_labels: tuple[str, ...] = ()
+) -> list[dict]:
     """Join what each source knows about a node into one row per GPU node (pure).
 
     ``nodes``: {name, pool, driver} per GPU node, where ``name`` is the node's name or, on a
@@ -34,12 +36,15 @@ def node_rows(nodes: list[dict], detected: dict[str, dict], allocatable: dict, r
                 "test": test,
             }
         )
+        if feature_labels:
+            # GPU Feature Discovery labels the node shortly after its pod starts; read them live.
+            rows[-1]["featureLabels"] = f"kubectl get node {real} -L {','.join(feature_labels)}"
     return rows
 
 
-def gpu_node_table(cluster, smoke) -> pulumi.Output[list[dict]]:
+def gpu_node_table(cluster, smoke, feature_labels: tuple[str, ...] = ()) -> pulumi.Output[list[dict]]:
     """The rows for every GPU node of the cluster (any backend: components/backend.py)."""
     nodes = [{"name": n.name, "pool": n.pool, "driver": n.profile.driver} for n in cluster.gpu_nodes()]
     return pulumi.Output.all(cluster.detected_gpus(), smoke.allocatable, smoke.result).apply(
-        lambda parts: node_rows(nodes, parts[0], parts[1] or {}, parts[2] or {})
+        lambda parts: node_rows(nodes, parts[0], parts[1] or {}, parts[2] or {}, feature_labels)
     )

@@ -71,6 +71,7 @@ class GpuSmokeTestArgs:
     image: str | None = None  # replaces the test's default image
     image_cuda_version: str | None = None  # CUDA the image needs, when it isn't a known image
     time_slicing_replicas: int = 1  # N > 1: N test pods per node share its GPU(s)
+    gpu_resource: str = device_plugin.GPU_RESOURCE  # what a test pod requests (nvidia.com/gpu.shared when renamed)
     run: str = ""  # gpu-k8s:gpuTestRun: a new value is a new set of test pods (make retest)
     # Cluster-wide facts the test verifies besides each node's (GpuNode.verifies), e.g. the
     # device plugin's image and config: a change runs the test again.
@@ -156,13 +157,19 @@ def _test_pods(
     return [(_pod_name(n.name, f"{i}-{tag[n.name]}"), n.name) for n in nodes for i in range(replicas)]
 
 
-def _pod_spec(test: str, image: str, node: str, selector: tuple[tuple[str, str], ...] = ()) -> dict:
+def _pod_spec(
+    test: str,
+    image: str,
+    node: str,
+    selector: tuple[tuple[str, str], ...] = (),
+    resource: str = device_plugin.GPU_RESOURCE,
+) -> dict:
     """The pod's spec on ``node`` (pinned by hostname), or on one node of a group (``selector``)."""
     container: dict = {
         "name": POD_PREFIX,
         "image": image,
         # Exactly one GPU (or one time-slice of it): more would make the test unschedulable.
-        "resources": {"limits": {device_plugin.GPU_RESOURCE: "1"}},
+        "resources": {"limits": {resource: "1"}},
     }
     spec: dict = {
         "restartPolicy": "Never",
@@ -328,6 +335,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 **_placement_env(nodes),
                 # Time-slicing advertises every GPU N times: at least N per node.
                 "MIN_GPUS_PER_NODE": str(replicas),
+                **({"GPU_RESOURCE": args.gpu_resource} if args.gpu_resource != device_plugin.GPU_RESOURCE else {}),
                 "TIMEOUT_SECONDS": str(args.checks.allocatable_timeout_seconds),
                 **_check_env(args.checks),
             },
@@ -364,7 +372,7 @@ class GpuSmokeTest(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             pod_deps.append(self.config_map)
-        specs = {n.name: _pod_spec(args.test, image, n.name, n.selector) for n in nodes}
+        specs = {n.name: _pod_spec(args.test, image, n.name, n.selector, args.gpu_resource) for n in nodes}
         groups = {n.name: _group_name(n.selector) for n in nodes if n.selector}
         # The pods' names carry what they verify (an Output: instance ids are known at deploy time).
         pods = self.verified.apply(lambda verified: _test_pods(nodes, replicas, specs, args.run, verified))

@@ -45,6 +45,7 @@ class NodeSetup:
     package_mirror: str  # aliyun | upstream
     registry_mirrors: dict[str, str] = field(default_factory=dict)
     install_docker: bool = False
+    gpu_isolation: bool = False  # the toolkit takes the device plugin's list only (device_plugin.py)
     kubernetes_version: str
 
     def __post_init__(self):
@@ -194,6 +195,8 @@ class NodeBootstrap(pulumi.ComponentResource):
             "REGISTRY_MIRRORS": _mirrors_env(setup.registry_mirrors),
             "INSTALL_DOCKER": str(setup.install_docker).lower(),
             "NVIDIA_RUNTIME": str(profile is not None).lower(),  # no GPU: runc stays the default
+            # Only with isolation, so a stack that keeps NVIDIA's defaults keeps its step's inputs.
+            **({"GPU_ISOLATION": "true"} if setup.gpu_isolation and profile is not None else {}),
         }
         runtime = step(
             "container-runtime", "20-container-runtime.sh", base, env=self.verified_setup["container-runtime"], timeout="30m"

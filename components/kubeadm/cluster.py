@@ -52,6 +52,9 @@ class KubeClusterArgs:
     ssh_rules: tuple[pulumi.Resource, ...] = ()  # security-group rules opening 22: every SSH step waits for them
     api_rules: tuple[pulumi.Resource, ...] = ()  # rules opening 6443: the Kubernetes provider waits for them
     images: NodeImages | None = None  # pulled ahead on each node while the driver builds (None: only kubeadm's)
+    # GPU Feature Discovery labels the nodes (components/gpu/feature_discovery.py): it owns
+    # nvidia.com/gpu.product, so the node patch leaves that label to it.
+    feature_discovery: bool = False
 
     def __post_init__(self):
         if not self.fleet.nodes:
@@ -62,15 +65,18 @@ class KubeClusterArgs:
         return IMAGE_REPOSITORIES[self.setup.package_mirror]
 
 
-def node_labels(pool: str, profile: catalog.GpuProfile | None, gpu_name: str | None) -> dict[str, str]:
-    """Scheduling labels; a non-GPU control plane gets only its pool."""
+def node_labels(
+    pool: str, profile: catalog.GpuProfile | None, gpu_name: str | None, *, feature_discovery: bool = False
+) -> dict[str, str]:
+    """Scheduling labels; a non-GPU control plane gets only its pool. With GPU Feature Discovery
+    the nvidia.com/gpu.* labels are its own (two writers of one label would flip it each `up`)."""
     labels = {POOL_LABEL: pool}
     if profile is not None:
         labels["gpu-k8s/driver"] = profile.driver
         labels[GPU_NODE_LABEL] = profile.kind
         labels[GPU_PRESENT_LABEL] = "true"  # what NVIDIA's charts, GFD and DCGM select on
         product = catalog.product_label(gpu_name or "") or catalog.product_label(profile.expected_gpu_name or "")
-        if product:
+        if product and not feature_discovery:
             labels["nvidia.com/gpu.product"] = product
     return labels
 
@@ -212,7 +218,9 @@ class KubeCluster(pulumi.ComponentResource):
         for node in fleet.nodes:
             boot = self.bootstraps[node.hostname]
             gpu_name = boot.gpu_name if boot.gpu_name is not None else pulumi.Output.from_input("")
-            labels = gpu_name.apply(lambda g, n=node: node_labels(n.args.pool, n.profile, g))
+            labels = gpu_name.apply(
+                lambda g, n=node: node_labels(n.args.pool, n.profile, g, feature_discovery=args.feature_discovery)
+            )
             self.node_labels[node.hostname] = k8s.core.v1.NodePatch(
                 f"{node.hostname}-labels",
                 metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=node.hostname, labels=labels),

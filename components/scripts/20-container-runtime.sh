@@ -11,6 +11,9 @@
 #   INSTALL_DOCKER             true | false (default false)
 #   NVIDIA_RUNTIME             true | false (default true): false on a node without a GPU (a
 #                              dedicated control plane): containerd only, runc stays the default
+#   GPU_ISOLATION              true | false (default false): the toolkit ignores NVIDIA_VISIBLE_DEVICES
+#                              in unprivileged containers and takes the device plugin's list as
+#                              volume mounts; false: NVIDIA's defaults (components/gpu/device_plugin.py)
 # Knobs: POLL_SECONDS (retry pause, default 5); GPU_K8S_ROOT (path prefix, tests only).
 # stdin: not read.
 # stdout: nothing (progress goes to stderr).
@@ -23,9 +26,15 @@ readonly PACKAGE_MIRROR="${PACKAGE_MIRROR:-}"
 readonly REGISTRY_MIRRORS="${REGISTRY_MIRRORS:-}"
 readonly INSTALL_DOCKER="${INSTALL_DOCKER:-false}"
 readonly NVIDIA_RUNTIME="${NVIDIA_RUNTIME:-true}"
+readonly GPU_ISOLATION="${GPU_ISOLATION:-false}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly APT_MIRROR_HINT="gpu-k8s:kubernetesMirror"
 readonly CONFIG="$ROOT/etc/containerd/config.toml"
+# The toolkit's own config (nvidia-ctk config's default --config-file); its isolation keys are
+# top-level (NVIDIA/nvidia-container-toolkit v1.17.8 internal/config/config.go).
+readonly TOOLKIT_CONFIG="$ROOT/etc/nvidia-container-runtime/config.toml"
+readonly ENVVAR_KEY=accept-nvidia-visible-devices-envvar-when-unprivileged
+readonly MOUNTS_KEY=accept-nvidia-visible-devices-as-volume-mounts
 # nvidia-ctk >= 1.18 writes its runtime here (its default: defaultContainerdDropInConfigFilePath
 # in NVIDIA/nvidia-container-toolkit v1.18.0 cmd/nvidia-ctk/runtime/configure/configure.go;
 # passed explicitly so that the $ROOT prefix holds) and only adds
@@ -329,6 +338,30 @@ configure_nvidia_default() { # nvidia-ctk without --set-as-default leaves runc t
   fi
 }
 
+toolkit_setting() { # key: its value in the toolkit config (the last uncommented line), or nothing
+  sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\([a-z]*\).*/\1/p" "$TOOLKIT_CONFIG" 2>/dev/null | tail -n 1
+}
+
+# GPU isolation: a pod sees only the GPUs the device plugin gave it. With NVIDIA's defaults an
+# unprivileged container that sets NVIDIA_VISIBLE_DEVICES=all gets every GPU without asking
+# the scheduler; these two settings make the runtime take the plugin's volume-mount list only.
+# Read per container start: no restart needed.
+set_toolkit_isolation() {
+  local envvar=true mounts=false
+  if [[ "$GPU_ISOLATION" == true ]]; then envvar=false mounts=true; fi
+  if [[ "$(toolkit_setting "$ENVVAR_KEY")" == "$envvar" && "$(toolkit_setting "$MOUNTS_KEY")" == "$mounts" ]]; then
+    log "toolkit: $ENVVAR_KEY=$envvar, $MOUNTS_KEY=$mounts already, skipping"
+    return 0
+  fi
+  mkdir -p "$(dirname "$TOOLKIT_CONFIG")"
+  # nvidia-ctk config prints nothing and exits 0 (1.17.8, 1.18.0): the file is checked after.
+  nvidia-ctk config --config-file "$TOOLKIT_CONFIG" --set "$ENVVAR_KEY=$envvar" --set "$MOUNTS_KEY=$mounts" --in-place >&2 ||
+    die "nvidia-ctk config --set $ENVVAR_KEY=$envvar failed: see its output above"
+  [[ "$(toolkit_setting "$ENVVAR_KEY")" == "$envvar" && "$(toolkit_setting "$MOUNTS_KEY")" == "$mounts" ]] ||
+    die "${TOOLKIT_CONFIG#"$ROOT"} does not say $ENVVAR_KEY = $envvar and $MOUNTS_KEY = $mounts after nvidia-ctk config"
+  log "toolkit: $ENVVAR_KEY=$envvar, $MOUNTS_KEY=$mounts (GPU isolation $GPU_ISOLATION)"
+}
+
 # The merged config is checked with containerd itself; anything missing fails the step.
 verify_config() {
   check_merged
@@ -400,6 +433,7 @@ main() {
   [[ "$PACKAGE_MIRROR" == aliyun || "$PACKAGE_MIRROR" == upstream ]] || die "PACKAGE_MIRROR must be aliyun or upstream (got '$PACKAGE_MIRROR')"
   [[ "$INSTALL_DOCKER" == true || "$INSTALL_DOCKER" == false ]] || die "INSTALL_DOCKER must be true or false (got '$INSTALL_DOCKER')"
   [[ "$NVIDIA_RUNTIME" == true || "$NVIDIA_RUNTIME" == false ]] || die "NVIDIA_RUNTIME must be true or false (got '$NVIDIA_RUNTIME')"
+  [[ "$GPU_ISOLATION" == true || "$GPU_ISOLATION" == false ]] || die "GPU_ISOLATION must be true or false (got '$GPU_ISOLATION')"
   TMP=$(mktemp -d)
   trap 'rm -rf "$TMP"; report_time' EXIT # keeps track_time's report
   if [[ "$INSTALL_DOCKER" == true ]]; then
@@ -414,6 +448,7 @@ main() {
   patch_config "$CONFIG" # before nvidia-ctk: it copies runc's options into its runtime
   if [[ "$NVIDIA_RUNTIME" == true ]]; then
     install_toolkit
+    set_toolkit_isolation
     configure_nvidia_default
   else
     log "no GPU on this node: runc stays containerd's default runtime, no NVIDIA toolkit"

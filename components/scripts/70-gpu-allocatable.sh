@@ -17,6 +17,8 @@
 #                     N replicas advertises every GPU N times, so the caller passes N)
 #   NODE_SETUP        who set the nodes up, for the fix hints: gpu-k8s (default: our node
 #                     steps) | ack (the node pool's GPU image and ACK's device plugin)
+#   GPU_RESOURCE      the extended resource to count (default nvidia.com/gpu; the device
+#                     plugin's time-slicing renameByDefault advertises nvidia.com/gpu.shared)
 #   KUBECONFIG        when set, the kubeconfig to use; else /etc/kubernetes/admin.conf
 # Knobs: POLL_SECONDS (default 5); GPU_K8S_ROOT (path prefix, tests only).
 # stdin: not read.
@@ -40,6 +42,13 @@ readonly MIN_GPUS="${MIN_GPUS_PER_NODE:-1}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
 readonly NODE_SETUP="${NODE_SETUP:-gpu-k8s}"
 readonly KUBECONFIG_GIVEN="${KUBECONFIG:-}"
+readonly GPU_RESOURCE="${GPU_RESOURCE:-nvidia.com/gpu}"
+[[ "$GPU_RESOURCE" =~ ^nvidia\.com/[a-z0-9.-]+$ ]] || {
+  printf '[%s] GPU_RESOURCE %s: expected nvidia.com/<name>\n' "$STEP" "$GPU_RESOURCE" >&2
+  exit 2
+}
+# The resource in a jsonpath: its dots escaped (nvidia\.com/gpu\.shared).
+readonly RESOURCE_PATH="${GPU_RESOURCE//./\\.}"
 readonly POD_FIELDS='{range .items[*]}{.metadata.name}{"\t"}{range .status.containerStatuses[*]}{.state.waiting.reason}{" "}{end}{"\n"}{end}'
 readonly TERMINATIONS='{range .status.containerStatuses[*]}{.state.terminated.message}{"\n"}{.lastState.terminated.message}{"\n"}{end}'
 # The plugin's own words when containerd's default runtime is not nvidia (so its container
@@ -51,7 +60,8 @@ readonly TERMINATIONS='{range .status.containerStatuses[*]}{.state.terminated.me
 readonly NODE_NAME_RE='^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
 # <label-key>=<label-value>:<count>; the key may have a DNS prefix (gpu-k8s/pool, ack.aliyun.com/x).
 readonly GROUP_RE='^(([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)=([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?):([1-9][0-9]*)$'
-readonly NODE_GPUS='{range .items[*]}{.metadata.name}{"\t"}{.status.allocatable.nvidia\.com/gpu}{"\n"}{end}'
+NODE_GPUS='{range .items[*]}{.metadata.name}{"\t"}{.status.allocatable.'"$RESOURCE_PATH"'}{"\n"}{end}'
+readonly NODE_GPUS
 readonly NO_NVIDIA_RUNTIME_RE='ERROR_LIBRARY_NOT_FOUND|could not load NVML library|Incompatible strategy|Incompatible platform detected'
 declare -A COUNTS=() LAST=() GROUP_READY=() GROUP_NODES=() GROUP_ERR=()
 ORDER="" # the nodes counted, in the order they became ready (group mode)
@@ -85,7 +95,7 @@ hint() {
   esac
 }
 
-allocatable() { timeout 20 kubectl get node "$1" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}' 2>/dev/null || true; }
+allocatable() { timeout 20 kubectl get node "$1" -o jsonpath="{.status.allocatable.$RESOURCE_PATH}" 2>/dev/null || true; }
 
 # --- poll every node until each has >= MIN_GPUS allocatable GPUs or time runs out ---
 wait_all() {
@@ -98,7 +108,7 @@ wait_all() {
       LAST[$node]=$count
       if [[ "$count" =~ ^[0-9]+$ ]] && ((count >= MIN_GPUS)); then
         COUNTS[$node]=$count
-        log "$node: $count allocatable nvidia.com/gpu"
+        log "$node: $count allocatable $GPU_RESOURCE"
       else
         missing=$((missing + 1))
       fi
@@ -115,8 +125,8 @@ diagnose() {
   pods=$(timeout 20 kubectl get pods -n "$NAMESPACE" -l "$SELECTOR" --field-selector "spec.nodeName=$node" -o jsonpath="$POD_FIELDS" 2>&1) || true
   pod=$(head -n 1 <<<"$pods" | cut -f1)
   if [[ -z "$pod" || "$pod" == *" "* ]]; then
-    printf 'node %s has %s allocatable nvidia.com/gpu (need %s) after %ss: no device plugin pod on the node (%s)%s\n' \
-      "$node" "${have:-no}" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$(hint noplugin)" "${pods:+ [kubectl: $pods]}"
+    printf 'node %s has %s allocatable %s (need %s) after %ss: no device plugin pod on the node (%s)%s\n' \
+      "$node" "${have:-no}" "$GPU_RESOURCE" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$(hint noplugin)" "${pods:+ [kubectl: $pods]}"
     return 0
   fi
   reasons=$(head -n 1 <<<"$pods" | cut -f2-)
@@ -138,7 +148,7 @@ diagnose() {
   else
     cause="the device plugin pod $pod (${reasons:-running}) has not registered a GPU: see its log"
   fi
-  printf 'node %s has %s allocatable nvidia.com/gpu (need %s) after %ss: %s\n' "$node" "${have:-no}" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$cause"
+  printf 'node %s has %s allocatable %s (need %s) after %ss: %s\n' "$node" "${have:-no}" "$GPU_RESOURCE" "$MIN_GPUS" "$TIMEOUT_SECONDS" "$cause"
   [[ -z "$ended" ]] || printf 'container termination message of %s/%s:\n%s\n' "$NAMESPACE" "$pod" "$ended"
   printf 'last log lines of %s/%s:\n%s\n' "$NAMESPACE" "$pod" "${logs:-<empty>}"
 }
@@ -169,7 +179,7 @@ poll_group() { # <key>=<value>:<count>
     if ! enough "$count" || [[ -n "${COUNTS[$name]:-}" ]]; then continue; fi
     COUNTS[$name]=$count
     ORDER+="$name "
-    log "$name ($selector): $count allocatable nvidia.com/gpu"
+    log "$name ($selector): $count allocatable $GPU_RESOURCE"
   done
   return 0
 }

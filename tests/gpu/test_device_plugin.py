@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import kinds, run_stack, shipped
+from helpers import env_of, kinds, run_stack, shipped
 
 from components.facts import catalog
 from components.gpu.device_plugin import NvidiaDevicePluginArgs, _config_yaml, _plugin_config
@@ -19,10 +19,8 @@ UPSTREAM_POD_SPEC = {
     ],
     "priorityClassName": "system-node-critical",
 }
-UPSTREAM_CONTAINER = {
-    "name": "nvidia-device-plugin-ctr",
-    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-}
+UPSTREAM_CONTAINER = {"name": "nvidia-device-plugin-ctr"}
+RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"
 
 
@@ -75,7 +73,9 @@ def test_daemonset_additions(dev):
     assert mounts["plugin-config"]["mountPath"] + "/config.yaml" == env["CONFIG_FILE"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["plugin-config"]["configMap"]["name"] == "nvidia-device-plugin-config"
-    assert _config(dev) == {"version": "v1", "flags": {"migStrategy": "none", "failOnInitError": True}}
+    # GPU isolation (on by default): the plugin passes devices as volume mounts.
+    flags = {"migStrategy": "none", "failOnInitError": True, "plugin": {"deviceListStrategy": "volume-mounts"}}
+    assert _config(dev) == {"version": "v1", "flags": flags}
 
 
 def test_daemonset_waits_for_its_config_map(dev):
@@ -84,12 +84,39 @@ def test_daemonset_waits_for_its_config_map(dev):
 
 
 def test_seed_version_and_time_slicing_config():
-    run = run_stack("p4", devicePluginVersion="v0.14.3", timeSlicingReplicas=4, migStrategy="single")
+    run = run_stack("p4", devicePluginVersion="v0.14.3", timeSlicingReplicas=4)
     (container,) = _daemonset(run).inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.14.3"
     config = _config(run)
-    assert config["flags"]["migStrategy"] == "single"
-    assert config["sharing"] == {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}
+    assert config["flags"]["migStrategy"] == "none"
+    # A request for two slices would get two slices of one GPU: refused (the plugin README: recommended).
+    resources = [{"name": "nvidia.com/gpu", "replicas": 4}]
+    time_slicing = {"renameByDefault": False, "failRequestsGreaterThanOne": True, "resources": resources}
+    assert config["sharing"] == {"timeSlicing": time_slicing}
+    assert not kinds(run, "CustomResourceDefinition")  # GPU Feature Discovery needs v0.19+ here
+
+
+def test_renamed_slices_are_what_the_test_asks_for():
+    run = run_stack("dev", timeSlicingReplicas=2, timeSlicingRenameByDefault=True)
+    assert _config(run)["sharing"]["timeSlicing"]["renameByDefault"] is True
+    pods = [r for r in kinds(run, "Pod") if r.inputs["metadata"]["name"].startswith("gpu-test")]
+    assert pods and all(p.inputs["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu.shared": "1"} for p in pods)
+    assert env_of(run.named("gpu-k8s-smoke-gpu-allocatable"))["GPU_RESOURCE"] == "nvidia.com/gpu.shared"
+
+
+def test_isolation_off_keeps_nvidias_defaults():
+    run = run_stack("dev", gpuIsolation=False)
+    assert "plugin" not in _config(run)["flags"]
+    (container,) = _daemonset(run).inputs["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == RESTRICTED
+    assert "GPU_ISOLATION" not in env_of(run.named("gpu-0-bootstrap-container-runtime"))
+
+
+def test_isolation_makes_the_plugin_privileged_and_tells_step_20(dev):
+    (container,) = _daemonset(dev).inputs["spec"]["template"]["spec"]["containers"]
+    # The toolkit ignores an unprivileged container's NVIDIA_VISIBLE_DEVICES: the plugin must see every GPU.
+    assert container["securityContext"] == {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}
+    assert env_of(dev.named("gpu-0-bootstrap-container-runtime"))["GPU_ISOLATION"] == "true"
 
 
 def test_config_change_rolls_the_pods(dev):
@@ -127,16 +154,20 @@ def test_args_are_validated(kwargs, message):
 
 @pytest.mark.parametrize("strategy", ["single", "mixed"])
 def test_mig_adds_sys_admin_and_the_mig_monitor_env_as_nvidias_chart(strategy):
-    """v0.20.0 chart: requiresCapSysAdmin -> capabilities.add [SYS_ADMIN]; addMigMonitorDevices -> env."""
-    (container,) = _daemonset(run_stack("dev", migStrategy=strategy)).inputs["spec"]["template"]["spec"]["containers"]
+    """v0.20.0 chart: requiresCapSysAdmin -> capabilities.add [SYS_ADMIN]; addMigMonitorDevices -> env.
+    On gn7e (an A100 per third parties: MIG possible, unverified) the strategy is planned with a warning."""
+    run = run_stack("p4", instanceType="ecs.gn7e-c16g1.4xlarge", migStrategy=strategy, gpuIsolation=False)
+    (container,) = _daemonset(run).inputs["spec"]["template"]["spec"]["containers"]
     assert container["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
     assert {"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"} in container["env"]
+    assert any(w.startswith(f"gpu-k8s:migStrategy {strategy}: ecs.gn7e") for w in run.warnings)
 
 
-def test_without_mig_the_plugin_keeps_the_restricted_context(dev):
-    (container,) = _daemonset(dev).inputs["spec"]["template"]["spec"]["containers"]
-    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    assert all(e["name"] != "NVIDIA_MIG_MONITOR_DEVICES" for e in container["env"])
+def test_mig_on_gpus_without_mig_is_refused():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError, match="(?s)migStrategy.*Tesla T4, NVIDIA A10 have no MIG"):
+        run_stack("mixed", migStrategy="single")
 
 
 def test_runtime_class_nvidia_for_pods_that_ask_for_the_nvidia_runtime(dev):

@@ -14,7 +14,7 @@ BUILT_IN_NAMESPACES = {"default", "kube-system"}
 CASES = [
     ("dev", {}),
     ("p4", {"devicePluginVersion": "v0.14.3", "smokeTest": "tensorflow"}),
-    ("mixed", {"timeSlicingReplicas": 2, "migStrategy": "single"}),
+    ("mixed", {"timeSlicingReplicas": 2, "timeSlicingRenameByDefault": True}),
     ("ack", {"nodePools": [{"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 2}]}),
 ]
 

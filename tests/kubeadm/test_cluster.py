@@ -7,6 +7,8 @@ import pytest
 from helpers import env_of, shipped
 
 from components import steps
+from components.facts import catalog
+from components.kubeadm import cluster
 from tools.harness import ProgramRun, is_secret, redact, reveal, run_program
 from tools.mocks import PlaceholderMocks
 
@@ -168,9 +170,14 @@ def test_mixed_pools_get_their_own_driver_and_labels(program):
         assert labels["gpu-k8s/driver"] == driver
         assert labels["gpu-k8s/pool"] == node.split("-")[0]
         assert labels["gpu-k8s/gpu-kind"] == ("compute" if driver == "tesla" else "vgpu")
-    labels = reveal(run.named("infer-0-labels").inputs["metadata"])["labels"]
-    assert labels["nvidia.com/gpu.product"] == "NVIDIA-A10-2Q"
-    assert reveal(run.named("train-0-labels").inputs["metadata"])["labels"]["nvidia.com/gpu.product"] == "Tesla-T4"
+    # GPU Feature Discovery (device plugin v0.19+) owns nvidia.com/gpu.product; without it the patch sets it.
+    assert "nvidia.com/gpu.product" not in reveal(run.named("infer-0-labels").inputs["metadata"])["labels"]
+    assert (
+        cluster.node_labels("infer", catalog.profile_for("ecs.sgn7i-vws-m2s.xlarge"), "NVIDIA A10-2Q")["nvidia.com/gpu.product"]
+        == "NVIDIA-A10-2Q"
+    )
+    t4 = catalog.profile_for("ecs.gn6i-c4g1.xlarge")
+    assert "nvidia.com/gpu.product" not in cluster.node_labels("train", t4, "Tesla T4", feature_discovery=True)
 
 
 def test_workers_join_in_parallel_after_the_control_plane(program):
@@ -251,7 +258,7 @@ def test_gpu_test_runs_on_every_gpu_node(program):
     table = run.outputs["gpuNodes"]
     assert [row["node"] for row in table] == ["train-0", "train-1", "infer-0", "infer-1", "infer-2", "infer-3"]
     assert {row["driver"].split()[0] for row in table} == {"tesla", "grid"}
-    assert set(table[0]) == {"node", "pool", "gpu", "driver", "allocatableGpus", "test"}
+    assert set(table[0]) == {"node", "pool", "gpu", "driver", "allocatableGpus", "test", "featureLabels"}
 
 
 def test_gpu_node_table_says_skipped_when_no_test_runs(program):

@@ -136,6 +136,7 @@ def _run_step(sb: StubBin, toolkit: str, nvidia: bool = True) -> subprocess.Comp
         "REGISTRY_MIRRORS": MIRRORS,
         "INSTALL_DOCKER": "false",
         "NVIDIA_RUNTIME": str(nvidia).lower(),
+        "GPU_ISOLATION": "true",
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -238,6 +239,10 @@ def test_step_20_gives_containerd_the_nvidia_default_and_systemd_cgroups(outcome
     hosts = out.files["etc/containerd/certs.d/docker.io/hosts.toml"].decode()
     assert tomllib.loads(hosts)["host"]["https://abc.mirror.aliyuncs.com"]["capabilities"] == ["pull", "resolve"]
     assert ("etc/containerd/config.d/99-nvidia.toml" in out.files) == (toolkit >= "1.18")
+    # GPU isolation, written by the real nvidia-ctk config: only the plugin's volume-mount list counts.
+    toolkit_config = tomllib.loads(out.files["etc/nvidia-container-runtime/config.toml"].decode())
+    assert toolkit_config["accept-nvidia-visible-devices-envvar-when-unprivileged"] is False
+    assert toolkit_config["accept-nvidia-visible-devices-as-volume-mounts"] is True
     assert out.backups == ([DEBIAN_MINIMAL] if state == "debian-minimal" else [])
 
     # A second run (and a second alignment) changes nothing and restarts nothing.
