@@ -8,7 +8,7 @@ PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_BACKEND_URL
 
 .PHONY: help install plan plan-out lint test bench up down refresh-down extend replace-node rejoin retest kubeconfig ssh-key stack outputs
-.PHONY: gpu-top preflight estimate
+.PHONY: gpu-top preflight estimate baked-images delete-images
 
 help:
 	@echo "make help                        this list"
@@ -32,6 +32,8 @@ help:
 	@echo "make kubeconfig / make ssh-key   write ./kubeconfig and ./gpu-k8s.pem from the stack outputs"
 	@echo "make outputs                     the stack outputs; STALE when the newest pulumi up failed"
 	@echo "make gpu-top [WATCH=5]           GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
+	@echo "make baked-images [STACK=dev]    the node images nodeImage bake made (kept after make down), with their storage fee"
+	@echo "make delete-images [STACK=dev]   delete those images and their snapshots (needs Aliyun keys)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -67,6 +69,14 @@ bench: install
 estimate: install
 	$(PY) -m benchmarks.estimate --stack $(STACK)
 
+# The images gpu-k8s:nodeImage bake made in the stack's region (they outlive `make down`).
+STACK_REGION = $$($(PY) -c "from tools import harness; print(harness.effective_config('$(STACK)')['alicloud:region'])")
+baked-images: install
+	$(PY) -m tools.baked_images --region $(STACK_REGION)
+
+delete-images: install
+	$(PY) -m tools.baked_images --region $(STACK_REGION) --delete
+
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install
 	@mkdir -p .state
@@ -83,6 +93,7 @@ outputs: install
 # Stops the meter. Never needs SSH to a node; an already-released instance is fine.
 down:
 	pulumi destroy -s $(STACK) --yes --continue-on-error
+	@echo "note: node images baked with gpu-k8s:nodeImage bake are kept (snapshot storage, about 0.12 CNY/GB-month): make baked-images lists them, make delete-images deletes them"
 
 # After Aliyun auto-released the instances, the state still lists them: refresh first.
 refresh-down:

@@ -15,6 +15,10 @@ finish time of the GPU test result, and the critical path is the chain that set 
 
 ``--no-prefetch`` (and the second column printed by default) is the same graph with the
 prefetch-images steps left out: the kubelet and kubeadm then pull everything themselves.
+``fromBakedImage`` is the same graph for nodes that boot from gpu-k8s:nodeImage bake's images:
+a custom image boots like a stock one (Aliyun publishes no difference: the stock figure), the
+driver, runtime and package steps take their skip paths, and the baked images are on the node
+already; with the builder's minutes on the first `up` (it runs beside the stock nodes).
 The seed's manual path (week049: CUDA 12.2 local installer, Docker, kubeadm, flannel, device
 plugin v0.14.3, the TF 2.6.0-gpu pod) is the sum of its steps, one after another.
 
@@ -69,7 +73,21 @@ TABLE: dict[str, Entry] = {
     "gpu-test-result/tensorflow": Entry(60, 0, "ASSUMPTION: TF import + the seed's small training run"),
     "pod-start": Entry(5, 0, "ASSUMPTION: container start once the image is on the node"),
     "unpack-per-mb": Entry(0.05, 0, "ASSUMPTION: layer unpack ~20 MB/s of compressed data on ESSD"),
+    # A node booted from a baked image (components/kubeadm/bake.py): each step finds its work done.
+    "baked/driver-prepare": Entry(2, 0, "ASSUMPTION: 10's checks (nouveau blacklisted, headers present), no apt"),
+    "baked/nvidia-driver": Entry(
+        0.2, 0, "measured: 11 with the driver loaded skips in 0.2 s (shared/fixtures/node-steps-h200, H200, 2026-12-04)"
+    ),
+    "baked/container-runtime": Entry(5, 0, "ASSUMPTION: 20's checks (toolkit version, containerd config dump), no apt"),
+    "baked/kube-packages": Entry(3, 0, "ASSUMPTION: 30's check of the held package versions, no apt"),
+    "image": Entry(
+        300,
+        0,
+        "ASSUMPTION: CreateImage from the builder, a first (full) snapshot of ~15 GB written; Aliyun: 'depends on "
+        "the size of the disk', no published minutes",
+    ),
 }
+BAKED_ROLES = ("driver-prepare", "nvidia-driver", "container-runtime", "kube-packages")
 
 # Compressed image sizes (linux/amd64), MB, by qualified reference.
 IMAGE_MB: dict[str, Entry] = {
@@ -132,8 +150,9 @@ def _suffix(name: str, roles: list[str]) -> str | None:
 class Model:
     """Earliest finish of every resource, with one download pipe per node."""
 
-    def __init__(self, resources: list[Resource], bandwidth_mbps: float, prefetch: bool):
+    def __init__(self, resources: list[Resource], bandwidth_mbps: float, prefetch: bool, baked: bool = False):
         self.by_urn = {r.urn: r for r in resources}
+        self.baked = baked
         self.rate = bandwidth_mbps / 8 * MB  # bytes per second
         self.prefetch = prefetch
         self.hosts = [r.name.removesuffix("-instance") for r in resources if r.type == "alicloud:ecs/instance:Instance"]
@@ -159,6 +178,13 @@ class Model:
         )
         self.pipe_free = dict.fromkeys(self.hosts, 0.0)
         self.present: dict[str, dict[str, tuple[float, float]]] = {h: {} for h in self.hosts}  # image -> (asked, on node)
+        if baked:  # a baked GPU node holds its pre-pull list and kubeadm's images from the start
+            for r in resources:
+                host = r.name.split("-bootstrap-")[0]
+                if r.name.endswith("-bootstrap-prefetch-images") and host in self.gpu_hosts:
+                    for image in command_env(reveal(r.inputs["create"])).get("IMAGES", "").split():
+                        self.present[host][_qualify(image)] = (0.0, 0.0)
+                    self.present[host]["kubeadm"] = (0.0, 0.0)
         self.bytes = 0.0
         self.test = "vectoradd"
         self.deps = {r.urn: self._deps(r) for r in resources}
@@ -202,6 +228,8 @@ class Model:
             return start
         if r.type == "command:remote:Command":
             return self._remote(r, start)
+        if r.type == "alicloud:ecs/image:Image":
+            return start + TABLE["image"].seconds
         if r.type == "kubernetes:apps/v1:DaemonSet":
             return self._daemonset(r, start)
         if r.type == "kubernetes:core/v1:Pod":
@@ -214,7 +242,9 @@ class Model:
         name = r.name
         if "-bootstrap-" in name:
             host, role = name.split("-bootstrap-", 1)
-            if role in ("driver-prepare", "nvidia-driver"):
+            if self.baked and host in self.gpu_hosts and role in BAKED_ROLES:
+                entry = TABLE[f"baked/{role}"]
+            elif role in ("driver-prepare", "nvidia-driver"):
                 entry = TABLE[f"{role}/{self.driver[host]}"]
             elif role == "prefetch-images":
                 env = command_env(reveal(r.inputs["create"]))
@@ -303,11 +333,14 @@ class Model:
         return self.finish[end], chain[::-1]
 
 
-def estimate(stack: str, prefetch: bool = True, overrides: dict[str, str] | None = None, *, run=None) -> dict:
-    """Minutes and bytes to GPU-ready; ``run``: a program run already made (the CLI's, via the plan)."""
+def estimate(
+    stack: str, prefetch: bool = True, overrides: dict[str, str] | None = None, *, run=None, baked: bool = False
+) -> dict:
+    """Minutes and bytes to GPU-ready; ``run``: a program run already made (the CLI's, via the plan);
+    ``baked``: every GPU node boots from its baked image (gpu-k8s:nodeImage bake, after the bake)."""
     run = run if run is not None else run_program(stack, overrides or {})
     bandwidth = float(run.config.get("gpu-k8s:publicBandwidthMbps") or 100)
-    model = Model(run.resources, bandwidth, prefetch)
+    model = Model(run.resources, bandwidth, prefetch, baked)
     test = run.config.get("gpu-k8s:smokeTest") or "vectoradd"
     model.test = test if test in ("vectoradd", "tensorflow") else "vectoradd"
     seconds, chain = model.run()
@@ -318,6 +351,20 @@ def estimate(stack: str, prefetch: bool = True, overrides: dict[str, str] | None
         "minutes": round(seconds / 60, 1),
         "downloadMB": round(model.bytes / MB),
         "criticalPath": chain,
+    }
+
+
+def builder_minutes(stack: str, overrides: list[str]) -> dict[str, float]:
+    """Minutes from the first `up` until each baked image exists (the builder beside the nodes)."""
+    from tools import plan
+
+    run = plan.plan(stack, [*overrides, "gpu-k8s:nodeImage=bake"])
+    model = Model(run.resources, float(run.config.get("gpu-k8s:publicBandwidthMbps") or 100), True)
+    model.run()
+    return {
+        r.name.removeprefix("gpu-k8s-bake-").removesuffix("-image"): round(model.finish[r.urn] / 60, 1)
+        for r in run.resources
+        if r.type == "alicloud:ecs/image:Image"
     }
 
 
@@ -357,15 +404,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     with_pull, without = estimate(args.stack, True, run=run), estimate(args.stack, False, run=run)
+    baked = {**estimate(args.stack, True, run=run, baked=True), "builderMinutes": builder_minutes(args.stack, args.config)}
     seed = seed_estimate(with_pull["bandwidthMbps"])
     if args.json:
-        print(json.dumps({"withPrefetch": with_pull, "withoutPrefetch": without, "seed": seed}, indent=2))
+        doc = {"withPrefetch": with_pull, "withoutPrefetch": without, "fromBakedImage": baked, "seed": seed}
+        print(json.dumps(doc, indent=2))
         return 0
     saved = 1 - with_pull["minutes"] / without["minutes"] if without["minutes"] else 0.0
     print(f"stack {args.stack} at {with_pull['bandwidthMbps']:g} Mbps (publicBandwidthMbps), minutes to GPU-ready:")
     print(f"  with prefetch-images     {with_pull['minutes']:6.1f} min  {with_pull['downloadMB']:6d} MB")
     print(
         f"  without prefetch-images  {without['minutes']:6.1f} min  {without['downloadMB']:6d} MB  (prefetch saves {saved:.0%})"
+    )
+    builders = ", ".join(f"{t} {m:g} min" for t, m in baked["builderMinutes"].items())
+    print(
+        f"  from baked images        {baked['minutes']:6.1f} min  {baked['downloadMB']:6d} MB  "
+        f"(nodeImage bake, after the bake; first up: the image exists after {builders})"
     )
     print(
         f"  seed's manual path       {seed['minutes']:6.1f} min  {seed['downloadMB']:6d} MB  (CUDA 12.2 .run, Docker, TF 2.6.0)"

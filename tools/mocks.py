@@ -178,6 +178,9 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         # NAT gateways an ACK cluster's VPC holds after create: None = unknown offline (a
         # labelled placeholder, priced so the plan shows what one would cost).
         self.nat_gateways: list[str] | None = None
+        # Images this account already has (owner self), beside the Image states of an earlier run:
+        # {"id", "imageId", "name", "tags"}, e.g. one kept by retain_on_delete after `make down`.
+        self.baked_images: list[dict] = []
         self.invokes: list[pulumi_mocks.MockCallArgs] = []
         # Steps that fail at deploy time (they make `pulumi up` fail): messages, resource names.
         self.failures: list[str] = []
@@ -260,6 +263,19 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
                     for s in found
                 ],
             }
+        if token == "alicloud:ecs/getImages:getImages" and a.get("owners") == "self":
+            # This account's images with the given tags: what an earlier `up` baked (its Image
+            # states; retained after it leaves the program), else none (a bake is planned).
+            wanted = dict(a.get("tags") or {})
+            found = [
+                s
+                for s in self.existing
+                if s.type == "alicloud:ecs/image:Image" and wanted.items() <= dict(s.outputs.get("tags") or {}).items()
+            ] + [i for i in self.baked_images if wanted.items() <= i["tags"].items()]
+            images = [
+                {"id": i.id, "imageId": i.id, "name": i.outputs.get("imageName", "")} if hasattr(i, "id") else i for i in found
+            ]
+            return {"ids": [i["id"] for i in images], "images": images}
         if token == "alicloud:ecs/getImages:getImages":
             image = self.image or IMAGE_ID
             if self.image is None:  # only where the program looks an image up (not on ACK)

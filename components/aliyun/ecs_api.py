@@ -239,6 +239,67 @@ class EcsApi:
         )
         return parse_spot_history(body)
 
+    def own_images(self, tag_key: str, tag_value: str) -> list[OwnImage]:
+        """This account's custom images carrying the tag (gpu-k8s's baked images: gpu-k8s-bake=1)."""
+        from alibabacloud_ecs20140526 import models
+
+        body = self._call(
+            "DescribeImages",
+            self.client.describe_images_with_options,
+            models.DescribeImagesRequest(
+                region_id=self.region,
+                image_owner_alias="self",
+                tag=[models.DescribeImagesRequestTag(key=tag_key, value=tag_value)],
+                page_size=100,
+            ),
+        )
+        return parse_images(body)
+
+    def delete_image(self, image: OwnImage) -> None:
+        """DeleteImage (Force: nodes made from it keep running) and then its snapshots, which bill otherwise."""
+        from alibabacloud_ecs20140526 import models
+
+        self._call(
+            "DeleteImage",
+            self.client.delete_image_with_options,
+            models.DeleteImageRequest(region_id=self.region, image_id=image.image_id, force=True),
+        )
+        for snapshot in image.snapshot_ids:
+            self._call(
+                "DeleteSnapshot",
+                self.client.delete_snapshot_with_options,
+                models.DeleteSnapshotRequest(snapshot_id=snapshot, force=True),
+            )
+
+
+@dataclass(frozen=True)
+class OwnImage:
+    """A custom image of this account (DescribeImages, owner self)."""
+
+    image_id: str
+    name: str
+    size_gib: int
+    created: str
+    snapshot_ids: tuple[str, ...]
+
+
+def parse_images(body) -> list[OwnImage]:
+    images = body.images.image if body and body.images and body.images.image else []
+    return [
+        OwnImage(
+            i.image_id,
+            i.image_name or "",
+            int(i.size or 0),
+            i.creation_time or "",
+            tuple(
+                m.snapshot_id
+                for m in (i.disk_device_mappings.disk_device_mapping if i.disk_device_mappings else None) or []
+                if m.snapshot_id
+            ),
+        )
+        for i in images
+    ]
+
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

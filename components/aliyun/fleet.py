@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pulumi
@@ -11,6 +11,7 @@ import pulumi_alicloud as alicloud
 
 from components.aliyun.node import CONTROL_PLANE, WORKER, Node, NodeArgs
 from components.config import ConfigError, NodePool
+from components.facts.catalog import TESLA
 
 CONTROL_PLANE_HOSTNAME = "control-plane"
 
@@ -21,6 +22,8 @@ class FleetArgs:
     control_plane_instance_type: str | None
     image_name_regex: str
     image_id: str | None  # pinned (gpu-k8s:imageId); None: look up the newest match once per run
+    # Baked images GPU nodes created now boot from: "tesla" or "grid-<family>" -> id (kubeadm/bake.py).
+    baked_images: Mapping[str, str] = field(default_factory=dict)
     vswitch_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     key_pair_name: pulumi.Input[str]
@@ -89,6 +92,12 @@ class Fleet(pulumi.ComponentResource):
             spot_price_limit=args.spot_price_limit,
         )
         dedicated = args.control_plane_instance_type is not None
+
+        def image_for(pool: NodePool) -> dict:
+            target = TESLA if pool.profile.driver == TESLA else f"grid-{pool.profile.family}"
+            baked = args.baked_images.get(target)
+            return {**common, "image_id": baked} if baked else common
+
         self.gpu_nodes = [
             Node(
                 hostname,
@@ -99,7 +108,7 @@ class Fleet(pulumi.ComponentResource):
                     profile=pool.profile,
                     role=role,
                     auto_release_time=args.auto_release_times.get(hostname),
-                    **common,
+                    **image_for(pool),
                 ),
                 child,
             )

@@ -19,12 +19,13 @@ import pulumi
 from components import backend, steps
 from components.aliyun import cost
 from components.aliyun.auto_release import AutoRelease, AutoReleaseArgs
-from components.aliyun.fleet import Fleet, FleetArgs, hostnames
+from components.aliyun.fleet import Fleet, FleetArgs, find_image, hostnames
 from components.aliyun.node import replacing_inputs
 from components.backend import ClusterChecks, GpuImages, GpuNode
-from components.kubeadm import prefetch
+from components.config.gpu import feature_discovery_supported
+from components.kubeadm import bake, prefetch
 from components.kubeadm.bootstrap import NodeSetup
-from components.kubeadm.cluster import KubeCluster, KubeClusterArgs
+from components.kubeadm.cluster import IMAGE_REPOSITORIES, KubeCluster, KubeClusterArgs
 from components.kubeadm.cni import Flannel, FlannelArgs
 
 if TYPE_CHECKING:
@@ -50,13 +51,39 @@ class KubeadmBackend:
                 replace_triggers=replacing_inputs(cfg.spot, cfg.spot_price_limit),
             ),
         )
+        setup = NodeSetup(
+            driver_version=cfg.driver_version,
+            grid_driver_version=cfg.grid_driver_version,
+            install_cuda_toolkit=cfg.install_cuda_toolkit,
+            cuda_toolkit_version=cfg.cuda_toolkit_version,
+            grid_driver_url=cfg.grid_driver_url,
+            container_toolkit_version=cfg.container_toolkit_version,
+            package_mirror=cfg.kubernetes_mirror,
+            registry_mirrors=cfg.registry_mirrors,
+            install_docker=cfg.install_docker,
+            gpu_isolation=cfg.gpu_isolation,
+            kubernetes_version=cfg.kubernetes_version,
+        )
+        # Pulled while the driver builds: the pod network's images and the GPU stack's.
+        images = prefetch.node_images(cfg.flannel_version, gpu_images)
+        # gpu-k8s:nodeImage bake: GPU nodes created now boot from their driver kind's baked image,
+        # where it exists; where not, a builder bakes it beside this run's (stock) nodes.
+        base_image = cfg.image_id or find_image(cfg.image_name_regex)
+        kubeadm_repository = IMAGE_REPOSITORIES[cfg.kubernetes_mirror]
+        targets = bake.bake_targets(cfg.pools) if cfg.node_image == "bake" else {}
+        self.bake_keys = {
+            target: bake.bake_key(target, setup, images.for_node(pool.name, True), base_image, pool.profile.grid_plugin or "")
+            for target, pool in targets.items()
+        }
+        self.baked_images = {t: image for t, key in self.bake_keys.items() if (image := bake.find_baked_image(key))}
         self.fleet = Fleet(
             "gpu-k8s",
             FleetArgs(
                 pools=cfg.pools,
                 control_plane_instance_type=cfg.control_plane_instance_type,
                 image_name_regex=cfg.image_name_regex,
-                image_id=cfg.image_id,
+                image_id=base_image,
+                baked_images=self.baked_images,
                 vswitch_id=network.vswitch.id,
                 security_group_id=_security_group_id(network),
                 key_pair_name=ssh_key.key_pair_name,
@@ -67,29 +94,42 @@ class KubeadmBackend:
                 spot_price_limit=cfg.spot_price_limit,
             ),
         )
+        self.bakes = [
+            bake.NodeImageBake(
+                f"gpu-k8s-bake-{target}",
+                bake.NodeImageBakeArgs(
+                    stack=cfg.stack,
+                    target=target,
+                    key=self.bake_keys[target],
+                    pool=pool,
+                    setup=setup,
+                    images=images.for_node(pool.name, True),
+                    kubeadm_image_repository=kubeadm_repository,
+                    base_image_id=base_image,
+                    vswitch_id=network.vswitch.id,
+                    security_group_id=_security_group_id(network),
+                    key_pair_name=ssh_key.key_pair_name,
+                    private_key=ssh_key.private_key,
+                    system_disk_gib=cfg.system_disk_gib,
+                    public_bandwidth_mbps=cfg.public_bandwidth_mbps,
+                    ssh_rules=tuple(network.ssh_rules),
+                ),
+            )
+            for target, pool in targets.items()
+            if target not in self.baked_images
+        ]
         # Bootstrap over SSH: driver by GPU family, containerd + NVIDIA runtime, kubeadm, kubeconfig.
         self.cluster = KubeCluster(
             "gpu-k8s",
             KubeClusterArgs(
                 fleet=self.fleet,
                 private_key=ssh_key.private_key,
-                setup=NodeSetup(
-                    driver_version=cfg.driver_version,
-                    grid_driver_version=cfg.grid_driver_version,
-                    install_cuda_toolkit=cfg.install_cuda_toolkit,
-                    cuda_toolkit_version=cfg.cuda_toolkit_version,
-                    grid_driver_url=cfg.grid_driver_url,
-                    container_toolkit_version=cfg.container_toolkit_version,
-                    package_mirror=cfg.kubernetes_mirror,
-                    registry_mirrors=cfg.registry_mirrors,
-                    install_docker=cfg.install_docker,
-                    kubernetes_version=cfg.kubernetes_version,
-                ),
+                setup=setup,
                 pod_cidr=cfg.pod_cidr,
-                # Pulled while the driver builds: the pod network's images and the GPU stack's.
-                images=prefetch.node_images(cfg.flannel_version, gpu_images),
+                images=images,
                 ssh_rules=tuple(network.ssh_rules),
                 api_rules=tuple(network.api_rules),
+                feature_discovery=feature_discovery_supported(cfg.device_plugin_version),
             ),
         )
         self.provider = self.cluster.provider
@@ -124,7 +164,18 @@ class KubeadmBackend:
         return self.cluster.timings()  # per node, in run order; measured on a real run
 
     def cost(self) -> dict:
-        return cost.stack_cost(self._cfg, self.fleet)
+        summary = cost.stack_cost(self._cfg, self.fleet)
+        if self.bake_keys:
+            summary["bakedImages"] = {
+                target: {
+                    **bake.storage_cost(self._cfg.system_disk_gib),
+                    "image": self.baked_images.get(target)
+                    or "baked in this run (its builder bills until the image exists, at most "
+                    f"{bake.BUILDER_TTL_HOURS} h: auto-release; the next `up` deletes it)",
+                }
+                for target in self.bake_keys
+            }
+        return summary
 
 
 def _security_group_id(network: Network) -> pulumi.Output[str]:

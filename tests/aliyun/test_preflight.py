@@ -375,3 +375,12 @@ def test_ack_total_has_the_cluster_fees_and_a_possible_nat(monkeypatch, capsys):
     # 9.196 (the T4 node) + 0.64 + 0.147 + 0.02 + 0.215
     assert "stack total: 10.218 CNY/h = nodes 9.196 (DescribePrice TradePrice x nodes) + ACK fees 1.022" in out
     assert "plus 1.022 CNY/h for the cluster until `make down`" in out
+
+
+def test_a_bake_stack_names_the_image_storage(monkeypatch, capsys):
+    monkeypatch.setattr(preflight, "load_stack", lambda stack, _load=preflight.load_stack: dataclasses.replace(
+        _load(stack), node_image="bake"
+    ))  # fmt: skip
+    code, out, err, _, _ = run(monkeypatch, capsys, "p4")
+    assert code == 0, err
+    assert "baked node images (tesla): at most 7.2 CNY/month each in snapshot storage" in out

@@ -687,6 +687,13 @@ version = 2
 CONTAINERD_IO_CONFIG = '#   Copyright 2018-2022 Docker Inc.\n\ndisabled_plugins = ["cri"]\n\n#root = "/var/lib/containerd"\n'
 NVIDIA_CTK = r"""
 cfg=""; for a in "$@"; do case "$a" in --config=*) cfg="${a#--config=}";; esac; done
+if [[ "$1" == config ]]; then  # nvidia-ctk config --config-file F --set k=v ... --in-place
+  shift; file=""; sets=()
+  while (($#)); do case "$1" in --config-file) file="$2"; shift;; --set) sets+=("$2"); shift;; esac; shift; done
+  touch "$file"
+  for kv in "${sets[@]}"; do sed -i "/^#*${kv%%=*} =/d" "$file"; echo "${kv%%=*} = ${kv#*=}" >>"$file"; done
+  exit 0
+fi
 case "$*" in
   --version)
     [[ -e "$STUB_STATE/pkg-nvidia-container-toolkit" ]] || exit 1
@@ -818,12 +825,28 @@ def test_runtime_fails_when_nvidia_is_not_the_default_after_nvidia_ctk(rt: StubB
 
 
 def test_runtime_nvidia_ctk_failure_names_the_step(rt: StubBin):
-    rt.add("nvidia-ctk", exit_code=1)
+    rt.add("nvidia-ctk", body='[[ "$1" == runtime ]] && exit 1\n' + NVIDIA_CTK)
     failed(
         rt.run("20-container-runtime.sh", RUNTIME),
         "20-container-runtime",
         "nvidia-ctk runtime configure --runtime=containerd failed",
     )
+
+
+def test_runtime_sets_gpu_isolation_in_the_toolkit_config(rt: StubBin):
+    """The toolkit ignores NVIDIA_VISIBLE_DEVICES from unprivileged containers and reads the plugin's
+    volume mounts; a second run changes nothing; isolation off writes NVIDIA's defaults back."""
+    toolkit = rt.root / "etc/nvidia-container-runtime/config.toml"
+    ok(rt.run("20-container-runtime.sh", {**RUNTIME, "GPU_ISOLATION": "true"}))
+    text = toolkit.read_text()
+    assert "accept-nvidia-visible-devices-envvar-when-unprivileged = false" in text
+    assert "accept-nvidia-visible-devices-as-volume-mounts = true" in text
+    calls = len(rt.calls("nvidia-ctk"))
+    result = ok(rt.run("20-container-runtime.sh", {**RUNTIME, "GPU_ISOLATION": "true"}))
+    assert "already, skipping" in result.stderr
+    assert not [c for c in rt.calls("nvidia-ctk")[calls:] if c[1] == "config"]
+    ok(rt.run("20-container-runtime.sh", RUNTIME))
+    assert "accept-nvidia-visible-devices-envvar-when-unprivileged = true" in toolkit.read_text()
 
 
 def test_runtime_writes_hosts_toml_per_mirror(rt: StubBin):
@@ -1894,6 +1917,7 @@ EARLY_FAILURES = [
     ("21-docker-gpu-check.sh", {}, "", "DOCKER_TEST_IMAGE must name an image"),
     ("25-prefetch-images.sh", {"KUBEADM_IMAGE_REPOSITORY": "registry.k8s.io"}, "", "KUBERNETES_VERSION is required"),
     ("30-kube-packages.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
+    ("35-image-clean.sh", {}, "", "nvidia-smi fails on the builder"),
     ("40-kubeadm-init.sh", {"KUBERNETES_VERSION": "v1"}, "", "KUBERNETES_VERSION must look like"),
     ("41-kubeconfig.sh", {"API_SERVER_IP": "x"}, "", "API_SERVER_IP must be an IPv4 address"),
     ("42-ca-cert-hash.sh", {}, "", "/etc/kubernetes/pki/ca.crt not found"),
@@ -1945,3 +1969,52 @@ def test_no_script_reads_secrets_from_the_environment():
         for var in ("${TOKEN:-", "${JOIN_TOKEN", "${GRID_URL:-", "${GRID_DRIVER_URL", "${CA_HASH:-"):
             assert var not in text, f"{name} reads {var} from the environment"
         assert "read -r" in text
+
+
+# --- 35-image-clean (gpu-k8s:nodeImage bake) ----------------------------------------------
+
+
+def test_image_clean_removes_the_machines_identity_and_keeps_what_the_image_is_for(sb: StubBin):
+    root = sb.root
+    for path, text in {
+        "etc/machine-id": "0123456789abcdef\n",
+        "etc/ssh/ssh_host_ed25519_key": "key",
+        "root/.ssh/authorized_keys": "ssh-rsa builder",
+        "root/.bash_history": "history",
+        "var/lib/dhcp/dhclient.eth0.leases": "lease",
+        "var/cache/gpu-k8s/NVIDIA-Linux-x86_64-535.129.03.run": "run",
+        "etc/kubernetes/kubelet.conf": "stale",
+        "etc/containerd/config.toml": "kept",
+        "etc/modprobe.d/blacklist-nouveau.conf": "kept",
+    }.items():
+        write(root / path, text)
+    sb.add("nvidia-smi", stdout="535.129.03\n").add("systemctl", exit_code=3).add("apt-get").add("journalctl").add("sync")
+    sb.add("ctr", stdout="docker.io/flannel/flannel:v0.26.7\nsha256:abc\nnvcr.io/nvidia/k8s-device-plugin:v0.20.0\n")
+    sb.add("nvidia-ctk", stdout="NVIDIA Container Toolkit CLI version 1.17.8\n")
+    sb.add("containerd", stdout="containerd github.com/containerd/containerd 1.7.28 \n").add(
+        "kubelet", stdout="Kubernetes v1.34.2\n"
+    )
+    sb.add("cloud-init", body='[[ "$*" == "clean --help" ]] && echo "usage: cloud-init clean [--logs] [--machine-id]"')
+    result = ok(sb.run("35-image-clean.sh", FAST))
+    manifest = json.loads(result.stdout)
+    assert manifest == {
+        "containerToolkit": "1.17.8",
+        "containerd": "1.7.28",
+        "driver": "535.129.03",
+        "images": ["docker.io/flannel/flannel:v0.26.7", "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"],
+        "kubelet": "v1.34.2",
+    }
+    assert json.loads((root / "etc/gpu-k8s/image.json").read_text()) == manifest
+    assert (root / "etc/machine-id").read_text() == ""  # empty: systemd makes a new id at first boot
+    for gone in ("etc/ssh/ssh_host_ed25519_key", "root/.ssh/authorized_keys", "root/.bash_history",
+                 "var/lib/dhcp/dhclient.eth0.leases", "var/cache/gpu-k8s/NVIDIA-Linux-x86_64-535.129.03.run",
+                 "etc/kubernetes/kubelet.conf"):  # fmt: skip
+        assert not (root / gone).exists(), gone
+    assert (root / "etc/containerd/config.toml").exists() and (root / "etc/modprobe.d/blacklist-nouveau.conf").exists()
+    assert sb.called("cloud-init", "clean", "--logs", "--machine-id")
+
+
+def test_image_clean_refuses_a_pending_reboot(sb: StubBin):
+    write(sb.root / "var/run/reboot-required", "*** System restart required ***")
+    sb.add("nvidia-smi")
+    failed(sb.run("35-image-clean.sh", FAST), "35-image-clean", "a reboot is pending")

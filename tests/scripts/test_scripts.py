@@ -38,6 +38,7 @@ EXPECTED_NODE_SCRIPTS = {
     "21-docker-gpu-check.sh",
     "25-prefetch-images.sh",
     "30-kube-packages.sh",
+    "35-image-clean.sh",
     "40-kubeadm-init.sh",
     "41-kubeconfig.sh",
     "42-ca-cert-hash.sh",

@@ -1,0 +1,55 @@
+"""The node images gpu-k8s:nodeImage bake made, kept after `make down`: list them, or delete them.
+
+    python -m tools.baked_images --region cn-hangzhou [--delete]     (make baked-images / make delete-images)
+
+Reads the credentials `pulumi up` uses (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) and asks the
+ECS API for this account's images tagged gpu-k8s-bake=1 (components/kubeadm/bake.py tags them).
+``--delete`` removes each image (DeleteImage, Force: nodes made from it keep running but cannot
+re-initialise their disk from it) and then its snapshots (DeleteSnapshot), which keep billing
+otherwise. Exit 2, one line: no credentials or an API error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+
+from components.aliyun.ecs_api import EcsApi, PreflightError, credentials_from_env
+from components.kubeadm.bake import SNAPSHOT_CNY_PER_GB_MONTH
+
+BAKE_TAG = ("gpu-k8s-bake", "1")
+
+
+def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, api_factory=EcsApi) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.baked_images", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--region", required=True, help="the stack's alicloud:region, e.g. cn-hangzhou")
+    parser.add_argument("--delete", action="store_true", help="delete every baked image and its snapshots")
+    args = parser.parse_args(argv)
+    creds = credentials_from_env(env)
+    if creds is None:
+        print("baked-images: no credentials: export ALICLOUD_ACCESS_KEY and ALICLOUD_SECRET_KEY", file=sys.stderr)
+        return 2
+    try:
+        api = api_factory(args.region, creds)
+        images = api.own_images(*BAKE_TAG)
+        if not images:
+            print(f"no baked gpu-k8s images in {args.region}")
+            return 0
+        for image in images:
+            monthly = SNAPSHOT_CNY_PER_GB_MONTH * image.size_gib
+            print(f"{image.image_id}  {image.name}  {image.created}  disk {image.size_gib} GiB, at most {monthly} CNY/month")
+            if args.delete:
+                api.delete_image(image)
+                print(f"  deleted, with snapshots {', '.join(image.snapshot_ids) or '(none)'}")
+    except ImportError as err:
+        print(f"baked-images: the Aliyun SDK is not installed ({err.name}): make install", file=sys.stderr)
+        return 2
+    except PreflightError as err:
+        print(str(err).replace("preflight:", "baked-images:", 1), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
