@@ -143,6 +143,12 @@ def load_config() -> StackConfig:
             "forbids (a copy of a guest whose GRID driver and licence its plugin installed); every node still runs "
             "11-nvidia-driver and 12-gpu-verify, which reinstall or report an unlicensed copy."
         )
+    if boolean(cfg, "installDocker") and boolean(cfg, "gpuIsolation") and not on_ack:
+        pulumi.log.warn(
+            "gpu-k8s:gpuIsolation with installDocker: `docker run --gpus` passes GPUs in NVIDIA_VISIBLE_DEVICES, which "
+            "the toolkit now ignores in a container without CAP_SYS_ADMIN: add --cap-add SYS_ADMIN (21-docker-gpu-check "
+            "does), or set gpuIsolation false."
+        )
     loaded = StackConfig(
         stack=pulumi.get_stack(),
         region=region,

@@ -214,7 +214,10 @@ class NodeBootstrap(pulumi.ComponentResource):
                 extra_triggers=[" ".join(f"{k}={v}" for k, v in sorted(env.items()))],
             )
         if setup.install_docker and driver is not None:
-            step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env={"DOCKER_TEST_IMAGE": DOCKER_TEST_IMAGE})
+            docker_env = {"DOCKER_TEST_IMAGE": DOCKER_TEST_IMAGE}
+            if setup.gpu_isolation:
+                docker_env["GPU_ISOLATION"] = "true"
+            step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env=docker_env)
         packages = step(
             "kube-packages",
             "30-kube-packages.sh",

@@ -6,6 +6,10 @@
 # Inputs (environment):
 #   DOCKER_TEST_IMAGE  any small image, e.g. ubuntu:22.04 (nvidia-smi is injected by the
 #                      NVIDIA runtime, so the image need not contain it)
+#   GPU_ISOLATION      true | false (default false): with it the toolkit ignores the
+#                      NVIDIA_VISIBLE_DEVICES that `docker run --gpus` sets, unless the container
+#                      holds CAP_SYS_ADMIN (nvidia-container-toolkit internal/config/image/
+#                      privileged.go), so the check adds that capability
 # Knobs: PULL_TRIES (default 3), POLL_SECONDS (pause between pulls, default 5).
 # stdin: not read.
 # stdout: the `nvidia-smi -L` lines, e.g. "GPU 0: Tesla P4 (UUID: GPU-...)".
@@ -15,6 +19,7 @@ readonly STEP="21-docker-gpu-check"
 readonly IMAGE="${DOCKER_TEST_IMAGE:-}"
 readonly PULL_TRIES="${PULL_TRIES:-3}"
 readonly POLL_SECONDS="${POLL_SECONDS:-5}"
+readonly GPU_ISOLATION="${GPU_ISOLATION:-false}"
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
@@ -38,7 +43,9 @@ pull_image() {
 
 run_check() {
   local out rc=0
-  out=$(docker run --rm --gpus all "$IMAGE" nvidia-smi -L 2>&1) || rc=$?
+  local -a caps=()
+  if [[ "$GPU_ISOLATION" == true ]]; then caps=(--cap-add SYS_ADMIN); fi
+  out=$(docker run --rm --gpus all "${caps[@]}" "$IMAGE" nvidia-smi -L 2>&1) || rc=$?
   if ((rc == 0)) && grep -Eq '^GPU [0-9]+:' <<<"$out"; then
     grep -E '^GPU [0-9]+:' <<<"$out"
     return 0

@@ -994,6 +994,9 @@ def test_docker_check_prints_the_gpu_list(dock: StubBin):
     assert result.stdout == (FIXTURES / "h200-driver-580" / "nvidia-smi-L.txt").read_text()
     assert dock.called("docker", "pull", "ubuntu:22.04")
     assert dock.calls("docker")[-1] == ["docker", "run", "--rm", "--gpus", "all", "ubuntu:22.04", "nvidia-smi", "-L"]
+    # With GPU isolation the toolkit honours --gpus' NVIDIA_VISIBLE_DEVICES only with CAP_SYS_ADMIN.
+    ok(dock.run("21-docker-gpu-check.sh", {**FAST, "DOCKER_TEST_IMAGE": "ubuntu:22.04", "GPU_ISOLATION": "true"}))
+    assert dock.calls("docker")[-1][3:7] == ["--gpus", "all", "--cap-add", "SYS_ADMIN"]
 
 
 def test_docker_check_pulls_only_once(dock: StubBin):
