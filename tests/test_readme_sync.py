@@ -1,5 +1,6 @@
 """README.md and README.zh-CN.md list the same config keys (Pulumi.yaml) and make targets
-(the Makefile's .PHONY), so neither can drift from the code or from the other."""
+(the Makefile's .PHONY), each target with a row in the targets table, so neither can drift from
+the code or from the other; the ACK preflight sample is what `make preflight STACK=ack` prints."""
 
 from __future__ import annotations
 
@@ -52,6 +53,36 @@ def test_readme_lists_every_config_key(readme):
 def test_readme_lists_every_make_target(readme):
     targets = make_targets((ROOT / readme).read_text())
     assert targets == phony_targets(), (sorted(phony_targets() - targets), sorted(targets - phony_targets()))
+
+
+def targets_table(text: str) -> set[str]:
+    """`make <target>` in the first column of the make-targets table (after `make help`'s row)."""
+    rows = re.findall(r"^\| `make ([a-z][a-z-]*)[^`]*` \|", text, re.M)
+    return set(rows)
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_every_make_target_has_a_row(readme):
+    rows = targets_table((ROOT / readme).read_text())
+    assert rows == phony_targets(), (sorted(phony_targets() - rows), sorted(rows - phony_targets()))
+
+
+def test_readme_shows_what_preflight_prints_on_ack(monkeypatch, capsys):
+    """The ACK sample (cluster fees and a possible NAT gateway beside the nodes), from the recorded
+    responses the preflight tests use (dev, p4 and mixed: tests/aliyun/test_preflight.py)."""
+    from aliyun_fake import FakeAliyun, install
+
+    from components.aliyun import ecs_api
+    from tools import preflight
+
+    install(monkeypatch, FakeAliyun())
+    keys = {"ALICLOUD_ACCESS_KEY": "LTAI-test-key", "ALICLOUD_SECRET_KEY": "test-secret"}
+    code = preflight.main(
+        ["--stack", "ack"], env=keys, api_factory=lambda region, creds: ecs_api.EcsApi(region, creds, sleep=lambda s: None)
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"$ make preflight STACK=ack\n{out}" in (ROOT / "README.md").read_text()
 
 
 def test_english_readme_links_the_chinese_one():
