@@ -33,7 +33,7 @@ help:
 	@echo "make outputs                     the stack outputs; STALE when the newest pulumi up failed"
 	@echo "make gpu-top [WATCH=5]           GPU utilisation, memory, temperature, power per node (DCGM, via the API server)"
 	@echo "make baked-images [STACK=dev]    the node images nodeImage bake made (kept after make down), with their storage fee"
-	@echo "make delete-images [STACK=dev]   delete those images and their snapshots (needs Aliyun keys)"
+	@echo "make delete-images [STACK=dev]   delete those images and their snapshots (ALL=yes: every stack's; needs Aliyun keys)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -72,10 +72,10 @@ estimate: install
 # The images gpu-k8s:nodeImage bake made in the stack's region (they outlive `make down`).
 STACK_REGION = $$($(PY) -c "from tools import harness; print(harness.effective_config('$(STACK)')['alicloud:region'])")
 baked-images: install
-	$(PY) -m tools.baked_images --region $(STACK_REGION)
+	$(PY) -m tools.baked_images --region $(STACK_REGION) --stack $(STACK) $(if $(filter yes,$(ALL)),--all)
 
 delete-images: install
-	$(PY) -m tools.baked_images --region $(STACK_REGION) --delete
+	$(PY) -m tools.baked_images --region $(STACK_REGION) --stack $(STACK) $(if $(filter yes,$(ALL)),--all) --delete
 
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install
@@ -105,7 +105,7 @@ refresh-down:
 # the clock. Their URNs come from the offline plan (same program, same config), like retest's.
 # On ACK (the plan has scale-to-zero tasks) it also refreshes: a pool its task already set to
 # 0 is read at 0, and the update brings it back to its count under the new TTL.
-TTL_ANCHORS = -ttl-anchor$$
+TTL_ANCHORS = ^(?!bake-).*-ttl-anchor$$
 ACK_TTL_TASKS = -scale-to-zero$$
 extend: install
 	@if [ -n "$(HOURS)" ]; then pulumi config set -s $(STACK) gpu-k8s:ttlHours "$(HOURS)"; fi

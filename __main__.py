@@ -110,7 +110,10 @@ gpu_test = GpuSmokeTest(
     on_cluster,
 )
 
-# 7. Exports: how to reach the cluster, what it costs, when it goes away.
+# 7. Node images (gpu-k8s:nodeImage bake): baked once the cluster works, for the nodes made later.
+cluster.bake_images(after=[gpu_test])
+
+# 8. Exports: how to reach the cluster, what it costs, when it goes away.
 pulumi.export("region", cfg.region)
 pulumi.export("zone", network.vswitch.zone_id)
 pulumi.export("zoneChoice", network.zone_choice)

@@ -362,7 +362,7 @@ def builder_minutes(stack: str, overrides: list[str]) -> dict[str, float]:
     model = Model(run.resources, float(run.config.get("gpu-k8s:publicBandwidthMbps") or 100), True)
     model.run()
     return {
-        r.name.removeprefix("gpu-k8s-bake-").removesuffix("-image"): round(model.finish[r.urn] / 60, 1)
+        reveal(r.inputs["tags"])["gpu-k8s-bake-target"]: round(model.finish[r.urn] / 60, 1)
         for r in run.resources
         if r.type == "alicloud:ecs/image:Image"
     }

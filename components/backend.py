@@ -130,6 +130,8 @@ class ClusterBackend(Protocol):
     def detected_gpus(self) -> Mapping[str, Mapping[str, pulumi.Input[str]]]: ...  # what nvidia-smi said, per node
     def timings(self) -> pulumi.Input[dict]: ...  # the `timings` output
     def cost(self) -> pulumi.Input[dict]: ...  # the `cost` output
+    # gpu-k8s:nodeImage bake: node images still to bake, after ``after`` (kubeadm; ACK: none).
+    def bake_images(self, after: list[pulumi.Resource]) -> list[pulumi.Resource]: ...
 
 
 def digest(*parts: object) -> str:

@@ -192,7 +192,11 @@ def test_reveal_helper_unwraps_secrets():
 
 def test_mainland_china_without_mirrors_is_warned(program):
     assert any("registryMirrors" in w for w in shipped("dev").warnings)
-    mirrors = {"docker.io": "https://x.mirror.aliyuncs.com", "nvcr.io": "https://nvcr.example.cn"}
+    mirrors = {
+        "docker.io": "https://x.mirror.aliyuncs.com",
+        "nvcr.io": "https://nvcr.example.cn",
+        "registry.k8s.io": "https://k8s.example.cn",
+    }
     assert not any("registryMirrors" in w for w in program("dev", registryMirrors=mirrors).warnings)
     assert not any("registryMirrors" in w for w in program("dev", **{"alicloud:region": "ap-southeast-1"}).warnings)
 

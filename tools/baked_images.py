@@ -1,12 +1,14 @@
 """The node images gpu-k8s:nodeImage bake made, kept after `make down`: list them, or delete them.
 
-    python -m tools.baked_images --region cn-hangzhou [--delete]     (make baked-images / make delete-images)
+    python -m tools.baked_images --region cn-hangzhou --stack dev [--all] [--delete]
+                                               (make baked-images / make delete-images [ALL=yes])
 
 Reads the credentials `pulumi up` uses (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) and asks the
-ECS API for this account's images tagged gpu-k8s-bake=1 (components/kubeadm/bake.py tags them).
+ECS API for this account's images tagged gpu-k8s-bake=1 (components/kubeadm/bake.py tags them)
+and baked by the stack (gpu-k8s-baked-by-stack; --all: by any stack), in every status.
 ``--delete`` removes each image (DeleteImage, Force: nodes made from it keep running but cannot
 re-initialise their disk from it) and then its snapshots (DeleteSnapshot), which keep billing
-otherwise. Exit 2, one line: no credentials or an API error.
+otherwise, once the image is gone. Exit 2, one line: no credentials or an API error.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from collections.abc import Mapping
 from components.aliyun.ecs_api import EcsApi, PreflightError, credentials_from_env
 from components.kubeadm.bake import SNAPSHOT_CNY_PER_GB_MONTH
 
-BAKE_TAG = ("gpu-k8s-bake", "1")
+BAKE_TAG = {"gpu-k8s-bake": "1"}
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, api_factory=EcsApi) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.baked_images", description=__doc__.split("\n\n")[0])
     parser.add_argument("--region", required=True, help="the stack's alicloud:region, e.g. cn-hangzhou")
-    parser.add_argument("--delete", action="store_true", help="delete every baked image and its snapshots")
+    parser.add_argument("--stack", required=True, help="the stack whose bakes to list or delete")
+    parser.add_argument("--all", action="store_true", help="every stack's baked images, not only --stack's")
+    parser.add_argument("--delete", action="store_true", help="delete the images and their snapshots")
     args = parser.parse_args(argv)
     creds = credentials_from_env(env)
     if creds is None:
@@ -32,15 +36,16 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         return 2
     try:
         api = api_factory(args.region, creds)
-        images = api.own_images(*BAKE_TAG)
+        tags = BAKE_TAG if args.all else {**BAKE_TAG, "gpu-k8s-baked-by-stack": args.stack}
+        images = api.own_images(tags)
         if not images:
-            print(f"no baked gpu-k8s images in {args.region}")
+            print(f"no baked gpu-k8s images in {args.region}" + ("" if args.all else f" from stack {args.stack}"))
             return 0
         for image in images:
             monthly = SNAPSHOT_CNY_PER_GB_MONTH * image.size_gib
             print(f"{image.image_id}  {image.name}  {image.created}  disk {image.size_gib} GiB, at most {monthly} CNY/month")
             if args.delete:
-                api.delete_image(image)
+                api.delete_image(image, tags)
                 print(f"  deleted, with snapshots {', '.join(image.snapshot_ids) or '(none)'}")
     except ImportError as err:
         print(f"baked-images: the Aliyun SDK is not installed ({err.name}): make install", file=sys.stderr)

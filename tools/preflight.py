@@ -167,6 +167,11 @@ def render(cfg, reports: list[TypeReport]) -> str:
     hourly, most = totals(reports, cfg.ttl_hours)
     ttl = f"{cfg.ttl_hours.normalize():f}"
     fees = ack_fees(cfg)
+    if fees and currency != "CNY":
+        # The fees are CNY list prices; an international account's DescribePrice answers in USD.
+        listed = ", ".join(f"{item} {_money(price)}" for item, price in fees)
+        lines.append(f"  ACK fees in CNY per hour, not added to the {currency} total: {listed}")
+        fees = []
     if fees:
         fee_total = sum((price for _, price in fees), Decimal(0))
         lines.append("  ACK fees per hour, beside the nodes (dated list estimates, components/facts/ack.py; not from the API):")

@@ -336,6 +336,9 @@ class AckCluster(pulumi.ComponentResource):
             )
         )
 
+    def bake_images(self, after: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        return []  # ACK's node pools boot ACK's GPU image: nothing of ours to bake
+
     def gpu_nodes(self) -> list[GpuNode]:
         """A slot per node of each pool: ACK names the nodes, the pods select the pool's label."""
         driver = self.args.settings.driver_version

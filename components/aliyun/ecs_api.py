@@ -239,8 +239,9 @@ class EcsApi:
         )
         return parse_spot_history(body)
 
-    def own_images(self, tag_key: str, tag_value: str) -> list[OwnImage]:
-        """This account's custom images carrying the tag (gpu-k8s's baked images: gpu-k8s-bake=1)."""
+    def own_images(self, tags: Mapping[str, str], image_id: str | None = None) -> list[OwnImage]:
+        """This account's custom images carrying the tags, in every status (DescribeImages lists only
+        Available ones unless asked)."""
         from alibabacloud_ecs20140526 import models
 
         body = self._call(
@@ -249,14 +250,17 @@ class EcsApi:
             models.DescribeImagesRequest(
                 region_id=self.region,
                 image_owner_alias="self",
-                tag=[models.DescribeImagesRequestTag(key=tag_key, value=tag_value)],
+                image_id=image_id,
+                status=IMAGE_STATUSES,
+                tag=[models.DescribeImagesRequestTag(key=k, value=v) for k, v in tags.items()],
                 page_size=100,
             ),
         )
         return parse_images(body)
 
-    def delete_image(self, image: OwnImage) -> None:
-        """DeleteImage (Force: nodes made from it keep running) and then its snapshots, which bill otherwise."""
+    def delete_image(self, image: OwnImage, tags: Mapping[str, str], tries: int = 30) -> None:
+        """DeleteImage (Force: nodes made from it keep running), wait until it is gone (the provider
+        does too), then its snapshots, which bill otherwise and cannot be deleted while the image exists."""
         from alibabacloud_ecs20140526 import models
 
         self._call(
@@ -264,12 +268,25 @@ class EcsApi:
             self.client.delete_image_with_options,
             models.DeleteImageRequest(region_id=self.region, image_id=image.image_id, force=True),
         )
+        for _ in range(tries):
+            if not self.own_images(tags, image.image_id):
+                break
+            self.sleep(IMAGE_GONE_POLL_S)
+        else:
+            raise PreflightError(
+                f"preflight: image {image.image_id} is still listed after DeleteImage; its snapshots "
+                f"{', '.join(image.snapshot_ids)} are kept: delete them in the console (Snapshots) once it is gone"
+            )
         for snapshot in image.snapshot_ids:
             self._call(
                 "DeleteSnapshot",
                 self.client.delete_snapshot_with_options,
                 models.DeleteSnapshotRequest(snapshot_id=snapshot, force=True),
             )
+
+
+IMAGE_STATUSES = "Creating,Waiting,Available,UnAvailable,CreateFailed,Deprecated"
+IMAGE_GONE_POLL_S = 5
 
 
 @dataclass(frozen=True)

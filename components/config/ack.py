@@ -60,6 +60,13 @@ def parse_ack(cfg: pulumi.Config, pools: tuple[NodePool, ...], region: str = "")
             reason="on ACK the TTL is an ESS scheduled task, made after the cluster (about 15 min) and the node pools; "
             "it must start in the future and at most 90 days after it is made.",
         )
+    image_type = ack_facts.gpu_image_type(version)
+    if image_type == ack_facts.IMAGE_TYPE_CGROUP_V2:
+        pulumi.log.warn(
+            f"gpu-k8s:ackKubernetesVersion {version}: the node pools use {image_type} (ACK's kubelet needs cgroup v2 from "
+            "1.35); that ACK installs its GPU driver on that image is unverified: if the GPU test finds no driver, the "
+            "nodes' setup is ACK's (README 'kubeadm or ACK?')."
+        )
     if ttl:
         pulumi.log.warn(
             f"gpu-k8s:ttlHours {ttl} on ACK is BEST-EFFORT: ACK documents no scheduled node-pool scaling, and the ESS task "

@@ -128,6 +128,12 @@ def parse_pools(instance_type: str, node_count: object, node_pools: object, *, s
             "(set together with gpu-k8s:instanceType)",
             "either nodePools or the instanceType/nodeCount shorthand, not both",
         )
+    if node_pools and str(node_count) not in ("", "1"):
+        raise ConfigError(
+            "nodeCount",
+            str(node_count),
+            "1 (its default) with gpu-k8s:nodePools: each pool's count says how many nodes it has",
+        )
     if not node_pools:
         if not instance_type:
             raise ConfigError("instanceType", "", "a GPU instance type such as ecs.gn6i-c4g1.xlarge, or gpu-k8s:nodePools")

@@ -60,8 +60,9 @@ _SAFE_MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0
 _SAFE_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/[A-Za-z0-9._~/%+=&?:@-]*$")
 
 
-# Registries the cluster pulls from that are often unreachable from mainland China.
-_FOREIGN_REGISTRIES = ("docker.io", "nvcr.io")
+# Registries the cluster pulls from that are often unreachable from mainland China (registry.k8s.io:
+# NFD's image; kubeadm's own come from Aliyun's mirror there).
+_FOREIGN_REGISTRIES = ("docker.io", "nvcr.io", "registry.k8s.io")
 
 
 def parse_registry_mirrors(value: object) -> dict[str, str]:
@@ -310,8 +311,9 @@ def warn_unreachable_registries(region: str, mirrors: dict[str, str]) -> None:
     missing = [] if "_default" in mirrors else [r for r in _FOREIGN_REGISTRIES if r not in mirrors]
     if in_mainland_china(region) and missing:
         pulumi.log.warn(
-            f"{region} is in mainland China, where {' and '.join(missing)} are often unreachable; the flannel, "
-            "device plugin and GPU test images come from them. If pulls fail, set gpu-k8s:registryMirrors (README)."
+            f"{region} is in mainland China, where {', '.join(missing)} are often unreachable; the flannel, device "
+            "plugin, feature discovery and GPU test images come from them. If pulls fail, set gpu-k8s:registryMirrors "
+            "(README)."
         )
 
 

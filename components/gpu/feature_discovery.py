@@ -261,7 +261,14 @@ class GpuFeatureDiscovery(pulumi.ComponentResource):
         )
         self.nfd_master = k8s.apps.v1.Deployment(
             f"{name}-nfd-master",
-            metadata={"name": "nfd-master", "namespace": NFD_NAMESPACE, "labels": {"app": "nfd"}},
+            metadata={
+                "name": "nfd-master",
+                "namespace": NFD_NAMESPACE,
+                "labels": {"app": "nfd"},
+                # Like every workload here: no 10-minute readiness wait inside `up` (its image may be slow to
+                # pull in mainland China); the node labels follow whenever it runs.
+                "annotations": {"pulumi.com/skipAwait": "true"},
+            },
             spec=nfd_master_spec(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, master_binding]),
         )

@@ -72,10 +72,17 @@ class KubeadmBackend:
         kubeadm_repository = IMAGE_REPOSITORIES[cfg.kubernetes_mirror]
         targets = bake.bake_targets(cfg.pools) if cfg.node_image == "bake" else {}
         self.bake_keys = {
-            target: bake.bake_key(target, setup, images.for_node(pool.name, True), base_image, pool.profile.grid_plugin or "")
+            target: bake.bake_key(target, setup, cfg.system_disk_gib, pool.profile.grid_plugin or "", kubeadm_repository)
             for target, pool in targets.items()
         }
-        self.baked_images = {t: image for t, key in self.bake_keys.items() if (image := bake.find_baked_image(key))}
+        found = {target: bake.find_baked_image(key) for target, key in self.bake_keys.items()}
+        self.baked_images = {target: image for target, (image, _) in found.items() if image}
+        for target, (image, status) in found.items():
+            if image is None and status != "none":
+                pulumi.log.warn(
+                    f"gpu-k8s:nodeImage bake: the {target} image of this configuration is {status} (another `up` is "
+                    "baking it, or its create failed: `make baked-images`); nodes install as stock meanwhile"
+                )
         self.fleet = Fleet(
             "gpu-k8s",
             FleetArgs(
@@ -94,30 +101,29 @@ class KubeadmBackend:
                 spot_price_limit=cfg.spot_price_limit,
             ),
         )
-        self.bakes = [
-            bake.NodeImageBake(
-                f"gpu-k8s-bake-{target}",
-                bake.NodeImageBakeArgs(
-                    stack=cfg.stack,
-                    target=target,
-                    key=self.bake_keys[target],
-                    pool=pool,
-                    setup=setup,
-                    images=images.for_node(pool.name, True),
-                    kubeadm_image_repository=kubeadm_repository,
-                    base_image_id=base_image,
-                    vswitch_id=network.vswitch.id,
-                    security_group_id=_security_group_id(network),
-                    key_pair_name=ssh_key.key_pair_name,
-                    private_key=ssh_key.private_key,
-                    system_disk_gib=cfg.system_disk_gib,
-                    public_bandwidth_mbps=cfg.public_bandwidth_mbps,
-                    ssh_rules=tuple(network.ssh_rules),
-                ),
+        # Bakes still to do: made by bake_images(), after the cluster works (module docstring of bake.py).
+        self._pending_bakes = [
+            bake.NodeImageBakeArgs(
+                stack=cfg.stack,
+                target=target,
+                key=self.bake_keys[target],
+                pool=pool,
+                setup=setup,
+                images=images.for_node(pool.name, True),
+                kubeadm_image_repository=kubeadm_repository,
+                base_image_id=base_image,
+                vswitch_id=network.vswitch.id,
+                security_group_id=_security_group_id(network),
+                key_pair_name=ssh_key.key_pair_name,
+                private_key=ssh_key.private_key,
+                system_disk_gib=cfg.system_disk_gib,
+                public_bandwidth_mbps=cfg.public_bandwidth_mbps,
+                ssh_rules=tuple(network.ssh_rules),
             )
             for target, pool in targets.items()
-            if target not in self.baked_images
+            if found[target][1] == "none"
         ]
+        self.bakes: list[bake.NodeImageBake] = []
         # Bootstrap over SSH: driver by GPU family, containerd + NVIDIA runtime, kubeadm, kubeconfig.
         self.cluster = KubeCluster(
             "gpu-k8s",
@@ -151,6 +157,14 @@ class KubeadmBackend:
         self.image_id = self.fleet.control_plane.image_id
         self.auto_release = self.release.earliest or "off: the instances bill until `make down`"
 
+    def bake_images(self, after: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """gpu-k8s:nodeImage bake: the builders of images not baked yet, after ``after`` (the GPU test)."""
+        self.bakes = [
+            bake.NodeImageBake(f"gpu-k8s-{args.builder}", args, pulumi.ResourceOptions(depends_on=after))
+            for args in self._pending_bakes
+        ]
+        return list(self.bakes)
+
     def gpu_nodes(self) -> list[GpuNode]:
         return self.cluster.gpu_nodes()
 
@@ -166,15 +180,27 @@ class KubeadmBackend:
     def cost(self) -> dict:
         summary = cost.stack_cost(self._cfg, self.fleet)
         if self.bake_keys:
-            summary["bakedImages"] = {
-                target: {
-                    **bake.storage_cost(self._cfg.system_disk_gib),
-                    "image": self.baked_images.get(target)
-                    or "baked in this run (its builder bills until the image exists, at most "
-                    f"{bake.BUILDER_TTL_HOURS} h: auto-release; the next `up` deletes it)",
-                }
-                for target in self.bake_keys
-            }
+            pending = {a.target: a for a in self._pending_bakes}
+            summary["bakedImages"] = {}
+            for target in self.bake_keys:
+                line = {**bake.storage_cost(self._cfg.system_disk_gib), "image": self.baked_images.get(target) or "not yet"}
+                if target in pending:
+                    pool = pending[target].pool
+                    price = cost.node_price(
+                        pending[target].builder,
+                        "bake",
+                        pool.instance_type,
+                        live=None,
+                        pool_override=pool.hourly_price_cny,
+                        stack_override=self._cfg.hourly_price_cny,
+                        list_price=pool.profile.list_price_cny and (pool.profile.list_price_cny, pool.profile.price_source or ""),
+                    )
+                    hourly = f"{price.hourly_cny} CNY/h" if price.hourly_cny is not None else "its type's price (unknown here)"
+                    line["builder"] = (
+                        f"this `up` bakes it after the GPU test: one more {pool.instance_type} ({hourly}) for about 15 "
+                        f"minutes, at most {bake.BUILDER_TTL_HOURS} h (its auto-release); the next `up` deletes it"
+                    )
+                summary["bakedImages"][target] = line
         return summary
 
 

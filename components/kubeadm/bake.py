@@ -7,21 +7,29 @@ booted from it runs the same steps, which find everything in place and only veri
 
 How (the alicloud provider's source, terraform-provider-alicloud resource_alicloud_image.go):
 one throwaway builder instance per driver kind (never a cluster node: no kubeadm state to
-clean) runs steps 00-30 and 25 (the node's own NodeBootstrap), then
-35-image-clean.sh, then ``alicloud.ecs.Image`` snapshots it (CreateImage from the instance;
-``instance_id`` is not ForceNew there, so ``replace_on_changes`` makes a new builder bake a new
-image; the create waits for ``Usable``; 60 min timeout, a first snapshot is full). Not ECS Image
-Builder: its pipeline would re-implement the node steps as build content, its execution resource
-returns before the image exists (no id) and its GPU support is undocumented.
+clean) runs steps 00-30 and 25 (the node's own NodeBootstrap, kubeadm's images included), then
+35-image-clean.sh, then ``alicloud.ecs.Image`` snapshots it (CreateImage from the instance; the
+create waits for ``Usable``; 60 min timeout, a first snapshot is full). Not ECS Image Builder:
+its pipeline would re-implement the node steps as build content, its execution resource returns
+before the image exists (no id) and its GPU support is undocumented.
 
-The image's tags record what it holds (``bake_tags``) and a key of everything that decides its
-content (``bake_key``): the stack looks its key up (get_images, owner self) on every run. Not
-found: this run bakes, and the nodes it creates install as before (stock, beside the builder).
-Found: compute nodes created from now on boot from it, no builder is planned (an earlier one
-is deleted), and the Image resource leaves the program with ``retain_on_delete``: the image
-outlives `make down` (so the next `make up` boots from it) until ``make delete-images``.
-Running nodes keep their disks: their image record (components/aliyun/node.py) prints a new
-image only for a new instance. A config change that changes the key bakes a new image.
+The bake runs after the cluster's GPU test (__main__.py): a builder that finds no stock, a
+driver that fails or a cleaning that refuses fails that `up` at its end, with the cluster
+already working; the next `up` bakes again.
+
+Keys and names: ``bake_key`` digests what decides whether an image fits the stack (driver,
+toolkit, runtime settings, Kubernetes, the scripts, the system disk size); the image's tags
+record it and what the image holds (``bake_tags``). The builder and image resource names carry
+the key: a new key is a new builder and a new image, never an update of the old ones (an
+instance_id change is no new image to the provider: it is not ForceNew and Update ignores it).
+The stack looks its key up (get_images, owner self) on every run. Found and Available: GPU
+nodes created from now on boot from it, and the bake (builder, steps, Image with
+``retain_on_delete``) leaves the program: the builder is deleted, the image kept, so it outlives
+`make down` (the next `make up` boots from it) until ``make delete-images``. Found in another
+status (Creating: another stack with the same key is baking): no second builder, nodes stay
+stock. Not found: a bake is planned, and this run's nodes install as before. Running nodes keep
+their disks: their image record (components/aliyun/node.py) prints a new image only for a new
+instance.
 
 Driver kinds (``bake_targets``): one Tesla image, built on the first compute pool's type, for
 every compute family (the driver's kernel module does not depend on the GPU model; step 12
@@ -64,7 +72,9 @@ BAKED_STEPS = (
 KEY_TAG = "gpu-k8s-bake-key"
 # The builder's own auto-release: long enough for the steps and CreateImage (a release during
 # the create would fail it), short enough that a forgotten builder stops billing.
-BUILDER_TTL_HOURS = Decimal("1.5")
+# The steps' timeouts (11: 40 min, 20 and 30: 30 min, 25: 35 min, partly in parallel) and the
+# image's 60 min create: 3 h covers the slow path; the bake normally takes about 15 minutes.
+BUILDER_TTL_HOURS = Decimal("3")
 IMAGE_CREATE_TIMEOUT = "60m"
 # Snapshot storage: a custom image is billed as its snapshots' capacity ("镜像概述": 使用自定义
 # 镜像时,涉及的费用为对应快照容量费用). Standard snapshots in mainland China: CNY 0.12 per
@@ -91,13 +101,22 @@ def bake_targets(pools: tuple[NodePool, ...]) -> dict[str, NodePool]:
 
 
 def bake_key(
-    target: str, setup: NodeSetup, images: tuple[str, ...], base_image: str, grid_plugin: str = "", kubeadm_repository: str = ""
+    target: str,
+    setup: NodeSetup,
+    system_disk_gib: int,
+    grid_plugin: str = "",
+    kubeadm_repository: str = "",
 ) -> str:
-    """A digest of everything that decides the image's content (pure): a change bakes a new one."""
+    """A digest of what decides whether the image fits this stack (pure): a change bakes a new one.
+
+    Not the base image nor the pre-pulled list: a newer Ubuntu image from Aliyun, or another
+    test image, leaves a baked node correct (it pulls what it lacks; tags record both). The
+    system disk is in: a node's disk must be at least the image's size (ECS RunInstances).
+    """
     tesla = target == catalog.TESLA
     facts = {
         "target": target,
-        "base": base_image,
+        "disk": system_disk_gib,
         "driver": setup.driver_version if tesla else (setup.grid_driver_version or grid_plugin),
         "cudaToolkit": setup.cuda_toolkit_version if setup.install_cuda_toolkit else "",
         "containerToolkit": setup.container_toolkit_version,
@@ -106,14 +125,21 @@ def bake_key(
         "docker": setup.install_docker,
         "isolation": setup.gpu_isolation,
         "kubernetes": setup.kubernetes_version,
-        "images": sorted(images),
         "kubeadmImages": kubeadm_repository,
         "scripts": {script: steps.script_hash(script) for script in BAKED_STEPS},
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def bake_tags(target: str, key: str, setup: NodeSetup, stack: str, profile: catalog.GpuProfile) -> dict[str, str]:
+def bake_tags(
+    target: str,
+    key: str,
+    setup: NodeSetup,
+    stack: str,
+    profile: catalog.GpuProfile,
+    base_image: str = "",
+    images: tuple[str, ...] = (),
+) -> dict[str, str]:
     """What the image records of itself (pure), within Aliyun's tag rules."""
     tesla = profile.driver == catalog.TESLA
     tags = {
@@ -128,6 +154,8 @@ def bake_tags(target: str, key: str, setup: NodeSetup, stack: str, profile: cata
         "gpu-k8s-container-toolkit": setup.container_toolkit_version,
         "gpu-k8s-kubernetes": setup.kubernetes_version,
         "gpu-k8s-package-mirror": setup.package_mirror,
+        "gpu-k8s-base-image": base_image,
+        "gpu-k8s-images-sha256": hashlib.sha256(" ".join(sorted(images)).encode()).hexdigest()[:16],
     }
     check_tags(tags)
     return tags
@@ -144,10 +172,18 @@ def check_tags(tags: dict[str, str]) -> None:
             raise ValueError(f"image tag {key}={value}: the key must not be empty or start with acs: or aliyun")
 
 
-def find_baked_image(key: str) -> str | None:
-    """This account's Available image baked with ``key``, or None (then this run bakes one)."""
-    found = alicloud.ecs.get_images(owners="self", tags={KEY_TAG: key}, status="Available", most_recent=True)
-    return found.images[0].id if found.images else None
+def find_baked_image(key: str) -> tuple[str | None, str]:
+    """(id of this account's Available image baked with ``key``, or None; the status seen).
+
+    Any status: an image still Creating (a bake under way, here or in another stack with the
+    same key) must not start a second builder, whose CreateImage would fail on the name.
+    """
+    found = alicloud.ecs.get_images(owners="self", tags={KEY_TAG: key}, most_recent=True)
+    if not found.images:
+        return None, "none"
+    image = found.images[0]
+    status = getattr(image, "status", None) or "Available"
+    return (image.id if status == "Available" else None), status
 
 
 def storage_cost(system_disk_gib: int) -> dict:
@@ -168,6 +204,7 @@ class NodeImageBakeArgs:
     target: str  # tesla | grid-<family> (bake_targets)
     key: str
     pool: NodePool  # its instance type builds the image
+    hourly_price_cny: Decimal | None = None  # the builder's, for the cost output
     setup: NodeSetup
     images: tuple[str, ...]  # pre-pulled into the image
     kubeadm_image_repository: str = ""  # kubeadm's images pulled too: any node may be the control plane
@@ -186,7 +223,9 @@ class NodeImageBakeArgs:
 
     @property
     def builder(self) -> str:
-        return f"bake-{self.target}"
+        """The builder's hostname and resource names: the key in it, so a new key is a new builder
+        and a new image (never an update of the old ones), and the old bake leaves the program."""
+        return f"bake-{self.target}-{self.key[:8]}"
 
 
 class NodeImageBake(pulumi.ComponentResource):
@@ -236,7 +275,7 @@ class NodeImageBake(pulumi.ComponentResource):
             ),
             child,
         )
-        done = [*boot.kubernetes_ready, *(r for r in (boot.prefetch, boot.gpu_verify) if r is not None)]
+        done = boot.all_steps  # nothing may still be dialling in when 35 removes authorized_keys
         self.clean = steps.run_script(
             f"{builder}-image-clean",
             script="35-image-clean.sh",
@@ -248,24 +287,21 @@ class NodeImageBake(pulumi.ComponentResource):
         self.image = alicloud.ecs.Image(
             f"{name}-image",
             instance_id=self.builder.instance.id,
-            image_name=f"gpu-k8s-{args.target}-{args.key}",
+            # Unique in the region (Aliyun refuses a duplicate name): the key, and the stack that baked it.
+            image_name=f"gpu-k8s-{args.target}-{args.key}-{args.stack}"[:128],
             image_family=f"gpu-k8s-{args.target}",
             description=f"gpu-k8s baked {args.target} node image (Kubernetes {args.setup.kubernetes_version}); "
             "contents in /etc/gpu-k8s/image.json",
             platform="Ubuntu",
             architecture="x86_64",
             detection_strategy="Standard",
-            # Its snapshots go with it (without this they stay and bill); in use by nodes it was
-            # made for, it is deleted anyway (those nodes keep running; they cannot re-initialise
-            # their disk from it).
-            delete_auto_snapshot=True,
-            force=True,
-            tags=bake_tags(args.target, args.key, args.setup, args.stack, args.pool.profile),
+            tags=bake_tags(args.target, args.key, args.setup, args.stack, args.pool.profile, args.base_image_id, args.images),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.clean],
-                replace_on_changes=["instanceId"],  # instance_id is not ForceNew: a new builder, a new image
-                retain_on_delete=True,  # outlives `make down` and its own leaving the program (module docstring)
+                # Never deleted by Pulumi: it outlives `make down` and its own leaving the program
+                # (module docstring); `make delete-images` deletes it and its snapshots.
+                retain_on_delete=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=IMAGE_CREATE_TIMEOUT),
             ),
         )

@@ -202,6 +202,7 @@ class NodeBootstrap(pulumi.ComponentResource):
             "container-runtime", "20-container-runtime.sh", base, env=self.verified_setup["container-runtime"], timeout="30m"
         )
         self.prefetch = None
+        self.docker_check = None
         if args.images or args.kubeadm_image_repository:
             env = prefetch_env(args.images, args.kubeadm_image_repository, setup.kubernetes_version)
             # After container-runtime only (never the driver); a new image list re-runs it.
@@ -217,7 +218,7 @@ class NodeBootstrap(pulumi.ComponentResource):
             docker_env = {"DOCKER_TEST_IMAGE": DOCKER_TEST_IMAGE}
             if setup.gpu_isolation:
                 docker_env["GPU_ISOLATION"] = "true"
-            step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env=docker_env)
+            self.docker_check = step("docker-gpu-check", "21-docker-gpu-check.sh", [runtime, driver], env=docker_env)
         packages = step(
             "kube-packages",
             "30-kube-packages.sh",
@@ -226,6 +227,8 @@ class NodeBootstrap(pulumi.ComponentResource):
             timeout="30m",
         )
         self.kubernetes_ready = [runtime, packages]
+        # Every step of this node, e.g. what must be done before a bake builder is cleaned.
+        self.all_steps = list(roles.values())
         self.verified_steps = [c.id for c in (driver, self.gpu_verify, runtime) if c is not None]
         self.register_outputs(
             {

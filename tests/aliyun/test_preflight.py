@@ -384,3 +384,10 @@ def test_a_bake_stack_names_the_image_storage(monkeypatch, capsys):
     code, out, err, _, _ = run(monkeypatch, capsys, "p4")
     assert code == 0, err
     assert "baked node images (tesla): at most 7.2 CNY/month each in snapshot storage" in out
+
+
+def test_ack_fees_in_cny_are_not_added_to_a_usd_total():
+    cfg = preflight.load_stack("ack")
+    price = ecs_api.HourlyPrice(Decimal("1.2"), Decimal("1.1"), Decimal("0.1"), "USD")
+    out = preflight.render(cfg, [ecs_api.TypeReport("ecs.gn6i-c4g1.xlarge", 1, (), price, None)])
+    assert "stack total: 1.2 USD/h" in out and "ACK fees in CNY per hour, not added to the USD total" in out

@@ -2006,6 +2006,7 @@ def test_image_clean_removes_the_machines_identity_and_keeps_what_the_image_is_f
         "driver": "535.129.03",
         "images": ["docker.io/flannel/flannel:v0.26.7", "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"],
         "kubelet": "v1.34.2",
+        "rebootRequired": False,
     }
     assert json.loads((root / "etc/gpu-k8s/image.json").read_text()) == manifest
     assert (root / "etc/machine-id").read_text() == ""  # empty: systemd makes a new id at first boot
@@ -2017,7 +2018,16 @@ def test_image_clean_removes_the_machines_identity_and_keeps_what_the_image_is_f
     assert sb.called("cloud-init", "clean", "--logs", "--machine-id")
 
 
-def test_image_clean_refuses_a_pending_reboot(sb: StubBin):
+def test_image_clean_records_a_pending_reboot_and_empties_the_builders_logs(sb: StubBin):
     write(sb.root / "var/run/reboot-required", "*** System restart required ***")
-    sb.add("nvidia-smi")
-    failed(sb.run("35-image-clean.sh", FAST), "35-image-clean", "a reboot is pending")
+    write(sb.root / "var/log/syslog", "bake-tesla-0123abcd kernel: eth0 10.0.1.7")
+    write(sb.root / "etc/nvidia/ClientConfigToken/client_configuration_token.tok", "token")
+    for tool in ("nvidia-smi", "systemctl", "apt-get", "journalctl", "sync", "ctr", "nvidia-ctk", "containerd", "kubelet"):
+        sb.add(tool)
+    sb.add("cloud-init", body='[[ "$*" == "clean --help" ]] && echo "usage: cloud-init clean [--logs]"')
+    result = ok(sb.run("35-image-clean.sh", FAST))
+    assert json.loads(result.stdout)["rebootRequired"] is True and "a reboot is pending" in result.stderr
+    assert (sb.root / "var/log/syslog").read_text() == ""
+    assert not list((sb.root / "etc/nvidia/ClientConfigToken").iterdir())
+    assert sb.called("systemctl", "stop", "apt-daily.timer", "apt-daily-upgrade.timer", "unattended-upgrades")
+    assert sb.called("cloud-init", "clean", "--logs")  # no --machine-id there: /etc/machine-id emptied by hand
