@@ -23,6 +23,7 @@ A step that runs where its script is missing fails as bash would (exit 127), whi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -120,6 +121,14 @@ def _runs_on_deployer(name: str, create: object) -> bool:
 
 
 _GENERATION = re.compile(r" #(\d+)>$")
+
+
+@functools.lru_cache(maxsize=512)
+def _run_pure_script(command: str, env: tuple[tuple[str, str], ...]) -> subprocess.CompletedProcess:
+    """A deployer script, run once per (command, environment) in this process: the scripts the
+    mocks run for real (DEPLOYER_SCRIPT: image record, lifecycle guard) read only their
+    environment, so the same inputs give the same outputs; a suite plans the same node many times."""
+    return subprocess.run(["/bin/sh", "-c", command], cwd=ROOT, env=dict(env), capture_output=True, text=True, check=False)
 
 
 def _instance_of(dependencies) -> str:
@@ -484,9 +493,7 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
             for key, var in (("stdout", "PULUMI_COMMAND_STDOUT"), ("stderr", "PULUMI_COMMAND_STDERR")):
                 if isinstance(old.outputs.get(key), str) and old.outputs[key]:
                     env[var] = old.outputs[key]
-        proc = subprocess.run(
-            ["/bin/sh", "-c", str(inputs["create"])], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-        )
+        proc = _run_pure_script(str(inputs["create"]), tuple(sorted(env.items())))
         if proc.returncode != 0:
             why = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
             self.failures.append(f"{args.name}: {why}")
