@@ -95,26 +95,31 @@ WARNED = [
     ("dev", ["smokeTest=tensorflow", "timeSlicingReplicas=4"], "timeSlicingReplicas 4"),
 ]
 
-# Legitimate inputs (issue 22's false refusals among them): planned, exit 0.
+# Legitimate inputs (issue 22's false refusals among them): planned, exit 0. Inputs of different
+# keys share a run (each would be refused on its own line if it were refused).
 ACCEPTED = [
-    ("p4", ["smokeTest=tensorflow", f"smokeTestImage={ACR}/gpu-check:11.2", "smokeTestCudaVersion=11.2"]),
+    ("p4", ["smokeTest=tensorflow", f"smokeTestImage={ACR}/gpu-check:11.2", "smokeTestCudaVersion=11.2", "zoneId=cn-hangzhou-h"]),
     ("dev", ["smokeTest=tensorflow", f"smokeTestImage={ACR}/tf-gpu:2.15", "smokeTestCudaVersion=11.2"]),
-    ("p4", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0"]),
+    (
+        "p4",
+        [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0", "driverVersion=580.95.05", "imageId=m-bp1abcdef0123456789"],
+    ),
     ("p4", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0", "smokeTestCudaVersion=12.5"]),
-    ("ack", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0"]),
+    ("ack", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda12.5.0", "zoneId=cn-hangzhou-k"]),
     ("p4", [f"smokeTestImage={ACR}/vecadd:cuda11.7", "smokeTestCudaVersion=11.7"]),
     ("p4", ["smokeTestImage=nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0@sha256:" + "a" * 64]),
-    ("dev", [f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda11.2.1@sha256:" + "0" * 64]),
-    ("dev", ["zoneId=cn-hangzhou-h"]),
+    (
+        "dev",
+        [
+            f"smokeTestImage={ACR}/cuda-sample:vectoradd-cuda11.2.1@sha256:" + "0" * 64,
+            'registryMirrors={"_default": "https://abc.mirror.aliyuncs.com"}',
+            "gridDriverVersion=470.256.03",
+            "imageId=debian_12_6_x64_20G_alibase_20240628.vhd",
+        ],
+    ),
     ("dev", ["alicloud:region=cn-beijing", "zoneId=cn-beijing-h"]),
     ("dev", ["alicloud:region=ap-southeast-1", "zoneId=ap-southeast-1a"]),
-    ("ack", ["zoneId=cn-hangzhou-k"]),
-    ("dev", ['registryMirrors={"_default": "https://abc.mirror.aliyuncs.com"}']),
     ("dev", ["instanceType=ecs.vgn5i-m1.large", "gridDriverUrl=https://example.com/grid.run", "gridDriverVersion=470.256.03"]),
-    ("dev", ["gridDriverVersion=470.256.03"]),
-    ("p4", ["driverVersion=580.95.05"]),
-    ("dev", ["imageId=m-bp1abcdef0123456789"]),
-    ("dev", ["imageId=debian_12_6_x64_20G_alibase_20240628.vhd"]),
     ("ack", ["ackClusterSpec=ack.standard", f"nodePools={POOL_OF_11.replace('11', '10')}"]),
     ("dev", ["alicloud:region=cn-hongkong", "kubernetesMirror=upstream"]),
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from benchmarks import estimate as est
@@ -77,15 +75,15 @@ def test_cli_mistakes_are_one_line(capsys, argv, message):
     assert out == "" and err.startswith("estimate: ") and message in err and "Traceback" not in err
 
 
-def test_from_baked_images(capsys):
+def test_from_baked_images():
     """nodeImage bake: the driver, runtime and package steps take their skip paths and the baked images
     are on the node; the target of issue 25 is met for mixed (<= 4.5 min) and missed for p4 (see README)."""
     from benchmarks import estimate
+    from tools import plan
 
     for stack, most in (("p4", 3.9), ("mixed", 4.5)):
-        assert estimate.main(["--stack", stack, "--json"]) == 0
-        doc = json.loads(capsys.readouterr().out)
-        baked, stock = doc["fromBakedImage"], doc["withPrefetch"]
+        run = plan.plan(stack, [])
+        baked, stock = estimate.estimate(stack, run=run, baked=True), estimate.estimate(stack, run=run)
         assert baked["minutes"] <= most < stock["minutes"] and baked["downloadMB"] < stock["downloadMB"] / 4
         assert not any("nvidia-driver" in step for step in baked["criticalPath"])
-        assert set(baked["builderMinutes"]) == ({"tesla"} if stack == "p4" else {"tesla", "grid-sgn7i-vws"})
+    assert set(estimate.builder_minutes("mixed", [])) == {"tesla", "grid-sgn7i-vws"}
