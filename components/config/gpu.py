@@ -122,14 +122,13 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
 
 
 # A Prometheus duration (model.ParseDuration): units y w d h m s ms, largest first, e.g. 7d or 1d12h.
-_PROMETHEUS_DURATION_RE = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
 # Kubernetes label keys (an optional DNS-subdomain prefix and a name) and values.
 _LABEL_NAME_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 def parse_prometheus_retention(raw: str) -> str:
-    if not raw or raw in ("0", "0s") or not _PROMETHEUS_DURATION_RE.match(raw):
+    if not dcgm.prometheus_duration_ok(raw):  # the rule the monitoring component checks, so never a traceback
         raise ConfigError("prometheusRetention", raw, "a Prometheus duration above zero such as 24h, 7d or 1d12h")
     return raw
 

@@ -75,6 +75,16 @@ REFUSED = [
     ("dev", ["prometheusVersion=v99.0.0"], "gpu-k8s:prometheusVersion: 'v99.0.0'"),
     ("ack", ["ackClusterSpec=ack.standard", f"nodePools={POOL_OF_11}"], "gpu-k8s:ackClusterSpec: 'ack.standard'"),
     ("dev", ["smokeTest=tensorflow", "timeSlicingReplicas=48"], "gpu-k8s:timeSlicingReplicas: '48'"),
+    # issues 24-25: MIG on GPUs without it, a bake that would never be used, keys of the GPU operations
+    ("mixed", ["migStrategy=single"], "gpu-k8s:migStrategy: 'single'"),
+    ("p4", ["nodeImage=bake", "imageId=m-bp1abcdef0123456789"], "gpu-k8s:nodeImage: 'bake'"),
+    ("p4", ["nodeImage=baked"], "gpu-k8s:nodeImage: 'baked'"),
+    ("ack", ["nodeImage=bake"], "gpu-k8s:nodeImage: 'bake'"),
+    ("ack", ["gpuIsolation=false"], "gpu-k8s:gpuIsolation: 'false'"),
+    ("dev", ["timeSlicingRenameByDefault=true"], "gpu-k8s:timeSlicingRenameByDefault: 'true'"),
+    ("p4", ["prometheusRetention=0h"], "gpu-k8s:prometheusRetention: '0h'"),
+    ("p4", ["prometheusRetention=forever"], "gpu-k8s:prometheusRetention: 'forever'"),
+    ("p4", ['serviceMonitorLabels={"release": "kube_prom!"}'], "gpu-k8s:serviceMonitorLabels.release: 'kube_prom!'"),
 ]
 
 # (stack, overrides, a fragment of the warning) - legal but risky: planned, loudly warned.

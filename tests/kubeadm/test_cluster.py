@@ -93,6 +93,9 @@ def test_cuda_toolkit_and_docker_only_when_asked(program):
         "gpu-0-bootstrap-nvidia-driver",
         "gpu-0-bootstrap-container-runtime",
     }
+    # GPU isolation (the default) hides `docker run --gpus` devices from unprivileged containers: warned.
+    assert any("gpuIsolation with installDocker" in w and "--cap-add SYS_ADMIN" in w for w in asked.warnings)
+    assert not any("gpuIsolation with installDocker" in w for w in plain.warnings)
 
 
 def test_china_region_uses_aliyun_mirrors_and_mirrors_reach_containerd(program):
