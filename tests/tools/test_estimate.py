@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import estimate as est
@@ -86,4 +88,8 @@ def test_from_baked_images():
         baked, stock = estimate.estimate(stack, run=run, baked=True), estimate.estimate(stack, run=run)
         assert baked["minutes"] <= most < stock["minutes"] and baked["downloadMB"] < stock["downloadMB"] / 4
         assert not any("nvidia-driver" in step for step in baked["criticalPath"])
+        # README "How long `up` takes" shows these figures: keep them in step.
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{stack}` (")]
+        assert f"| {stock['minutes']:.1f} min |" in row and f"| {baked['minutes']:.1f} min (" in row, row
     assert set(estimate.builder_minutes("mixed", [])) == {"tesla", "grid-sgn7i-vws"}
