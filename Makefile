@@ -88,6 +88,11 @@ stack: install
 
 up: stack
 	pulumi up -s $(STACK)
+	@builders=$$(pulumi stack export -s $(STACK) 2>/dev/null | $(PY) -m tools.baked_images --builders-in-state); \
+	if [ -n "$$builders" ]; then \
+	  echo "make up: this up baked a node image (nodeImage bake); its builder $$(echo $$builders) bills as a GPU node until the next up deletes it (at most 3 h, its auto-release): running that up now"; \
+	  pulumi up -s $(STACK); \
+	fi
 
 # The stack outputs, marked STALE when the newest `pulumi up` failed (Pulumi then keeps the
 # outputs of the last update that succeeded, GPU verdict included): tools/outputs.py.

@@ -18,7 +18,7 @@ prefetch-images steps left out: the kubelet and kubeadm then pull everything the
 ``fromBakedImage`` is the same graph for nodes that boot from gpu-k8s:nodeImage bake's images:
 a custom image boots like a stock one (Aliyun publishes no difference: the stock figure), the
 driver, runtime and package steps take their skip paths, and the baked images are on the node
-already; with the builder's minutes on the first `up` (it runs beside the stock nodes).
+already; with the builder's minutes on the first `up` (it starts once the stock cluster's GPU test passed).
 The seed's manual path (week049: CUDA 12.2 local installer, Docker, kubeadm, flannel, device
 plugin v0.14.3, the TF 2.6.0-gpu pod) is the sum of its steps, one after another.
 
@@ -191,9 +191,13 @@ class Model:
 
     def _deps(self, r: Resource) -> set[str]:
         deps = set(r.dependencies)
+        # A child registers once its parent's URN resolves, which waits for the parent's own
+        # dependencies, and so on up (pulumi/runtime/resource.py awaits the parent URN): a
+        # component's depends_on (e.g. the bake's on the GPU test) holds back all it contains.
         parent = self.by_urn.get(r.parent)
-        if parent is not None:
+        while parent is not None:
             deps |= set(parent.dependencies)
+            parent = self.by_urn.get(parent.parent)
         if r.type.startswith("kubernetes:"):
             deps |= {u for u, x in self.by_urn.items() if x.type == "pulumi:providers:kubernetes"}
         if not self.prefetch:
@@ -355,7 +359,7 @@ def estimate(
 
 
 def builder_minutes(stack: str, overrides: list[str]) -> dict[str, float]:
-    """Minutes from the first `up` until each baked image exists (the builder beside the nodes)."""
+    """Minutes from the first `up` until each baked image exists (the builder starts after the GPU test)."""
     from tools import plan
 
     run = plan.plan(stack, [*overrides, "gpu-k8s:nodeImage=bake"])

@@ -205,7 +205,7 @@ def render(cfg, reports: list[TypeReport]) -> str:
         targets = ", ".join(bake.bake_targets(cfg.pools))
         most = bake.SNAPSHOT_CNY_PER_GB_MONTH * cfg.system_disk_gib
         lines.append(
-            f"  baked node images ({targets}): at most {_money(most)} {currency}/month each in snapshot storage "
+            f"  baked node images ({targets}): at most {_money(most)} CNY/month each in snapshot storage "
             f"(CNY {bake.SNAPSHOT_CNY_PER_GB_MONTH}/GB-month x {cfg.system_disk_gib} GB; kept after make down; "
             "make delete-images); each bake's builder bills as one node until its image exists"
         )

@@ -78,10 +78,16 @@ class KubeadmBackend:
         found = {target: bake.find_baked_image(key) for target, key in self.bake_keys.items()}
         self.baked_images = {target: image for target, (image, _) in found.items() if image}
         for target, (image, status) in found.items():
-            if image is None and status != "none":
+            if image is None and status in bake.BAKING_STATUSES:
                 pulumi.log.warn(
                     f"gpu-k8s:nodeImage bake: the {target} image of this configuration is {status} (another `up` is "
-                    "baking it, or its create failed: `make baked-images`); nodes install as stock meanwhile"
+                    "baking it: `make baked-images`); nodes install as stock meanwhile"
+                )
+            elif image is None and status != "none":
+                pulumi.log.warn(
+                    f"gpu-k8s:nodeImage bake: the {target} image of this configuration is {status}: it will not become "
+                    "usable and no new bake starts while it exists; `make delete-images` removes it, then the next `up` "
+                    "bakes again. Nodes install as stock meanwhile"
                 )
         self.fleet = Fleet(
             "gpu-k8s",
@@ -198,7 +204,8 @@ class KubeadmBackend:
                     hourly = f"{price.hourly_cny} CNY/h" if price.hourly_cny is not None else "its type's price (unknown here)"
                     line["builder"] = (
                         f"this `up` bakes it after the GPU test: one more {pool.instance_type} ({hourly}) for about 15 "
-                        f"minutes, at most {bake.BUILDER_TTL_HOURS} h (its auto-release); the next `up` deletes it"
+                        f"minutes, at most {bake.BUILDER_TTL_HOURS} h (its auto-release); the next `up` deletes it "
+                        "(`make up` runs that `up` right after)"
                     )
                 summary["bakedImages"][target] = line
         return summary

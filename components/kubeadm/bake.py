@@ -84,6 +84,9 @@ SNAPSHOT_CNY_PER_GB_MONTH = Decimal("0.12")
 # Tags: at most 20 per resource, keys and values at most 128 characters, no acs:/aliyun
 # prefix and no http(s):// (CreateImage API, Tag.N).
 MAX_TAGS, MAX_TAG_LENGTH = 20, 128
+# DescribeImages' statuses of an image still being made (Creating; Waiting: queued); any other
+# status but Available (CreateFailed, UnAvailable, Deprecated) never becomes usable.
+BAKING_STATUSES = ("Creating", "Waiting")
 
 
 def target_of(profile: catalog.GpuProfile) -> str:

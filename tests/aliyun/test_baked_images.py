@@ -46,3 +46,16 @@ def test_listing_deletes_nothing_and_no_keys_is_one_line(monkeypatch, capsys):
     assert baked_images.main(["--region", "cn-hangzhou", "--stack", "p4"], env={}) == 2
     assert "no credentials" in capsys.readouterr().err
     assert ecs_api.OwnImage("m", "n", 1, "", ()).snapshot_ids == ()
+
+
+def test_builders_in_state_names_only_bake_builders():
+    node = {
+        "urn": "urn:pulumi:dev::gpu-k8s::alicloud:ecs/instance:Instance::gpu-0-instance",
+        "type": "alicloud:ecs/instance:Instance",
+    }
+    builder = {**node, "urn": node["urn"].replace("gpu-0-instance", "bake-grid-sgn7i-vws-0a1b2c3d-instance")}
+    image = {"urn": "urn:pulumi:dev::gpu-k8s::alicloud:ecs/image:Image::bake-x", "type": "alicloud:ecs/image:Image"}
+    assert baked_images.builders_in_state({"deployment": {"resources": [node, builder, image]}}) == [
+        "bake-grid-sgn7i-vws-0a1b2c3d-instance"
+    ]
+    assert baked_images.builders_in_state({"deployment": {}}) == baked_images.builders_in_state([]) == []

@@ -108,15 +108,18 @@ def test_a_retained_image_after_make_down_is_booted_from(baking):
     assert env_of(fresh.named("gpu-0-image"))["IMAGE"] == "m-baked1"
 
 
-def test_an_image_still_being_created_starts_no_second_builder(baking):
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [("Creating", "another `up` is baking it"), ("CreateFailed", "`make delete-images` removes it, then the next `up` bakes")],
+)
+def test_an_image_of_the_key_in_another_status_starts_no_second_builder(baking, status, said):
+    """Creating: a bake is under way. CreateFailed: it never becomes usable, and its name blocks a new one."""
     (image,) = images(baking)
     busy = world()
-    busy.baked_images = [
-        {"id": "m-busy", "imageId": "m-busy", "name": "b", "status": "Creating", "tags": dict(image.inputs["tags"])}
-    ]
+    busy.baked_images = [{"id": "m-busy", "imageId": "m-busy", "name": "b", "status": status, "tags": dict(image.inputs["tags"])}]
     run = run_program("p4", BAKE, mocks=busy)
     assert not images(run) and env_of(run.named("gpu-0-image"))["IMAGE"] == IMAGE
-    assert any("is Creating" in w for w in run.warnings)
+    assert any(f"is {status}" in w and said in w for w in run.warnings)
 
 
 def test_grid_pools_bake_per_family_marked_undocumented_and_a_pinned_image_excludes_a_bake():

@@ -93,3 +93,37 @@ def test_gpu_top_without_a_kubeconfig_is_one_line(project, content):
     proc = make(project, "gpu-top")  # with no KUBECONFIG in its environment
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.startswith("make gpu-top: no kubeconfig: run make kubeconfig STACK=dev first"), proc.stderr
+
+
+EXPORT_WITH_BUILDER = (
+    '{"deployment": {"resources": ['
+    '{"urn": "urn:pulumi:dev::gpu-k8s::alicloud:ecs/instance:Instance::gpu-0-instance",'
+    ' "type": "alicloud:ecs/instance:Instance"},'
+    '{"urn": "urn:pulumi:dev::gpu-k8s::gpu-k8s:bake:NodeImageBake$gpu-k8s:node:Node$alicloud:ecs/instance:Instance::'
+    'bake-tesla-32ca19e3-instance", "type": "alicloud:ecs/instance:Instance"}]}}'
+)
+
+
+@pytest.mark.parametrize("builder", [True, False], ids=["baked", "stock"])
+def test_make_up_runs_the_up_that_deletes_a_bake_builder(project, builder):
+    """The `up` that bakes cannot delete its builder (it finds the image only on the next run): make up runs it."""
+    (project / "components").symlink_to(ROOT / "components")  # tools.baked_images imports the product's
+    # The first up leaves the builder in the state (baked) or nothing (stock); a second up removes it.
+    (project / "after-first-up.json").write_text(EXPORT_WITH_BUILDER if builder else '{"deployment": {"resources": []}}')
+    (project / "after-next-up.json").write_text('{"deployment": {"resources": []}}')
+    stub_pulumi(
+        project,
+        f'cd {project}; echo "$*" >> calls\n'
+        # bash built-ins only: the stub's PATH holds nothing else
+        'if [ "$1" = up ]; then if [ -e state.json ]; then echo "$(<after-next-up.json)" > state.json; '
+        'else echo "$(<after-first-up.json)" > state.json; fi; fi\n'
+        'if [ "$1 $2" = "stack export" ]; then echo "$(<state.json)"; fi',
+    )
+    proc = make(project, "-o", "stack", "up")
+    assert proc.returncode == 0, proc.stderr
+    ups = [line for line in (project / "calls").read_text().splitlines() if line.startswith("up ")]
+    if builder:
+        assert ups == ["up -s dev", "up -s dev"]
+        assert "its builder bake-tesla-32ca19e3-instance bills as a GPU node" in proc.stdout
+    else:
+        assert ups == ["up -s dev"] and proc.stdout == ""
