@@ -3,21 +3,13 @@
     python -m tools.preflight --stack dev        (make preflight [STACK=dev])
 
 Reads the stack's config exactly as the offline plan does (tools/harness.effective_config,
-then components/config.load_config's rules), the credentials `pulumi up` uses
+then components/config/loader.py's rules), the credentials `pulumi up` uses
 (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY, and ALICLOUD_SECURITY_TOKEN if set), and asks
 the ECS API (2014-05-26) through Aliyun's official SDK (alibabacloud-ecs20140526, which
 signs the requests; nothing hand-rolled), per instance type of the stack:
 
-- DescribeAvailableResource (DestinationResource=InstanceType, SystemDiskCategory=cloud_essd):
-  zones with stock (zone Available and the type WithStock; ClosedWithStock is shown as "low");
-- DescribePrice (ResourceType=instance, PriceUnit=Hour, the stack's system disk and
-  bandwidth, InternetChargeType=PayByTraffic, SpotStrategy=SpotAsPriceGo where spot):
-  the hourly price, instance and system disk; traffic is billed per GB, not per hour;
-- DescribeSpotPriceHistory (spot stacks, each zone with stock, the last 3 days): now, min, max.
-
-API reference: https://help.aliyun.com/document_detail/66186.html (DescribeAvailableResource),
-https://api.aliyun.com/document/Ecs/2014-05-26/DescribePrice,
-https://www.alibabacloud.com/help/tc/ecs/api-describespotpricehistory.
+DescribeAvailableResource (stock per zone), DescribePrice (the hourly price) and, on spot
+stacks, DescribeSpotPriceHistory: components/aliyun/ecs_api.py has the arguments and sources.
 
 Exit 0: the table. Exit 2, one line: no credentials, wrong credentials, a region the
 account cannot use, throttling after bounded retries, a config error, or a type with no
