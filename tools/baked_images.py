@@ -2,7 +2,7 @@
 
     python -m tools.baked_images --region cn-hangzhou --stack dev [--all] [--delete]
                                                (make baked-images / make delete-images [ALL=yes])
-    pulumi stack export -s dev | python -m tools.baked_images --builders-in-state   (make up)
+    python -m tools.baked_images --stack dev --after-up ok|failed   (make up, extend, retest, ...)
 
 Reads the credentials `pulumi up` uses (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) and asks the
 ECS API for this account's images tagged gpu-k8s-bake=1 (components/kubeadm/bake.py tags them)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -26,20 +27,63 @@ BAKE_TAG = {"gpu-k8s-bake": "1"}
 BUILDER_TYPE = "alicloud:ecs/instance:Instance"
 
 
+# A builder is an instance inside a NodeImageBake component (its URN's type chain), whatever
+# its name: a user's pool may be called "bake" too.
+BUILDER_PARENT = "gpu-k8s:bake:NodeImageBake$"
+
+
 def builders_in_state(export: object) -> list[str]:
     """The bake builders a `pulumi stack export` still holds (pure).
 
     A builder stays after the `up` that baked with it: that `up` cannot know the image exists
     when it starts, so the next `up` (which finds it) deletes the builder. Until then it bills
-    as a GPU node, at most until its own auto-release: `make up` runs that next `up` at once.
+    as a GPU node, at most until its own auto-release.
     """
     deployment = export.get("deployment") if isinstance(export, dict) else None
     resources = (deployment or {}).get("resources") or []
-    return sorted(
-        r["urn"].rsplit("::", 1)[-1]
-        for r in resources
-        if isinstance(r, dict) and r.get("type") == BUILDER_TYPE and r.get("urn", "").rsplit("::", 1)[-1].startswith("bake-")
+    builders = []
+    for r in resources:
+        urn = r.get("urn", "") if isinstance(r, dict) else ""
+        types, _, name = urn.rpartition("::")
+        if r.get("type") == BUILDER_TYPE and BUILDER_PARENT in types:
+            builders.append(name)
+    return sorted(builders)
+
+
+def after_up(stack: str, up_failed: bool, run=subprocess.run) -> int:
+    """After a `pulumi up` of a make target: a bake builder left in the state is deleted by one
+    more `up` (after a failed one, only named: the next `up` may bake again). Returns the exit
+    status for make (that second `up`'s, else 0)."""
+    export = run(["pulumi", "stack", "export", "-s", stack], capture_output=True, text=True, check=False)
+    try:
+        builders = builders_in_state(json.loads(export.stdout)) if export.returncode == 0 else None
+    except json.JSONDecodeError:
+        builders = None
+    if builders is None:
+        reason = " ".join((export.stderr or "no state").split())[:200]
+        print(
+            f"make: could not read stack {stack}'s state to look for a bake builder ({reason}); with nodeImage bake, "
+            f"`pulumi stack export -s {stack}` shows any bake-* instance, which bills until an up deletes it",
+            file=sys.stderr,
+        )
+        return 0
+    if not builders:
+        return 0
+    names = ", ".join(builders)
+    if up_failed:
+        print(
+            f"make: bake builder(s) {names} still bill as GPU nodes: the next successful `make up` deletes those "
+            "whose image exists, `make down` all (each is released by its own auto-release within 3 h anyway)",
+            file=sys.stderr,
+        )
+        return 0
+    print(
+        f"make: that up baked a node image (nodeImage bake); its builder(s) {names} bill as GPU nodes until the next "
+        "up deletes them (at most 3 h, their auto-release). Running that up now: it deletes the builders and their "
+        "steps; the image stays in the account and running nodes keep their disks.",
+        flush=True,
     )
+    return run(["pulumi", "up", "-s", stack], check=False).returncode
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, api_factory=EcsApi) -> int:
@@ -49,18 +93,15 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     parser.add_argument("--all", action="store_true", help="every stack's baked images, not only --stack's")
     parser.add_argument("--delete", action="store_true", help="delete the images and their snapshots")
     parser.add_argument(
-        "--builders-in-state",
-        action="store_true",
-        help="read `pulumi stack export` on stdin and print the bake builders it holds (make up)",
+        "--after-up",
+        choices=("ok", "failed"),
+        help="after make's pulumi up (ok or failed): delete or name the bake builders left in --stack's state",
     )
     args = parser.parse_args(argv)
-    if args.builders_in_state:
-        try:
-            export = json.load(sys.stdin)
-        except json.JSONDecodeError:
-            return 0  # no stack or no state: no builder to delete
-        print("\n".join(builders_in_state(export)))
-        return 0
+    if args.after_up:
+        if not args.stack:
+            parser.error("--after-up needs --stack")
+        return after_up(args.stack, args.after_up == "failed")
     if not args.region or not args.stack:
         parser.error("--region and --stack are required")
     creds = credentials_from_env(env)

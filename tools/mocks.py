@@ -275,12 +275,15 @@ class PlaceholderMocks(pulumi_mocks.Mocks):
         if token == "alicloud:ecs/getImages:getImages" and a.get("owners") == "self":
             # This account's images with the given tags: what an earlier `up` baked (its Image
             # states; retained after it leaves the program), else none (a bake is planned).
-            wanted = dict(a.get("tags") or {})
+            # One status a call, Available unless asked (the provider's data source default).
+            wanted, status = dict(a.get("tags") or {}), a.get("status") or "Available"
             found = [
                 s
                 for s in self.existing
-                if s.type == "alicloud:ecs/image:Image" and wanted.items() <= dict(s.outputs.get("tags") or {}).items()
-            ] + [i for i in self.baked_images if wanted.items() <= i["tags"].items()]
+                if s.type == "alicloud:ecs/image:Image"
+                and status == "Available"
+                and wanted.items() <= dict(s.outputs.get("tags") or {}).items()
+            ] + [i for i in self.baked_images if wanted.items() <= i["tags"].items() and i.get("status", "Available") == status]
             images = [
                 {"id": i.id, "imageId": i.id, "name": i.outputs.get("imageName", "")} if hasattr(i, "id") else i for i in found
             ]

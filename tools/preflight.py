@@ -199,7 +199,8 @@ def render(cfg, reports: list[TypeReport]) -> str:
         lines.append(
             f"  baked node images ({targets}): at most {_money(most)} CNY/month each in snapshot storage "
             f"(CNY {bake.SNAPSHOT_CNY_PER_GB_MONTH}/GB-month x {cfg.system_disk_gib} GB; kept after make down; "
-            "make delete-images); each bake's builder bills as one node until its image exists"
+            "make delete-images); each bake's builder bills as one node until the up after the bake deletes it "
+            "(make up runs that up)"
         )
     return "\n".join(lines)
 

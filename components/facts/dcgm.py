@@ -141,7 +141,7 @@ def prometheus_version_ok(tag: str) -> bool:
 
 def prometheus_duration_ok(text: str) -> bool:
     """A Prometheus duration above zero, e.g. 24h, 7d, 1d12h."""
-    return bool(text) and bool(_PROMETHEUS_DURATION_RE.match(text)) and any(c in "123456789" for c in text)
+    return bool(text) and bool(_PROMETHEUS_DURATION_RE.fullmatch(text)) and any(c in "123456789" for c in text)
 
 
 def exporter_image(release: str) -> str:

@@ -87,6 +87,7 @@ MAX_TAGS, MAX_TAG_LENGTH = 20, 128
 # DescribeImages' statuses of an image still being made (Creating; Waiting: queued); any other
 # status but Available (CreateFailed, UnAvailable, Deprecated) never becomes usable.
 BAKING_STATUSES = ("Creating", "Waiting")
+IMAGE_STATUSES = ("Available", *BAKING_STATUSES, "CreateFailed", "UnAvailable", "Deprecated")
 
 
 def target_of(profile: catalog.GpuProfile) -> str:
@@ -179,14 +180,16 @@ def find_baked_image(key: str) -> tuple[str | None, str]:
     """(id of this account's Available image baked with ``key``, or None; the status seen).
 
     Any status: an image still Creating (a bake under way, here or in another stack with the
-    same key) must not start a second builder, whose CreateImage would fail on the name.
+    same key) must not start a second builder, whose CreateImage would fail on the name, and
+    one that failed must be named. The provider's images data source asks for one status a call,
+    ``Available`` unless told (data_source_alicloud_images.go: Default "Available",
+    StringInSlice), so each status is asked in turn, Available first.
     """
-    found = alicloud.ecs.get_images(owners="self", tags={KEY_TAG: key}, most_recent=True)
-    if not found.images:
-        return None, "none"
-    image = found.images[0]
-    status = getattr(image, "status", None) or "Available"
-    return (image.id if status == "Available" else None), status
+    for status in IMAGE_STATUSES:
+        found = alicloud.ecs.get_images(owners="self", tags={KEY_TAG: key}, status=status, most_recent=True)
+        if found.images:
+            return (found.images[0].id if status == "Available" else None), status
+    return None, "none"
 
 
 def storage_cost(system_disk_gib: int) -> dict:

@@ -49,13 +49,21 @@ def test_listing_deletes_nothing_and_no_keys_is_one_line(monkeypatch, capsys):
 
 
 def test_builders_in_state_names_only_bake_builders():
-    node = {
-        "urn": "urn:pulumi:dev::gpu-k8s::alicloud:ecs/instance:Instance::gpu-0-instance",
+    """By the NodeImageBake component the instance is in, not by its name: a pool may be called "bake"."""
+    pool_named_bake = {
+        "urn": "urn:pulumi:dev::gpu-k8s::gpu-k8s:node:Node$alicloud:ecs/instance:Instance::bake-0-instance",
         "type": "alicloud:ecs/instance:Instance",
     }
-    builder = {**node, "urn": node["urn"].replace("gpu-0-instance", "bake-grid-sgn7i-vws-0a1b2c3d-instance")}
-    image = {"urn": "urn:pulumi:dev::gpu-k8s::alicloud:ecs/image:Image::bake-x", "type": "alicloud:ecs/image:Image"}
-    assert baked_images.builders_in_state({"deployment": {"resources": [node, builder, image]}}) == [
+    builder = {
+        "urn": "urn:pulumi:dev::gpu-k8s::gpu-k8s:bake:NodeImageBake$gpu-k8s:node:Node$alicloud:ecs/instance:Instance::"
+        "bake-grid-sgn7i-vws-0a1b2c3d-instance",
+        "type": "alicloud:ecs/instance:Instance",
+    }
+    image = {
+        "urn": "urn:pulumi:dev::gpu-k8s::gpu-k8s:bake:NodeImageBake$alicloud:ecs/image:Image::x",
+        "type": "alicloud:ecs/image:Image",
+    }
+    assert baked_images.builders_in_state({"deployment": {"resources": [pool_named_bake, builder, image]}}) == [
         "bake-grid-sgn7i-vws-0a1b2c3d-instance"
     ]
     assert baked_images.builders_in_state({"deployment": {}}) == baked_images.builders_in_state([]) == []

@@ -63,6 +63,14 @@ def test_first_up_bakes_after_the_gpu_test_beside_a_stock_node(baking):
     assert env_of(baking.named("gpu-0-image"))["IMAGE"] == IMAGE
 
 
+def test_make_up_finds_the_builder_by_its_urn(baking):
+    """tools.baked_images reads the builder out of `pulumi stack export` by the URN the program gives it."""
+    from tools.baked_images import builders_in_state
+
+    export = {"deployment": {"resources": [{"urn": r.urn, "type": r.type} for r in baking.resources]}}
+    assert builders_in_state(export) == [f"{builder(baking)}-instance"]
+
+
 def test_the_cost_names_the_snapshot_storage_and_the_builder(baking):
     baked = baking.outputs["cost"]["bakedImages"]["tesla"]
     assert baked["monthly"] == "at most 7.20" and "snapshot storage" in baked["item"] and "make delete-images" in baked["item"]

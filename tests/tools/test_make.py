@@ -102,28 +102,51 @@ EXPORT_WITH_BUILDER = (
     '{"urn": "urn:pulumi:dev::gpu-k8s::gpu-k8s:bake:NodeImageBake$gpu-k8s:node:Node$alicloud:ecs/instance:Instance::'
     'bake-tesla-32ca19e3-instance", "type": "alicloud:ecs/instance:Instance"}]}}'
 )
+NO_RESOURCES = '{"deployment": {"resources": []}}'
+
+
+def stub_stack(project: Path, after_first_up: str, first_up_rc: int = 0) -> None:
+    """A stub pulumi whose first `up` leaves ``after_first_up`` as the state, a later one none."""
+    (project / "components").symlink_to(ROOT / "components")  # tools.baked_images imports the product's
+    (project / "after-first-up.json").write_text(after_first_up)
+    (project / "after-next-up.json").write_text(NO_RESOURCES)
+    stub_pulumi(
+        project,
+        # bash built-ins only: the stub's PATH holds nothing else
+        f'cd {project}; echo "$*" >> calls\n'
+        'if [ "$1" = up ]; then if [ -e state.json ]; then echo "$(<after-next-up.json)" > state.json; '
+        f'else echo "$(<after-first-up.json)" > state.json; exit {first_up_rc}; fi; fi\n'
+        'if [ "$1 $2" = "stack export" ]; then echo "$(<state.json)"; fi',
+    )
+
+
+def ups(project: Path) -> list[str]:
+    return [line for line in (project / "calls").read_text().splitlines() if line.startswith("up ")]
 
 
 @pytest.mark.parametrize("builder", [True, False], ids=["baked", "stock"])
 def test_make_up_runs_the_up_that_deletes_a_bake_builder(project, builder):
     """The `up` that bakes cannot delete its builder (it finds the image only on the next run): make up runs it."""
-    (project / "components").symlink_to(ROOT / "components")  # tools.baked_images imports the product's
-    # The first up leaves the builder in the state (baked) or nothing (stock); a second up removes it.
-    (project / "after-first-up.json").write_text(EXPORT_WITH_BUILDER if builder else '{"deployment": {"resources": []}}')
-    (project / "after-next-up.json").write_text('{"deployment": {"resources": []}}')
-    stub_pulumi(
-        project,
-        f'cd {project}; echo "$*" >> calls\n'
-        # bash built-ins only: the stub's PATH holds nothing else
-        'if [ "$1" = up ]; then if [ -e state.json ]; then echo "$(<after-next-up.json)" > state.json; '
-        'else echo "$(<after-first-up.json)" > state.json; fi; fi\n'
-        'if [ "$1 $2" = "stack export" ]; then echo "$(<state.json)"; fi',
-    )
+    stub_stack(project, EXPORT_WITH_BUILDER if builder else NO_RESOURCES)
     proc = make(project, "-o", "stack", "up")
     assert proc.returncode == 0, proc.stderr
-    ups = [line for line in (project / "calls").read_text().splitlines() if line.startswith("up ")]
     if builder:
-        assert ups == ["up -s dev", "up -s dev"]
-        assert "its builder bake-tesla-32ca19e3-instance bills as a GPU node" in proc.stdout
+        assert ups(project) == ["up -s dev", "up -s dev"]
+        assert "its builder(s) bake-tesla-32ca19e3-instance bill as GPU nodes" in proc.stdout
     else:
-        assert ups == ["up -s dev"] and proc.stdout == ""
+        assert ups(project) == ["up -s dev"] and proc.stdout == ""
+
+
+def test_a_failed_up_names_the_builders_it_left_and_keeps_its_exit_status(project):
+    stub_stack(project, EXPORT_WITH_BUILDER, first_up_rc=255)
+    proc = make(project, "-o", "stack", "up")
+    assert proc.returncode != 0 and ups(project) == ["up -s dev"]
+    assert "bake builder(s) bake-tesla-32ca19e3-instance still bill as GPU nodes" in proc.stderr
+
+
+def test_an_unreadable_state_is_said_not_skipped(project):
+    stub_stack(project, NO_RESOURCES)
+    stub_pulumi(project, '[ "$1" = up ] && exit 0; echo "error: no stack named dev" >&2; exit 255')
+    proc = make(project, "-o", "stack", "up")
+    assert proc.returncode == 0
+    assert "could not read stack dev's state to look for a bake builder (error: no stack named dev)" in proc.stderr
