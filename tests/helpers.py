@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from tools.engine import SAME
 from tools.harness import ProgramRun, Resource, reveal, run_program
 from tools.mocks import PlaceholderMocks, command_env
 
@@ -47,3 +48,19 @@ def env_of(command: Resource) -> dict[str, str]:
 
 def kinds(run: ProgramRun, kind: str) -> list[Resource]:
     return [r for r in run.resources if r.type.startswith("kubernetes:") and r.inputs.get("kind") == kind]
+
+
+# --- day-2 scenarios: the program run twice, the second against the first's state ----------
+T0 = 1_800_000_000  # 2027-01-15T08:00:00Z, the first `pulumi up`
+HOUR = 3600
+IMAGE = "m-bp1ubuntu2204a"  # the newest Ubuntu image the mock cloud answers
+
+
+def world(at: float = T0, **facts: object) -> PlaceholderMocks:
+    """The mock cloud at a fixed clock, one zone and IMAGE as the newest image, unless ``facts`` say else."""
+    return PlaceholderMocks(clock=lambda: at, **{"zones": ["cn-hangzhou-h"], "image": IMAGE, **facts})
+
+
+def changes(run: ProgramRun) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name -> (op, keys) of everything a second run changes (what is `same` left out)."""
+    return {c.name: (c.op, c.keys) for c in run.changes if c.op != SAME}

@@ -12,27 +12,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import HOUR, IMAGE, T0, changes, world
 
 from components import steps
 from tools import plan
 from tools.engine import CREATE, DELETE, REPLACE, SAME, UPDATE
 from tools.harness import ProgramRun, run_program
-from tools.mocks import PlaceholderMocks
 
-T0 = 1_800_000_000  # 2027-01-15T08:00:00Z
-HOUR = 3600
-IMAGE, NEWER = "m-bp1ubuntu2204a", "m-bp1ubuntu2204b"
+NEWER = "m-bp1ubuntu2204b"
 COPY, REMOTE_STEP = "command:remote:CopyToRemote", "command:remote:Command"
 GUARD = "gpu-k8s-lifecycle-guard"
 CHECKS = ("gpu-k8s-smoke-gpu-allocatable", "gpu-k8s-smoke-gpu-test-result")
-
-
-def world(at: float = T0, **facts) -> PlaceholderMocks:
-    return PlaceholderMocks(clock=lambda: at, **{"zones": ["cn-hangzhou-h"], "image": IMAGE, **facts})
-
-
-def ops(run: ProgramRun) -> dict[str, tuple[str, tuple[str, ...]]]:
-    return {c.name: (c.op, c.keys) for c in run.changes if c.op != SAME}
 
 
 def on_node(run: ProgramRun, node: str, type_: str) -> list[str]:
@@ -66,7 +56,7 @@ def ack() -> ProgramRun:
 
 def assert_node_set_up_anew(run: ProgramRun, node: str) -> None:
     """Every copy to the node's new instance copies (replaced), and every step there runs again."""
-    diff = ops(run)
+    diff = changes(run)
     copies, steps = on_node(run, node, COPY), on_node(run, node, REMOTE_STEP)
     assert copies and steps
     for name in copies + steps:
@@ -83,12 +73,12 @@ def test_replace_node_of_a_worker_sets_the_new_instance_up_from_scratch(mixed):
     assert run.named("infer-1-instance").inputs["imageId"] == NEWER
     # no other node is touched (their image records see the newer image and keep their own), and
     # no copy anywhere is updated on its connection alone
-    others = {n: d for n, d in ops(run).items() if n.startswith(("train-", "infer-0", "infer-2", "infer-3"))}
+    others = {n: d for n, d in changes(run).items() if n.startswith(("train-", "infer-0", "infer-2", "infer-3"))}
     assert set(others.values()) == {(UPDATE, ("create",))} and all(n.endswith("-image") for n in others)
     assert all(
         r.inputs["imageId"] == IMAGE for r in run.of_type("alicloud:ecs/instance:Instance") if r.name != "infer-1-instance"
     )
-    assert not [n for n, (op, keys) in ops(run).items() if op == UPDATE and keys == ("connection",)]
+    assert not [n for n, (op, keys) in changes(run).items() if op == UPDATE and keys == ("connection",)]
 
 
 def test_the_model_catches_a_copy_that_does_not_follow_its_instance(mixed, monkeypatch):
@@ -97,14 +87,14 @@ def test_the_model_catches_a_copy_that_does_not_follow_its_instance(mixed, monke
     monkeypatch.setattr(steps, "copy_triggers", lambda script, on: [steps.script_hash(script)])
     before = run_program("mixed", mocks=world())
     run = second("mixed", before, replace=urns(before, "infer-1-instance"))
-    assert ops(run)["infer-1-bootstrap-wait-boot-copy"][0] == UPDATE
+    assert changes(run)["infer-1-bootstrap-wait-boot-copy"][0] == UPDATE
     [error] = run.errors
     assert error.startswith("infer-1-bootstrap-wait-boot: bash: /opt/gpu-k8s/00-wait-boot.sh: No such file or directory")
 
 
 def test_spot_on_a_one_node_stack_rebuilds_the_cluster_on_the_new_instance(dev):
     run = second("dev", dev, {"gpu-k8s:spot": "true"}, image=NEWER)
-    diff = ops(run)
+    diff = changes(run)
     assert diff["gpu-0-instance"] == (REPLACE, ("spotStrategy",))
     assert run.named("gpu-0-instance").inputs["imageId"] == NEWER  # the image record re-read for the new instance
     assert diff["gpu-0-image"] == (UPDATE, ("create",)) and diff["gpu-0-ttl-anchor"] == (REPLACE, ("triggers",))
@@ -119,7 +109,7 @@ def test_spot_on_a_one_node_stack_rebuilds_the_cluster_on_the_new_instance(dev):
 
 def test_a_price_limit_on_mixed_replaces_every_instance_and_rejoins_every_worker(mixed):
     run = second("mixed", mixed, {"gpu-k8s:spot": "true", "gpu-k8s:spotPriceLimit": "3.5"})
-    diff = ops(run)
+    diff = changes(run)
     nodes = [r.name.removesuffix("-instance") for r in run.of_type("alicloud:ecs/instance:Instance")]
     for node in nodes:
         assert diff[f"{node}-instance"] == (REPLACE, ("spotPriceLimit", "spotStrategy"))
@@ -149,7 +139,7 @@ def test_replace_node_of_the_control_plane_needs_rebuild_yes_then_rebuilds(dev, 
     assert refused.returncode == 2 and "is the control plane" in refused.stderr and "REBUILD=yes" in refused.stderr
     assert "pulumi: " in make("REBUILD=yes").stderr or make("REBUILD=yes").returncode != 2  # goes on to `pulumi up`
     run = second("dev", dev, replace=urns(dev, "gpu-0-image", "gpu-0-instance", "gpu-0-ttl-anchor"))
-    assert ops(run)["gpu-0-instance"] == (REPLACE, ("--replace",)) and not run.errors
+    assert changes(run)["gpu-0-instance"] == (REPLACE, ("--replace",)) and not run.errors
     assert_node_set_up_anew(run, "gpu-0")
 
 
@@ -158,14 +148,14 @@ def test_replace_node_of_the_control_plane_needs_rebuild_yes_then_rebuilds(dev, 
 
 def test_key_rotation_reboots_every_instance_and_runs_every_step_again(mixed):
     run = second("mixed", mixed, replace=urns(mixed, "gpu-k8s-ssh-private-key"))
-    diff = ops(run)
+    diff = changes(run)
     assert diff["gpu-k8s-ssh-key-pair"] == (REPLACE, ("keyPairName",))
-    changes = {c.name: c for c in run.changes}
+    by_name = {c.name: c for c in run.changes}
     for inst in run.of_type("alicloud:ecs/instance:Instance"):
-        assert diff[inst.name] == (UPDATE, ("keyName",)) and "reboots" in changes[inst.name].note
+        assert diff[inst.name] == (UPDATE, ("keyName",)) and "reboots" in by_name[inst.name].note
     steps = [r.name for r in run.of_type(REMOTE_STEP)]
     assert steps and all(diff[s] == (UPDATE, ("connection",)) for s in steps)  # each runs again, on the same hosts
-    assert all("copies nothing" in changes[c.name].note for c in run.of_type(COPY))  # the files are still there
+    assert all("copies nothing" in by_name[c.name].note for c in run.of_type(COPY))  # the files are still there
     assert not run.errors and "gpu-k8s-k8s" not in diff  # the cluster stays
 
 
@@ -212,7 +202,7 @@ def test_what_cannot_change_in_place_is_refused_and_nothing_else_moves(request, 
     run = second(stack, first, config)
     [error] = run.errors
     assert error.startswith(f"{GUARD}: refused: {key} changed from ") and "make down, then make up" in error
-    assert ops(run) == {GUARD: (UPDATE, ("create",))}  # nothing created, updated, replaced or deleted
+    assert changes(run) == {GUARD: (UPDATE, ("create",))}  # nothing created, updated, replaced or deleted
     assert {c.urn for c in run.changes} == {r.urn for r in first.resources}
     assert run.outputs_kept and run.outputs == first.outputs
 
@@ -225,11 +215,11 @@ def test_removing_a_dedicated_control_plane_is_refused_too():
 
 def test_what_may_change_in_place_goes_through(ack, mixed):
     upgraded = second("ack", ack, {"gpu-k8s:ackKubernetesVersion": "1.35.1-aliyun.1"})
-    assert not upgraded.errors and ops(upgraded)["gpu-k8s-control-plane"][0] == UPDATE
+    assert not upgraded.errors and changes(upgraded)["gpu-k8s-control-plane"][0] == UPDATE
     scaled = second("mixed", mixed, {"gpu-k8s:nodePools": [
         {"name": "train", "instanceType": "ecs.gn6i-c4g1.xlarge", "count": 1},
         {"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 4}]})  # fmt: skip
-    assert not scaled.errors and ops(scaled)["train-1-instance"] == (DELETE, ())
+    assert not scaled.errors and changes(scaled)["train-1-instance"] == (DELETE, ())
 
 
 # --- the GPU checks follow what they verify --------------------------------------------------
@@ -249,7 +239,7 @@ def test_what_may_change_in_place_goes_through(ack, mixed):
 def test_a_change_to_what_the_gpu_test_verified_runs_it_again(request, stack, config):
     first = request.getfixturevalue(stack) if stack == "dev" else run_program(stack, mocks=world())
     run = second(stack, first, config)
-    diff = ops(run)
+    diff = changes(run)
     assert diff["gpu-k8s-smoke-gpu-allocatable"] == (REPLACE, ("triggers",))
     assert diff["gpu-k8s-smoke-gpu-test-result"] == (UPDATE, ("create",))  # TEST_PODS: the new pods
     pods = [n for n in diff if n.startswith("gpu-k8s-smoke-pod-")]
@@ -259,7 +249,7 @@ def test_a_change_to_what_the_gpu_test_verified_runs_it_again(request, stack, co
 
 def test_an_ack_cluster_replacement_moves_every_object_and_check_to_the_new_cluster(ack):
     run = second("ack", ack, {"gpu-k8s:podCidr": "172.30.0.0/16"})
-    diff = ops(run)
+    diff = changes(run)
     assert diff["gpu-k8s-control-plane"] == (REPLACE, ("podCidr",))
     assert diff["gpu-k8s-k8s"] == (REPLACE, ("kubeconfig",))
     k8s_objects = [r.name for r in run.resources if r.type.startswith("kubernetes:")]
@@ -283,7 +273,7 @@ def test_a_failed_day2_gpu_test_keeps_the_previous_outputs_and_says_so(dev):
     assert "OUTPUTS KEPT" in plan.day2_notes(run)[-1] and "make outputs" in plan.day2_notes(run)[-1]
     # the failed check (an update) keeps its old state: the next `up` runs it again
     again = run_program("dev", {"gpu-k8s:gpuTestRun": "20270115T090000Z"}, mocks=world(T0 + 2 * HOUR), previous=run)
-    assert ops(again)["gpu-k8s-smoke-gpu-test-result"][0] == UPDATE
+    assert changes(again)["gpu-k8s-smoke-gpu-test-result"][0] == UPDATE
 
 
 # --- the CLI: --diff against a saved plan, exit codes --------------------------------------

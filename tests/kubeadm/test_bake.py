@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+import helpers
 import pytest
-from helpers import env_of, run_stack
+from helpers import IMAGE, env_of, run_stack, world
 
 from components.config import ConfigError
 from components.kubeadm import bake
-from tools.engine import CREATE, DELETE, SAME
+from tools.engine import CREATE, DELETE
 from tools.harness import ProgramRun, run_program
-from tools.mocks import PlaceholderMocks
 
-IMAGE = "m-bp1ubuntu2204a"
 IMAGE_TYPE = "alicloud:ecs/image:Image"
 BAKE = {"gpu-k8s:nodeImage": "bake"}
 
 
-def world(**facts) -> PlaceholderMocks:
-    return PlaceholderMocks(clock=lambda: 1_800_000_000, zones=["cn-hangzhou-h"], image=IMAGE, **facts)
-
-
 def changes(run: ProgramRun) -> dict[str, str]:
-    return {c.name: c.op for c in run.changes if c.op != SAME}
+    return {name: op for name, (op, _) in helpers.changes(run).items()}
 
 
 def images(run: ProgramRun) -> list:

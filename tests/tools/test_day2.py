@@ -12,27 +12,22 @@ import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import helpers
 import pytest
+from helpers import HOUR, IMAGE, T0, changes
 
 from tools import plan
 from tools.engine import CREATE, REPLACE, SAME, UPDATE, diff_states
 from tools.harness import ROOT, ProgramRun, run_program, states
 from tools.mocks import PlaceholderMocks
 
-T0 = 1_800_000_000  # 2027-01-15T08:00:00Z, the first `pulumi up`
-HOUR = 3600
 ZONES = ["cn-hangzhou-h", "cn-hangzhou-i"]
-IMAGE = "m-bp1ubuntu2204a"
 INSTANCE = "alicloud:ecs/instance:Instance"
 
 
 def world(at: float = T0, **facts) -> PlaceholderMocks:
-    return PlaceholderMocks(clock=lambda: at, **{"zones": ZONES, "image": IMAGE, **facts})
-
-
-def changed(run: ProgramRun) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (op, keys) for everything that is not `same`."""
-    return {c.name: (c.op, c.keys) for c in run.changes if c.op != SAME}
+    """Two zones here: a scenario sells out the first."""
+    return helpers.world(at, **{"zones": ZONES, **facts})
 
 
 def when(text: str) -> datetime:
@@ -76,7 +71,7 @@ def make_replace_urns(target: str, stack: str, *make_vars: str) -> list[str]:
 
 def test_same_config_changes_nothing(mixed):
     again = run_program("mixed", mocks=world(T0 + 5 * HOUR), previous=mixed)
-    assert changed(again) == {}
+    assert changes(again) == {}
     assert {c.op for c in again.changes} == {SAME} and len(again.changes) == len(mixed.resources)
     # ids are the engine's: stable for every resource that stays
     assert {r.urn: r.id for r in again.resources} == {r.urn: r.id for r in mixed.resources}
@@ -85,7 +80,7 @@ def test_same_config_changes_nothing(mixed):
 def test_ttl_change_replaces_the_anchor_and_moves_every_release_time(mixed):
     later = T0 + HOUR
     run = run_program("mixed", {"gpu-k8s:ttlHours": "6"}, mocks=world(later), previous=mixed)
-    diff = changed(run)
+    diff = changes(run)
     anchors = {n for n, (op, keys) in diff.items() if op == REPLACE and keys == ("triggers",)}
     assert anchors and all("anchor" in n for n in anchors)
     instances = {r.name for r in run.of_type(INSTANCE)}
@@ -101,7 +96,7 @@ def test_ttl_change_replaces_the_anchor_and_moves_every_release_time(mixed):
 def test_make_extend_replaces_the_anchors_and_moves_every_node(mixed):
     later = T0 + 3 * HOUR
     run = run_program("mixed", mocks=world(later), previous=mixed, replace=make_replace_urns("extend", "mixed"))
-    diff = changed(run)
+    diff = changes(run)
     replaced = {n for n, (op, _) in diff.items() if op == REPLACE}
     assert replaced and all("anchor" in n for n in replaced)
     for r in run.of_type(INSTANCE):
@@ -115,7 +110,7 @@ def test_kubernetes_version_bump_under_running_nodes_is_refused_before_anything_
     # node, 30-kube-packages refuses the skew on a joined one): the lifecycle guard refuses
     # it first, and everything else waits for the guard (components/lifecycle.py).
     run = run_program("mixed", {"gpu-k8s:kubernetesVersion": "1.34.3"}, mocks=world(T0 + HOUR), previous=mixed)
-    assert changed(run) == {"gpu-k8s-lifecycle-guard": (UPDATE, ("create",))}
+    assert changes(run) == {"gpu-k8s-lifecycle-guard": (UPDATE, ("create",))}
     [error] = run.errors
     assert error.startswith("gpu-k8s-lifecycle-guard: refused: gpu-k8s:kubernetesVersion changed from 1.34.2 to 1.34.3")
     assert "make down, then make up" in error
@@ -125,7 +120,7 @@ def test_kubernetes_version_bump_under_running_nodes_is_refused_before_anything_
 def test_smoke_test_change_then_make_retest(dev):
     cfg = {"gpu-k8s:smokeTest": "tensorflow", "gpu-k8s:smokeTestImage": "tensorflow/tensorflow:2.6.0-gpu"}
     second = run_program("dev", cfg, mocks=world(T0 + HOUR), previous=dev)
-    assert changed(second) == {
+    assert changes(second) == {
         "gpu-k8s-smoke-script": (CREATE, ()),  # the seed's test script (ConfigMap)
         # a new spec is a new pod name (its hash): never blocked by the old pod still terminating
         "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name", "spec.containers", "spec.volumes")),
@@ -145,7 +140,7 @@ def test_smoke_test_change_then_make_retest(dev):
     third = run_program("dev", {**cfg, "gpu-k8s:gpuTestRun": "20261129T050000Z"}, mocks=world(T0 + 2 * HOUR), previous=second)
     # Only the test pods and the result check, anew: the pod under a new name (no wait for the
     # old one, still terminating, to free its name), and the check re-runs for it.
-    assert changed(third) == {
+    assert changes(third) == {
         "gpu-k8s-smoke-pod-gpu-0": (REPLACE, ("metadata.name",)),
         "gpu-k8s-smoke-gpu-test-result": (UPDATE, ("create",)),
     }
@@ -153,12 +148,12 @@ def test_smoke_test_change_then_make_retest(dev):
     assert third_name not in (old_name, new_name) and third_name.startswith("gpu-test-gpu-0-")
     # The same run value again changes nothing.
     again = run_program("dev", {**cfg, "gpu-k8s:gpuTestRun": "20261129T050000Z"}, mocks=world(T0 + 3 * HOUR), previous=third)
-    assert changed(again) == {}
+    assert changes(again) == {}
 
 
 def test_scale_out_later_touches_only_the_new_node_and_the_cluster_wide_checks(dev):
     run = run_program("dev", {"gpu-k8s:nodeCount": 2}, mocks=world(T0 + 4 * HOUR), previous=dev)
-    diff = changed(run)
+    diff = changes(run)
     # the allocatable check runs again for the new node (what it verifies changed), nothing else is replaced
     assert [n for n, (op, _) in diff.items() if op == REPLACE] == ["gpu-k8s-smoke-gpu-allocatable"]
     updated = {n for n, (op, _) in diff.items() if op == UPDATE}
@@ -180,10 +175,10 @@ def test_a_failed_gpu_test_fails_up_and_runs_again_next_time(dev):
     assert failing.outputs and all(str(v).startswith("<not recorded: ") for v in failing.outputs.values())
     # A failed step is not recorded: the next `up` runs the check again.
     again = run_program("dev", mocks=world(T0 + HOUR, gpu_test="failed"), previous=failing)
-    assert changed(again) == {"gpu-k8s-smoke-gpu-test-result": (CREATE, ())}
+    assert changes(again) == {"gpu-k8s-smoke-gpu-test-result": (CREATE, ())}
     assert len(again.errors) == 1
     # Once recorded as passed, an unchanged check does not run again (nothing to fail).
-    assert changed(run_program("dev", mocks=world(T0 + HOUR, gpu_test="failed"), previous=dev)) == {}
+    assert changes(run_program("dev", mocks=world(T0 + HOUR, gpu_test="failed"), previous=dev)) == {}
 
 
 def test_a_gpu_test_timeout_is_diagnosed_by_the_script():
@@ -211,7 +206,7 @@ def test_nvidia_smi_answer_comes_from_a_recorded_fixture_where_one_exists():
 def test_newer_image_changes_nothing(dev):
     run = run_program("dev", mocks=world(T0 + 24 * HOUR, image="m-bp1ubuntu2204b"), previous=dev)
     # only the node's image record runs its update, which prints the image it already has
-    assert changed(run) == {"gpu-0-image": (UPDATE, ("create",))}
+    assert changes(run) == {"gpu-0-image": (UPDATE, ("create",))}
     assert run.named("gpu-0-image").outputs["stdout"] == IMAGE
     assert run.named("gpu-0-instance").inputs["imageId"] == IMAGE
 
@@ -221,7 +216,7 @@ def test_replace_node_moves_the_node_to_the_current_image(mixed):
     urns = make_replace_urns("replace-node", "mixed", "NODE=infer-1")
     assert sorted(u.rsplit("::", 1)[-1] for u in urns) == ["infer-1-image", "infer-1-instance", "infer-1-ttl-anchor"]
     run = run_program("mixed", mocks=world(T0 + 3 * HOUR, image=newer), previous=mixed, replace=urns)
-    diff = changed(run)
+    diff = changes(run)
     assert diff["infer-1-instance"] == diff["infer-1-image"] == (REPLACE, ("--replace",))
     assert run.named("infer-1-instance").inputs["imageId"] == newer  # not the old image from state
     # the other nodes keep theirs
@@ -241,23 +236,23 @@ def test_a_newer_image_then_replace_node_still_gets_the_current_image(mixed):
 
 def test_first_zone_sold_out_changes_nothing(mixed):
     run = run_program("mixed", mocks=world(T0 + HOUR, zones=["cn-hangzhou-i"]), previous=mixed)
-    assert changed(run) == {}
+    assert changes(run) == {}
 
 
 def test_node_added_4h_later_gets_a_valid_release_time(dev):
     now = T0 + 4 * HOUR
     run = run_program("dev", {"gpu-k8s:nodeCount": 2}, mocks=world(now), previous=dev)
-    created = [r for r in run.of_type(INSTANCE) if changed(run).get(r.name, ("",))[0] == CREATE]
+    created = [r for r in run.of_type(INSTANCE) if changes(run).get(r.name, ("",))[0] == CREATE]
     assert created
     for r in created:  # ECS refuses a release time less than 30 minutes ahead
         assert when(r.inputs["autoReleaseTime"]) - at(now) > timedelta(minutes=30)
-    assert changed(run).get("gpu-0-instance") is None  # the running node keeps its time
+    assert changes(run).get("gpu-0-instance") is None  # the running node keeps its time
 
 
 def test_a_replaced_worker_rejoins_with_a_fresh_token(mixed):
     worker = mixed.named("infer-1-instance").urn
     run = run_program("mixed", mocks=world(T0 + 3 * HOUR), previous=mixed, replace=[worker])
-    diff = changed(run)
+    diff = changes(run)
     assert diff["infer-1-instance"] == (REPLACE, ("--replace",))
     # the new machine is set up from scratch: every step and its copy anew (a new instance id)
     for step in ("wait-boot", "driver-prepare", "nvidia-driver", "gpu-verify", "container-runtime", "kube-packages"):
@@ -337,7 +332,7 @@ def test_an_updated_instance_keeps_its_addresses(mixed):
     ip = second.named("infer-1-instance").outputs["publicIp"]
     assert ip != worker.outputs["publicIp"]
     third = run_program("mixed", {"gpu-k8s:ttlHours": "6"}, mocks=world(T0 + 2 * HOUR), previous=second)
-    assert changed(third)["infer-1-instance"] == (UPDATE, ("autoReleaseTime",))
+    assert changes(third)["infer-1-instance"] == (UPDATE, ("autoReleaseTime",))
     assert third.named("infer-1-instance").outputs["publicIp"] == ip
     assert third.named("infer-1-instance").id == second.named("infer-1-instance").id == "<infer-1-instance id #2>"
 
@@ -346,13 +341,13 @@ def test_a_replaced_step_replaces_the_steps_after_it_and_an_updated_one_does_not
     # Steps chain on the ids of the steps they follow (triggers): a replace gives a new
     # id and the steps after it are replaced too; an update keeps the id (reference §2).
     boot = dev.named("gpu-0-bootstrap-wait-boot").urn
-    diff = changed(run_program("dev", mocks=world(T0 + HOUR), previous=dev, replace=[boot]))
+    diff = changes(run_program("dev", mocks=world(T0 + HOUR), previous=dev, replace=[boot]))
     assert diff["gpu-0-bootstrap-wait-boot"] == (REPLACE, ("--replace",))
     for step in ("driver-prepare", "nvidia-driver", "gpu-verify", "container-runtime", "kube-packages"):
         assert diff[f"gpu-0-bootstrap-{step}"] == (REPLACE, ("triggers",)), step
     assert diff["gpu-k8s-kubeadm-init"] == (REPLACE, ("triggers",))
     mirrors = {"gpu-k8s:registryMirrors": {"docker.io": "https://example.mirror.aliyuncs.com"}}
-    diff = changed(run_program("dev", mirrors, mocks=world(T0 + HOUR), previous=dev))
+    diff = changes(run_program("dev", mirrors, mocks=world(T0 + HOUR), previous=dev))
     assert diff == {
         "gpu-0-bootstrap-container-runtime": (UPDATE, ("create",)),  # kubeadm init does not re-run
         # the runtime the GPU test verified changed: the checks and the test run again
@@ -375,7 +370,7 @@ def test_scale_in_deletes_the_removed_node_and_prunes_it_first(mixed):
         {"name": "infer", "instanceType": "ecs.sgn7i-vws-m2s.xlarge", "count": 3},
     ]
     run = run_program("mixed", {"gpu-k8s:nodePools": pools}, mocks=world(T0 + HOUR), previous=mixed)
-    diff = changed(run)
+    diff = changes(run)
     deleted = {n for n, (op, _) in diff.items() if op == "delete"}
     assert "infer-3-instance" in deleted and all(n.startswith(("infer-3", "gpu-k8s-smoke-pod-infer-3")) for n in deleted)
     assert diff["gpu-k8s-prune-nodes"] == (UPDATE, ("create",))  # drains and deletes infer-3 from Kubernetes
