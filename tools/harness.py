@@ -106,6 +106,9 @@ class ProgramRun:
     not_reached: list[engine.State] = field(default_factory=list)
     previous: dict[str, engine.State] = field(default_factory=dict)
     outputs_kept: bool = False
+    # What stays in the cloud outside the state: images the program let go of with
+    # retain_on_delete (a baked node image), as the mock cloud lists them to the next run.
+    retained_images: list[dict] = field(default_factory=list)
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -549,6 +552,9 @@ def run_program(
     if isinstance(previous, ProgramRun) and previous_outputs is None:
         previous_outputs = previous.outputs
     mocks.existing = list(before or [])
+    carried = list(previous.retained_images) if isinstance(previous, ProgramRun) else []
+    known = {i["id"] for i in mocks.baked_images}
+    mocks.baked_images = [*mocks.baked_images, *(i for i in carried if i["id"] not in known)]
     monitor = _RecordingMonitor(mocks, {s.urn: s for s in before} if before is not None else None, frozenset(replace))
     collector = _WarningCollector()
     logger = logging.getLogger(f"gpu-k8s.plan.{id(monitor)}")
@@ -636,7 +642,24 @@ def run_program(
         not_reached=not_reached,
         previous={s.urn: s for s in before or []},
         outputs_kept=kept,
+        retained_images=[*carried, *([] if all_errors else _retained_images(before or [], registered))],
     )
+
+
+def _retained_images(before: list[engine.State], registered: set[str]) -> list[dict]:
+    """Images the run let go of with retain_on_delete: the engine drops them from the state and
+    leaves them in the cloud (an Available image with its tags, as DescribeImages lists it)."""
+    return [
+        {
+            "id": s.id,
+            "imageId": s.id,
+            "name": str(s.outputs.get("imageName", "")),
+            "tags": dict(s.outputs.get("tags") or s.inputs.get("tags") or {}),
+            "status": "Available",
+        }
+        for s in before
+        if s.type == "alicloud:ecs/image:Image" and s.urn not in registered and s.options.get("retainOnDelete")
+    ]
 
 
 NOT_REACHED = "not reached: `up` stopped at a failed step first; its state stays as it was"

@@ -138,9 +138,12 @@ class NodeBootstrap(pulumi.ComponentResource):
         driver = None
         if profile is not None:
             prepare = step("driver-prepare", "10-driver-prepare.sh", [wait], env={"GPU_DRIVER": profile.driver}, timeout="20m")
+            # Replaced with prepare (a new instance, a new script): on a new host that reboots,
+            # the same "sleep" text would otherwise be no change, and nothing would wait.
             settle = command.local.Command(
                 f"{name}-settle",
                 create=prepare.stdout.apply(_settle_command),
+                triggers=[prepare.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[prepare]),
             )
             base = [prepare, settle]

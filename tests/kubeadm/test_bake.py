@@ -86,6 +86,17 @@ def test_next_up_boots_new_nodes_from_the_image_and_keeps_running_disks(baking):
     assert again.outputs["cost"]["bakedImages"]["tesla"]["image"] == image_state.id
 
 
+def test_the_image_stays_in_the_account_for_every_later_up(baking):
+    """It leaves the state on the second `up` (retain_on_delete) but not the cloud: a third `up`
+    still finds it by its key, bakes nothing and boots a new node from it."""
+    second = run_program("p4", BAKE, mocks=world(), previous=baking)
+    third = run_program("p4", {**BAKE, "gpu-k8s:nodeCount": "2"}, mocks=world(), previous=second)
+    (image_state,) = images(baking)
+    assert [i["id"] for i in third.retained_images] == [image_state.id]
+    assert not images(third) and not [r for r in third.resources if r.name.startswith("bake-")]
+    assert env_of(third.named("gpu-1-image"))["IMAGE"] == image_state.id
+
+
 def test_a_change_of_what_the_image_holds_bakes_a_new_image(baking):
     run = run_program("p4", {**BAKE, "gpu-k8s:containerToolkitVersion": "1.17.7"}, mocks=world(), previous=baking)
     ops = changes(run)
