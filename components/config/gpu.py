@@ -104,7 +104,7 @@ def parse_monitoring(cfg: pulumi.Config) -> dict:
         file = Path(__file__).resolve().parents[2] / path
         try:
             counters = file.read_text()
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError):  # ValueError: not UTF-8, or a NUL in the path
             raise ConfigError("dcgmCountersCsv", path, "a readable CSV file, relative to the project directory") from None
         problem = dcgm.counters_error(counters)
         if problem:
@@ -129,7 +129,8 @@ _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?
 
 def parse_prometheus_retention(raw: str) -> str:
     if not dcgm.prometheus_duration_ok(raw):  # the rule the monitoring component checks, so never a traceback
-        raise ConfigError("prometheusRetention", raw, "a Prometheus duration above zero such as 24h, 7d or 1d12h")
+        accepted = "a Prometheus duration above zero and at most 100y, such as 24h, 7d or 1d12h"
+        raise ConfigError("prometheusRetention", raw, accepted)
     return raw
 
 

@@ -190,12 +190,17 @@ def checked_pod_cidr(value: str, *, ack: bool = False) -> str:
     return cidr
 
 
+_KNOWN_SCHEMES = ("http", "ftp", "ftps", "sftp", "s3", "oss", "file", "git", "ssh")
+
+
 def check_grid_driver_url(raw: str | None) -> None:
     """gridDriverUrl: https, a URL, nothing a shell would split. The value is never shown."""
     if not raw or raw == OFFLINE_SECRET_MARKER:
         return
     if not raw.startswith("https://"):
-        problem = f"scheme {raw.split(':', 1)[0][:10]!r} is not https" if ":" in raw else "it is not a URL"
+        # Name the scheme only when it is a known one: text before a colon may be a token.
+        scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
+        problem = f"scheme {scheme!r} is not https" if scheme in _KNOWN_SCHEMES else "it is not an https:// URL"
     elif not _SAFE_URL_RE.match(raw):
         problem = "it is not host/path, or it holds a space, quote or shell character"
     elif _port_error(raw):

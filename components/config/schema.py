@@ -72,6 +72,10 @@ def _is_default(key: str, raw: str | None) -> bool:
         return str(default).lower() == raw.lower()
 
 
+# Keys whose value is a secret (set with --secret): never part of a message.
+SECRET_KEYS = ("gridDriverUrl",)
+
+
 def check_backend_keys(cluster: str, values: dict[str, str | None]) -> None:
     """A key the chosen backend never reads is refused, not silently ignored."""
     other, why = (
@@ -86,4 +90,5 @@ def check_backend_keys(cluster: str, values: dict[str, str | None]) -> None:
     for key in other:
         if not _is_default(key, values.get(key)):
             accepted = f"it unset (its default {json.dumps(project_default(key))}) with gpu-k8s:cluster {cluster}"
-            raise ConfigError(key, values[key], accepted, reason=f"{why} Fix: remove it, or set gpu-k8s:cluster.")
+            shown = "[secret]" if key in SECRET_KEYS else values[key]  # a URL may carry a token: never echoed
+            raise ConfigError(key, shown, accepted, reason=f"{why} Fix: remove it, or set gpu-k8s:cluster.")

@@ -163,6 +163,9 @@ def check_kubernetes_version(version: str) -> tuple[str, str]:
     ended = END_OF_SUPPORT.get(minor)
     if (ended and ended <= FACTS_DATE) or (not ended and int(m.group(1)) < int(newest_minor.split(".")[1])):
         return "refused", f"ACK {minor} is out of support (end of support {ended or 'before 1.30'}; ACK's list of {FACTS_DATE})."
+    if int(m.group(1)) > int(newest_minor.split(".")[1]) + 1:
+        # One minor past ACK's newest may have come since the list's date; more cannot have.
+        return "refused", f"ACK offers {newest_minor} at most ({FACTS_DATE}); {minor} cannot be out yet."
     return "newer", (
         f"gpu-k8s:ackKubernetesVersion {version} is not in ACK's version list of {FACTS_DATE} "
         f"({', '.join(KUBERNETES_VERSIONS)}); ACK refuses the cluster at create time if it does not offer it."

@@ -139,9 +139,17 @@ def prometheus_version_ok(tag: str) -> bool:
     return bool(m) and int(m.group(1)) >= MIN_PROMETHEUS_MAJOR
 
 
+_DURATION_UNIT_MS = {"y": 365 * 86_400_000, "w": 7 * 86_400_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+# ParseDuration refuses what overflows an int64 of nanoseconds (about 292 years): "duration out of range".
+MAX_DURATION_MS = 100 * _DURATION_UNIT_MS["y"]
+
+
 def prometheus_duration_ok(text: str) -> bool:
-    """A Prometheus duration above zero, e.g. 24h, 7d, 1d12h."""
-    return bool(text) and bool(_PROMETHEUS_DURATION_RE.fullmatch(text)) and any(c in "123456789" for c in text)
+    """A Prometheus duration above zero and at most 100y, e.g. 24h, 7d, 1d12h."""
+    if not text or not _PROMETHEUS_DURATION_RE.fullmatch(text):
+        return False
+    ms = sum(int(n) * _DURATION_UNIT_MS[unit] for n, unit in re.findall(r"(\d+)(ms|[ywdhms])", text))
+    return 0 < ms <= MAX_DURATION_MS
 
 
 def exporter_image(release: str) -> str:

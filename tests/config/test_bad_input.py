@@ -84,6 +84,8 @@ REFUSED = [
     ("dev", ["timeSlicingRenameByDefault=true"], "gpu-k8s:timeSlicingRenameByDefault: 'true'"),
     ("p4", ["prometheusRetention=0h"], "gpu-k8s:prometheusRetention: '0h'"),
     ("p4", ["prometheusRetention=forever"], "gpu-k8s:prometheusRetention: 'forever'"),
+    ("p4", ["prometheusRetention=300y"], "gpu-k8s:prometheusRetention: '300y'"),
+    ("ack", ["ackKubernetesVersion=1.99.0-aliyun.1"], "gpu-k8s:ackKubernetesVersion: '1.99.0-aliyun.1'"),
     ("p4", ['serviceMonitorLabels={"release": "kube_prom!"}'], "gpu-k8s:serviceMonitorLabels.release: 'kube_prom!'"),
 ]
 
@@ -178,10 +180,18 @@ def test_warned_but_planned(capsys, stack, overrides, fragment):
     assert fragment in warnings
 
 
-def test_grid_url_is_never_echoed(capsys):
-    plan.main(_argv("dev", ["gridDriverUrl=ftp://user:token@example.com/grid.run"]))
+@pytest.mark.parametrize(
+    ("stack", "url"),
+    [
+        ("dev", "ftp://user:token@example.com/grid.run"),
+        ("dev", "token:example.com/grid.run"),  # what stands before a colon is no scheme
+        ("ack", "https://example.com/grid.run?token=1"),  # refused on ACK as a kubeadm-only key
+    ],
+)
+def test_grid_url_is_never_echoed(capsys, stack, url):
+    assert plan.main(_argv(stack, [f"gridDriverUrl={url}"])) == 2
     _, err = capsys.readouterr()
-    assert "token" not in err and "example.com" not in err
+    assert "token" not in err and "example.com" not in err and "gridDriverUrl: '[secret]'" in err
 
 
 @pytest.mark.parametrize(

@@ -463,6 +463,8 @@ class _Cfg:
         ("prometheusVersion", "v2.53.0", "v3.x.y or newer"),
         ("prometheusVersion", "latest", "v3.x.y or newer"),
         ("dcgmCountersCsv", "no/such.csv", "a readable CSV file"),
+        ("dcgmCountersCsv", "a\x00b.csv", "a readable CSV file"),  # a NUL (possible in YAML): no traceback
+        ("prometheusRetention", "300y", "at most 100y"),  # Prometheus: "duration out of range"
         ("dcgmCountersCsv", "README.md", "not 'DCGM_FI_<FIELD>"),
     ],
 )
