@@ -74,12 +74,11 @@ estimate: install
 	$(PY) -m benchmarks.estimate --stack $(STACK)
 
 # The images gpu-k8s:nodeImage bake made in the stack's region (they outlive `make down`).
-STACK_REGION = $$($(PY) -c "from tools import harness; print(harness.effective_config('$(STACK)')['alicloud:region'])")
 baked-images: install
-	$(PY) -m tools.baked_images --region $(STACK_REGION) --stack $(STACK) $(if $(filter yes,$(ALL)),--all)
+	$(PY) -m tools.baked_images --stack $(STACK) $(if $(filter yes,$(ALL)),--all)
 
 delete-images: install
-	$(PY) -m tools.baked_images --region $(STACK_REGION) --stack $(STACK) $(if $(filter yes,$(ALL)),--all) --delete
+	$(PY) -m tools.baked_images --stack $(STACK) $(if $(filter yes,$(ALL)),--all) --delete
 
 # --- real cloud (Pulumi CLI, ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) -----------------
 stack: install
@@ -90,6 +89,8 @@ stack: install
 # a GPU instance billing until the next up deletes it; run that up now (tools/baked_images.py).
 AFTER_UP = $(PY) -m tools.baked_images --stack $(STACK) --after-up
 UP_THEN_BUILDERS = || { rc=$$?; $(AFTER_UP) failed; exit $$rc; }; $(AFTER_UP) ok
+# The same after an `up --yes`: the second up asks nothing either.
+UP_YES_THEN_BUILDERS = || { rc=$$?; $(AFTER_UP) failed; exit $$rc; }; $(AFTER_UP) ok --yes
 
 up: stack
 	pulumi up -s $(STACK) $(UP_THEN_BUILDERS)
@@ -121,7 +122,7 @@ extend: install
 	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(TTL_ANCHORS)') && [ -n "$$urns" ] || \
 	  { echo "make extend: no auto-release anchors in the plan of $(STACK) (ttlHours 0?)" >&2; exit 2; }; \
 	tasks=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(ACK_TTL_TASKS)') || exit 2; \
-	pulumi up -s $(STACK) --yes $${tasks:+--refresh} $$(printf -- '--replace=%s ' $$urns) $(UP_THEN_BUILDERS)
+	pulumi up -s $(STACK) --yes $${tasks:+--refresh} $$(printf -- '--replace=%s ' $$urns) $(UP_YES_THEN_BUILDERS)
 
 # Replace one node's instance on purpose (e.g. to move it to a newer image or imageId), with
 # its auto-release anchor so that the new instance gets a valid release time, and its image
@@ -138,7 +139,7 @@ replace-node: install
 	if [ -z "$$join" ] && [ "$(REBUILD)" != yes ]; then \
 	  echo "make replace-node: $(NODE) is the control plane: replacing it rebuilds the whole cluster on the new instance (workloads on it are lost); run again with REBUILD=yes" >&2; exit 2; \
 	fi; \
-	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns) $(UP_THEN_BUILDERS)
+	pulumi up -s $(STACK) --yes $$(printf -- '--replace=%s ' $$urns) $(UP_YES_THEN_BUILDERS)
 
 # Run the GPU test again (after fixing its cause): a new gpu-k8s:gpuTestRun names new test
 # pods (the old ones are deleted first, under other names: no wait for a terminating pod of
@@ -148,7 +149,7 @@ RETEST_RESOURCES = -smoke-pod-|-smoke-gpu-test-result$$
 retest: install
 	@urns=$$($(PY) -m tools.plan --stack $(STACK) --urns='$(RETEST_RESOURCES)') && [ -n "$$urns" ] || \
 	  { echo "make retest: no GPU test in the plan of $(STACK) (smokeTest none, or a config error above)" >&2; exit 2; }; \
-	pulumi config set -s $(STACK) gpu-k8s:gpuTestRun "$$(date -u +%Y%m%dT%H%M%SZ)" && pulumi up -s $(STACK) --yes $(UP_THEN_BUILDERS)
+	pulumi config set -s $(STACK) gpu-k8s:gpuTestRun "$$(date -u +%Y%m%dT%H%M%SZ)" && pulumi up -s $(STACK) --yes $(UP_YES_THEN_BUILDERS)
 
 # GPU metrics table from the cluster's Prometheus (README "GPU metrics"); GPU_TOP passes
 # more options, e.g. GPU_TOP='--source exporter' or '--prometheus monitoring/prometheus-operated:9090'.
@@ -163,7 +164,7 @@ rejoin: install
 	@[ -n "$(NODE)" ] || { echo "usage: make rejoin NODE=<worker hostname>" >&2; exit 2; }
 	@token=$$($(PY) -m tools.plan --stack $(STACK) --urns='^$(NODE)-join-token$$') && [ -n "$$token" ] || \
 	  { echo "make rejoin: $(NODE) is not a kubeadm worker of $(STACK) (on ACK, ACK joins the nodes)" >&2; exit 2; }; \
-	pulumi up -s $(STACK) --yes --replace="$$token" $(UP_THEN_BUILDERS)
+	pulumi up -s $(STACK) --yes --replace="$$token" $(UP_YES_THEN_BUILDERS)
 
 # From the stack outputs; when `up` failed (no outputs recorded), from the state itself
 # (tools/stack_secret.py). The file (mode 600) is replaced only by a whole value: without the

@@ -113,6 +113,7 @@ def test_a_price_limit_on_mixed_replaces_every_instance_and_rejoins_every_worker
     run = second("mixed", mixed, {"gpu-k8s:spot": "true", "gpu-k8s:spotPriceLimit": "3.5"})
     diff = changes(run)
     nodes = [r.name.removesuffix("-instance") for r in run.of_type("alicloud:ecs/instance:Instance")]
+    assert len(nodes) == 6  # mixed: 2 train + 4 infer
     for node in nodes:
         assert diff[f"{node}-instance"] == (REPLACE, ("spotPriceLimit", "spotStrategy"))
         assert_node_set_up_anew(run, node)
@@ -153,11 +154,13 @@ def test_key_rotation_reboots_every_instance_and_runs_every_step_again(mixed):
     diff = changes(run)
     assert diff["gpu-k8s-ssh-key-pair"] == (REPLACE, ("keyPairName",))
     by_name = {c.name: c for c in run.changes}
-    for inst in run.of_type("alicloud:ecs/instance:Instance"):
+    instances, copies = run.of_type("alicloud:ecs/instance:Instance"), run.of_type(COPY)
+    assert len(instances) == 6 and copies
+    for inst in instances:
         assert diff[inst.name] == (UPDATE, ("keyName",)) and "reboots" in by_name[inst.name].note
     steps = [r.name for r in run.of_type(REMOTE_STEP)]
     assert steps and all(diff[s] == (UPDATE, ("connection",)) for s in steps)  # each runs again, on the same hosts
-    assert all("copies nothing" in by_name[c.name].note for c in run.of_type(COPY))  # the files are still there
+    assert all("copies nothing" in by_name[c.name].note for c in copies)  # the files are still there
     assert not run.errors and "gpu-k8s-k8s" not in diff  # the cluster stays
 
 

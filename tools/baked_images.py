@@ -1,8 +1,8 @@
 """The node images gpu-k8s:nodeImage bake made, kept after `make down`: list them, or delete them.
 
-    python -m tools.baked_images --region cn-hangzhou --stack dev [--all] [--delete]
+    python -m tools.baked_images --stack dev [--region R] [--all] [--delete]
                                                (make baked-images / make delete-images [ALL=yes])
-    python -m tools.baked_images --stack dev --after-up ok|failed   (make up, extend, retest, ...)
+    python -m tools.baked_images --stack dev --after-up ok|failed [--yes]   (make up, extend, retest, ...)
 
 Reads the credentials `pulumi up` uses (ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY) and asks the
 ECS API for this account's images tagged gpu-k8s-bake=1 (components/kubeadm/bake.py tags them)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -50,11 +51,21 @@ def builders_in_state(export: object) -> list[str]:
     return sorted(builders)
 
 
-def after_up(stack: str, up_failed: bool, run=subprocess.run) -> int:
+def _pulumi() -> str | None:
+    return shutil.which("pulumi")
+
+
+def after_up(stack: str, up_failed: bool, *, yes: bool = False, run=subprocess.run) -> int:
     """After a `pulumi up` of a make target: a bake builder left in the state is deleted by one
-    more `up` (after a failed one, only named: the next `up` may bake again). Returns the exit
-    status for make (that second `up`'s, else 0)."""
-    export = run(["pulumi", "stack", "export", "-s", stack], capture_output=True, text=True, check=False)
+    more `up` (after a failed one, only named: the next `up` may bake again). ``yes``: the
+    target's own `up` ran with --yes, so this one does too. Returns the exit status for make
+    (that second `up`'s, else 0)."""
+    pulumi = _pulumi()
+    if pulumi is None:
+        print("make: the pulumi CLI is not on PATH: cannot look for a bake builder left in the state", file=sys.stderr)
+        return 0
+    # No stdin: a backend that wants a passphrase fails with a message instead of a hidden prompt.
+    export = run([pulumi, "stack", "export", "-s", stack], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     try:
         builders = builders_in_state(json.loads(export.stdout)) if export.returncode == 0 else None
     except json.JSONDecodeError:
@@ -83,13 +94,21 @@ def after_up(stack: str, up_failed: bool, run=subprocess.run) -> int:
         "steps; the image stays in the account and running nodes keep their disks.",
         flush=True,
     )
-    return run(["pulumi", "up", "-s", stack], check=False).returncode
+    return run([pulumi, "up", "-s", stack, *(["--yes"] if yes else [])], check=False).returncode
+
+
+def stack_region(stack: str) -> str:
+    """The stack's alicloud:region, read as the plan reads the stack file (harness.StackFileError,
+    FileNotFoundError for a bad or missing stack file)."""
+    from tools import harness
+
+    return harness.effective_config(stack)["alicloud:region"]
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, api_factory=EcsApi) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.baked_images", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--region", help="the stack's alicloud:region, e.g. cn-hangzhou")
-    parser.add_argument("--stack", help="the stack whose bakes to list or delete")
+    parser.add_argument("--stack", required=True, help="the stack whose bakes to list or delete (its region)")
+    parser.add_argument("--region", help="another region than the stack's alicloud:region")
     parser.add_argument("--all", action="store_true", help="every stack's baked images, not only --stack's")
     parser.add_argument("--delete", action="store_true", help="delete the images and their snapshots")
     parser.add_argument(
@@ -97,23 +116,27 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         choices=("ok", "failed"),
         help="after make's pulumi up (ok or failed): delete or name the bake builders left in --stack's state",
     )
+    parser.add_argument("--yes", action="store_true", help="with --after-up: the second up without a prompt")
     args = parser.parse_args(argv)
     if args.after_up:
-        if not args.stack:
-            parser.error("--after-up needs --stack")
-        return after_up(args.stack, args.after_up == "failed")
-    if not args.region or not args.stack:
-        parser.error("--region and --stack are required")
+        return after_up(args.stack, args.after_up == "failed", yes=args.yes)
+    from tools import harness
+
+    try:
+        region = args.region or stack_region(args.stack)
+    except (harness.StackFileError, FileNotFoundError, harness.ConfigTypeError) as err:
+        print(f"baked-images: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     creds = credentials_from_env(env)
     if creds is None:
         print("baked-images: no credentials: export ALICLOUD_ACCESS_KEY and ALICLOUD_SECRET_KEY", file=sys.stderr)
         return 2
     try:
-        api = api_factory(args.region, creds)
+        api = api_factory(region, creds)
         tags = BAKE_TAG if args.all else {**BAKE_TAG, "gpu-k8s-baked-by-stack": args.stack}
         images = api.own_images(tags)
         if not images:
-            print(f"no baked gpu-k8s images in {args.region}" + ("" if args.all else f" from stack {args.stack}"))
+            print(f"no baked gpu-k8s images in {region}" + ("" if args.all else f" from stack {args.stack}"))
             return 0
         for image in images:
             monthly = SNAPSHOT_CNY_PER_GB_MONTH * image.size_gib

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
+import pytest
 from aliyun_fake import FakeAliyun, install
 
 from components.aliyun import ecs_api
@@ -45,7 +49,6 @@ def test_listing_deletes_nothing_and_no_keys_is_one_line(monkeypatch, capsys):
     assert fake.actions() == ["DescribeImages"] and "Tag.2.Key" not in fake.requests[0][1]
     assert baked_images.main(["--region", "cn-hangzhou", "--stack", "p4"], env={}) == 2
     assert "no credentials" in capsys.readouterr().err
-    assert ecs_api.OwnImage("m", "n", 1, "", ()).snapshot_ids == ()
 
 
 def test_builders_in_state_names_only_bake_builders():
@@ -67,3 +70,44 @@ def test_builders_in_state_names_only_bake_builders():
         "bake-grid-sgn7i-vws-0a1b2c3d-instance"
     ]
     assert baked_images.builders_in_state({"deployment": {}}) == baked_images.builders_in_state([]) == []
+
+
+def test_a_stack_without_a_file_is_one_line(capsys):
+    assert baked_images.main(["--stack", "nope"], env=KEYS) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("baked-images: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+BUILDER_STATE = json.dumps(
+    {
+        "deployment": {
+            "resources": [
+                {
+                    "urn": "urn:pulumi:p4::gpu-k8s::gpu-k8s:bake:NodeImageBake$gpu-k8s:node:Node$"
+                    "alicloud:ecs/instance:Instance::bake-tesla-0a1b2c3d-instance",
+                    "type": "alicloud:ecs/instance:Instance",
+                }
+            ]
+        }
+    }
+)
+
+
+@pytest.mark.parametrize("yes", [False, True])
+def test_the_second_up_asks_as_the_first_did(monkeypatch, yes):
+    """After `extend`, `retest`, ... (their up runs with --yes) the up that deletes a builder asks nothing either."""
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv[1:])
+        return subprocess.CompletedProcess(argv, 0, stdout=BUILDER_STATE if argv[1:3] == ["stack", "export"] else "", stderr="")
+
+    monkeypatch.setattr(baked_images, "_pulumi", lambda: "/bin/pulumi")
+    assert baked_images.after_up("p4", False, yes=yes, run=run) == 0
+    assert calls[-1] == ["up", "-s", "p4", *(["--yes"] if yes else [])]
+
+
+def test_no_pulumi_cli_is_one_line_after_up(monkeypatch, capsys):
+    monkeypatch.setattr(baked_images, "_pulumi", lambda: None)
+    assert baked_images.after_up("p4", False) == 0
+    assert capsys.readouterr().err == "make: the pulumi CLI is not on PATH: cannot look for a bake builder left in the state\n"
