@@ -136,10 +136,14 @@ def _qualify(image: str) -> str:
     return qualify(image)
 
 
+class UnknownImage(KeyError):
+    """An image the size table does not list: its pull time would be a guess."""
+
+
 def image_mb(image: str) -> float:
     entry = IMAGE_MB.get(_qualify(image))
     if entry is None:
-        raise KeyError(f"benchmarks/estimate.py IMAGE_MB has no size for {_qualify(image)}: add it with its source")
+        raise UnknownImage(_qualify(image))
     return entry.mb
 
 
@@ -407,8 +411,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with_pull, without = estimate(args.stack, True, run=run), estimate(args.stack, False, run=run)
-    baked = {**estimate(args.stack, True, run=run, baked=True), "builderMinutes": builder_minutes(args.stack, args.config)}
+    try:
+        with_pull, without = estimate(args.stack, True, run=run), estimate(args.stack, False, run=run)
+        baked = {**estimate(args.stack, True, run=run, baked=True), "builderMinutes": builder_minutes(args.stack, args.config)}
+    except UnknownImage as err:
+        print(
+            f"estimate: no download size for {err.args[0]} (benchmarks/estimate.py IMAGE_MB lists the images the "
+            "stacks use, each with its source): its pull time would be a guess, so there is no estimate",
+            file=sys.stderr,
+        )
+        return 2
     seed = seed_estimate(with_pull["bandwidthMbps"])
     if args.json:
         doc = {"withPrefetch": with_pull, "withoutPrefetch": without, "fromBakedImage": baked, "seed": seed}

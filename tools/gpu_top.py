@@ -327,6 +327,9 @@ def kubectl_env(env: dict[str, str] | None = None, cwd: Path | None = None) -> d
     """KUBECONFIG: as set, else ./kubeconfig (`make kubeconfig`), else kubectl's default."""
     env = dict(os.environ if env is None else env)
     local = (cwd or Path.cwd()) / "kubeconfig"
+    given = [f for f in env.get("KUBECONFIG", "").split(os.pathsep) if f]
+    if given and not any(Path(f).is_file() for f in given):  # kubectl would fall back to localhost:8080
+        raise GpuTopError(f"KUBECONFIG={env['KUBECONFIG']}: no such file; run `make kubeconfig` or fix KUBECONFIG")
     if not env.get("KUBECONFIG"):
         if local.is_file() and local.stat().st_size == 0:  # e.g. a `make kubeconfig` of an older version that failed
             raise GpuTopError("./kubeconfig is empty: run `make kubeconfig` again (it needs a deployed stack) or set KUBECONFIG")
@@ -449,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch is not None and not 0 < args.watch <= 86400:  # also refuses nan and inf
         parser.error("--watch N: N must be a number of seconds above 0, at most 86400")
     try:
+        _service_proxy(args.prometheus)  # a malformed target is said before any kubeconfig is looked for
         env = kubectl_env()
         if args.watch is None:
             sys.stdout.write(snapshot(args, env))

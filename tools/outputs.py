@@ -32,7 +32,8 @@ class OutputsError(Exception):
 
 def pulumi_json(*args: str) -> object:
     try:
-        proc = subprocess.run(["pulumi", *args, "--json"], capture_output=True, text=True, check=False)
+        # No stdin: a backend that wants a passphrase fails with a message instead of a hidden prompt.
+        proc = subprocess.run(["pulumi", *args, "--json"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise OutputsError("the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/)") from None
     if proc.returncode != 0:

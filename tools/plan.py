@@ -231,8 +231,10 @@ def parse_assume(facts: list[str]) -> dict[str, object]:
                 when = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 when = None
-            if when is None or when.tzinfo is None:
-                raise PlanError(f"--assume now={value!r}: expected an ISO 8601 UTC time, e.g. now=2027-01-15T12:00:00Z")
+            if when is None or when.tzinfo is None or not 1970 <= when.year <= 9000:
+                raise PlanError(
+                    f"--assume now={value!r}: expected an ISO 8601 UTC time from 1970 to 9000, e.g. now=2027-01-15T12:00:00Z"
+                )
             out["clock"] = (lambda epoch: lambda: epoch)(when.astimezone(UTC).timestamp())
         elif fact == "gpu-test" and value in ("passed", "failed", "timeout"):
             out["gpu_test"] = value

@@ -108,6 +108,9 @@ def read_from_stack(what: str, stack: str) -> str:
 
 def write_file(what: str, stack: str, dest: Path) -> int:
     """``dest`` (mode 600) holds the value afterwards, or is as it was (one line, exit 2)."""
+    if dest.is_dir() or not dest.parent.is_dir():
+        print(f"make {what}: cannot write {dest}: {'a directory' if dest.is_dir() else 'no such directory'}", file=sys.stderr)
+        return 2
     try:
         value = read_from_stack(what, stack)
     except NotInState as err:

@@ -314,6 +314,7 @@ def test_cli_failed_gpu_test_exits_3_with_the_diagnosis(capsys, tmp_path):
     [
         (["--assume", "gpu-test=maybe"], "gpu-test=passed|failed|timeout"),
         (["--assume", "now=tomorrow"], "expected an ISO 8601 UTC time"),
+        (["--assume", "now=9999-12-31T23:59:59Z"], "from 1970 to 9000"),  # past what a timestamp holds
         (["--config", 'allowedCidrs=["203.0.113.7/32"]'], "Stack 'dev' with configuration key 'allowedCidrs' must be of type"),
         (["--diff", "/nonexistent.json"], "not a plan saved with --json"),
         (["--replace", "urn:pulumi:dev::gpu-k8s::x"], "--replace needs --diff"),

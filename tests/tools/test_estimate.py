@@ -45,7 +45,7 @@ def test_the_seed_path_downloads_the_cuda_installer_and_the_tf_image():
 
 
 def test_an_image_without_a_size_is_refused():
-    with pytest.raises(KeyError, match="IMAGE_MB has no size for docker.io/x/y:1"):
+    with pytest.raises(est.UnknownImage, match="docker.io/x/y:1"):
         est.image_mb("x/y:1")
 
 
@@ -69,6 +69,10 @@ def test_every_image_of_the_other_stacks_has_a_size(stack):
         (["--config", "gpu-k8s:smokeTest=nope"], "gpu-k8s:smokeTest: 'nope' is not accepted"),
         (["--config", "gpu-k8s:nodes=2"], "did you mean gpu-k8s:nodePools?"),
         (["--stack", "ack"], "no gpu-k8s node steps to model"),
+        (
+            ["--stack", "p4", "--config", "gpu-k8s:smokeTestImage=nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.2.0"],
+            "no download size for nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.2.0",
+        ),
     ],
 )
 def test_cli_mistakes_are_one_line(capsys, argv, message):

@@ -307,7 +307,23 @@ def test_local_kubeconfig_is_used(tmp_path):
     (tmp_path / "kubeconfig").write_text("apiVersion: v1\n")
     env = gpu_top.kubectl_env({"HOME": str(tmp_path / "nowhere")}, cwd=tmp_path)
     assert env["KUBECONFIG"] == str(tmp_path / "kubeconfig")
-    assert gpu_top.kubectl_env({"KUBECONFIG": "/x"}, cwd=tmp_path)["KUBECONFIG"] == "/x"
+    given = tmp_path / "other"
+    given.write_text("apiVersion: v1\n")
+    assert gpu_top.kubectl_env({"KUBECONFIG": str(given)}, cwd=tmp_path)["KUBECONFIG"] == str(given)
+
+
+def test_a_kubeconfig_path_that_does_not_exist_is_said(tmp_path):
+    """Not kubectl's fallback to localhost:8080 ("connection ... was refused")."""
+    with pytest.raises(gpu_top.GpuTopError, match=r"^KUBECONFIG=/no/such/file: no such file"):
+        gpu_top.kubectl_env({"KUBECONFIG": "/no/such/file"}, cwd=tmp_path)
+
+
+def test_a_bad_prometheus_target_is_said_before_the_kubeconfig(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no kubeconfig anywhere
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert gpu_top.main(["--prometheus", "bad"]) == 2
+    assert capsys.readouterr().err.startswith("gpu-top: --prometheus 'bad': expected NAMESPACE/SERVICE:PORT")
 
 
 def test_watch_refreshes_until_interrupted(tmp_path, monkeypatch, capsys):

@@ -86,3 +86,10 @@ def test_ack_kubeconfig_comes_from_the_kubernetes_provider_in_state(capsys):
     encrypted = {**provider, "inputs": {"kubeconfig": {SIG: "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "x"}}}
     code, _, err = run("kubeconfig", export(encrypted), capsys)
     assert code == 2 and "--show-secrets" in err
+
+
+@pytest.mark.parametrize(("dest", "why"), [(".", "a directory"), ("no/such/dir/kubeconfig", "no such directory")])
+def test_a_file_that_cannot_be_written_is_one_line_before_asking_pulumi(capsys, tmp_path, dest, why):
+    assert stack_secret.main(["kubeconfig", "--stack", "dev", "--to", str(tmp_path / dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("make kubeconfig: cannot write ") and err.rstrip().endswith(why) and err.count("\n") == 1
