@@ -598,6 +598,10 @@ def render_cost(cost: dict) -> list[str]:
         lines.append(f"        {row.get('node')} ({row.get('instanceType')}): {shown}  [{row.get('source')}]")
     for fee in cost.get("clusterFees") or []:  # ACK: what bills beside the nodes
         lines.append(f"        {fee.get('item')}: {fee.get('hourly')} {cur}/h  [{fee.get('source')}]")
+    for target, baked in (cost.get("bakedImages") or {}).items():  # nodeImage bake: kept after `make down`
+        lines.append(f"        {target} {baked.get('item')}: {baked.get('monthly')} CNY/month  [{baked.get('source')}]")
+        if baked.get("builder"):
+            lines.append(f"            builder: {baked['builder']}")
     return lines
 
 

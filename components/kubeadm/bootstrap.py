@@ -24,7 +24,7 @@ from components import steps
 from components.facts import catalog, cuda, downloads
 from components.facts.catalog import GpuProfile
 from components.facts.nvidia_smi import parse_query
-from components.kubeadm.timings import TimedStep
+from components.kubeadm.timings import TimedStep, parse_timing
 
 DOCKER_TEST_IMAGE = "ubuntu:22.04"
 # A reboot to unload nouveau takes the node away for about a minute; wait this long
@@ -83,6 +83,15 @@ def prefetch_env(images: tuple[str, ...], kubeadm_image_repository: str, kuberne
     if kubeadm_image_repository:
         env |= {"KUBEADM_IMAGE_REPOSITORY": kubeadm_image_repository, "KUBERNETES_VERSION": kubernetes_version}
     return env
+
+
+def _settle_timing(prepare_stdout: str | None, prepare_stderr: str | None) -> str | None:
+    """settle's TIMING line (it sleeps on this machine, printing none), or None when prepare
+    reported no timing (offline)."""
+    if parse_timing(prepare_stderr) is None:
+        return None
+    seconds = REBOOT_SETTLE_SECONDS if "reboot" in (prepare_stdout or "").split() else 0
+    return f"[gpu-k8s settle] TIMING seconds={seconds} rx_bytes=unknown"
 
 
 def _settle_command(prepare_stdout: str) -> str:
@@ -149,15 +158,12 @@ class NodeBootstrap(pulumi.ComponentResource):
             base = [prepare, settle]
             # settle sleeps on this machine (no TIMING line): its seconds follow prepare's stdout.
             roles["settle"] = settle
+            # Measured only where prepare was (its TIMING line): offline both stay placeholders. The
+            # bytes a node takes in while it reboots are not counted.
             self.timed.append(
                 (
                     TimedStep(f"{name}-settle", args.hostname, "settle", (f"{name}-driver-prepare",)),
-                    prepare.stdout.apply(
-                        lambda out: (
-                            f"[gpu-k8s settle] TIMING seconds={REBOOT_SETTLE_SECONDS if 'reboot' in out.split() else 0}"
-                            " rx_bytes=0"
-                        )
-                    ),
+                    pulumi.Output.all(prepare.stdout, prepare.stderr).apply(lambda io: _settle_timing(*io)),
                 )
             )
             grid_url = setup.grid_driver_url if profile.driver == catalog.GRID and setup.grid_driver_url is not None else ""

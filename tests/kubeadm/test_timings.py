@@ -83,3 +83,13 @@ def test_the_program_exports_timings_for_every_node_in_run_order():
     assert out["nodes"]["infer-0"]["steps"][-1]["step"] == "kubeadm-join"
     assert all(n["mayReboot"] for n in out["nodes"].values())  # every node here has a GPU
     assert out["criticalPath"] == PLACEHOLDER_CRITICAL  # offline: nothing measured
+    assert all(s["seconds"] == PLACEHOLDER_SECONDS for s in cp)  # settle too: it follows prepare's measurement
+
+
+def test_settle_is_timed_from_prepare_once_prepare_was_measured():
+    from components.kubeadm.bootstrap import REBOOT_SETTLE_SECONDS, _settle_timing
+
+    measured = "[gpu-k8s 10-driver-prepare] TIMING seconds=7.0 rx_bytes=100\n"
+    assert _settle_timing("", "") is None and _settle_timing("reboot\n", None) is None  # offline
+    assert _settle_timing("reboot\n", measured) == f"[gpu-k8s settle] TIMING seconds={REBOOT_SETTLE_SECONDS} rx_bytes=unknown"
+    assert _settle_timing("ok\n", measured) == "[gpu-k8s settle] TIMING seconds=0 rx_bytes=unknown"

@@ -191,3 +191,18 @@ def test_gitignore_covers_every_file_make_writes():
     for name in written:
         assert name in ignored or f"/{name}" in ignored, name
     assert "plan-out/" in ignored and ".state/" in ignored
+
+
+def test_the_text_plan_shows_what_a_bake_costs():
+    """nodeImage bake: the builder's hours and the image's storage after `make down`, not only in --json."""
+    from tools.plan import render_cost
+
+    baked = {"item": "baked node image (snapshot storage)", "monthly": "at most 7.20", "source": "estimate: x"}
+    cost = {
+        "hourlyTotal": "8.68",
+        "maxBeforeAutoRelease": "34.72",
+        "bakedImages": {"tesla": {**baked, "builder": "one more node"}},
+    }
+    lines = render_cost(cost)
+    assert "        tesla baked node image (snapshot storage): at most 7.20 CNY/month  [estimate: x]" in lines
+    assert "            builder: one more node" in lines
