@@ -41,11 +41,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-NAMESPACE = "gpu-metrics"
-PROMETHEUS = f"{NAMESPACE}/prometheus:web"
-EXPORTER_SELECTOR = "app.kubernetes.io/name=dcgm-exporter"
-EXPORTER_PORT = 9400
-VGPU_SELECTOR = "gpu-k8s/gpu-kind=vgpu"
+from components.backend import GPU_NODE_LABEL
+from components.facts.catalog import VGPU
+from components.facts.dcgm import ALERT_LABELS, EXPORTER_PORT
+from components.gpu.monitoring import EXPORTER_NAME, NAMESPACE, PROMETHEUS_NAME, PROMETHEUS_PORT_NAME
+
+# What components/gpu/monitoring.py deploys: where to read it.
+PROMETHEUS = f"{NAMESPACE}/{PROMETHEUS_NAME}:{PROMETHEUS_PORT_NAME}"
+EXPORTER_SELECTOR = f"app.kubernetes.io/name={EXPORTER_NAME}"
+VGPU_SELECTOR = f"{GPU_NODE_LABEL}={VGPU}"
 UTIL, FB_USED, FB_FREE, FB_RESERVED = (
     "DCGM_FI_DEV_GPU_UTIL",
     "DCGM_FI_DEV_FB_USED",
@@ -65,8 +69,8 @@ FIELDS = LEGACY_FIELDS + NEW_FIELDS
 EXPECTED = (
     f"{UTIL}, {FB_USED}, {TEMP}, {POWER} (dcgm-exporter 4.x up to 4.8) or {UTIL_RATIO}, {TEMP_CELSIUS}, {POWER_WATTS} (4.9+)"
 )
-# The label every rule of components/gpu/monitoring.py carries (ALERT_LABELS there).
-ALERT_SOURCE = ("alert_source", "gpu-k8s")
+# The label every rule of components/gpu/monitoring.py carries.
+(ALERT_SOURCE,) = ALERT_LABELS.items()
 # DCGM's "blank" sentinels (dcgm_structs.h: DCGM_FP64_BLANK 140737488355328.0 = 2^47,
 # DCGM_INT64_BLANK 0x7ffffffffffffff0 and the NOT_FOUND/NOT_SUPPORTED values just above it,
 # e.g. 9223372036854775794 in NVIDIA's README example): a field the GPU does not report.

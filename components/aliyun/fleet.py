@@ -11,7 +11,7 @@ import pulumi_alicloud as alicloud
 
 from components.aliyun.node import CONTROL_PLANE, WORKER, Node, NodeArgs
 from components.config import ConfigError, NodePool
-from components.facts.catalog import TESLA
+from components.facts.catalog import bake_target
 
 CONTROL_PLANE_HOSTNAME = "control-plane"
 
@@ -20,8 +20,7 @@ CONTROL_PLANE_HOSTNAME = "control-plane"
 class FleetArgs:
     pools: tuple[NodePool, ...]
     control_plane_instance_type: str | None
-    image_name_regex: str
-    image_id: str | None  # pinned (gpu-k8s:imageId); None: look up the newest match once per run
+    image_id: str  # what a node created in this run boots from: gpu-k8s:imageId, else the newest match
     # Baked images GPU nodes created now boot from: "tesla" or "grid-<family>" -> id (kubeadm/bake.py).
     baked_images: Mapping[str, str] = field(default_factory=dict)
     vswitch_id: pulumi.Input[str]
@@ -77,8 +76,7 @@ class Fleet(pulumi.ComponentResource):
     nodes: list[Node]
 
     def __init__(self, name: str, args: FleetArgs, opts: pulumi.ResourceOptions | None = None):
-        # The image a node created in this run gets: pinned, or the lookup's current answer.
-        self.new_node_image_id = args.image_id or find_image(args.image_name_regex)
+        self.new_node_image_id = args.image_id
         super().__init__("gpu-k8s:fleet:Fleet", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         common = dict(
@@ -94,8 +92,7 @@ class Fleet(pulumi.ComponentResource):
         dedicated = args.control_plane_instance_type is not None
 
         def image_for(pool: NodePool) -> dict:
-            target = TESLA if pool.profile.driver == TESLA else f"grid-{pool.profile.family}"
-            baked = args.baked_images.get(target)
+            baked = args.baked_images.get(bake_target(pool.profile))
             return {**common, "image_id": baked} if baked else common
 
         self.gpu_nodes = [

@@ -29,10 +29,9 @@ import pulumi_alicloud as alicloud
 from components.aliyun import ecs_api
 from components.aliyun.node import SYSTEM_DISK_CATEGORY
 from components.config import ConfigError
-from components.config.aliyun import zone_of_region
+from components.config.aliyun import VPC_CIDR, zone_of_region
 from components.facts import catalog
 
-VPC_CIDR = "10.0.0.0/16"
 VSWITCH_CIDR = "10.0.0.0/20"
 # Ports reachable from allowedCidrs only; everything else stays closed from outside.
 PUBLIC_PORTS = {"ssh": 22, "kube-api": 6443}

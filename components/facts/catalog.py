@@ -266,3 +266,9 @@ def non_gpu_size(instance_type: str) -> tuple[int | None, float | None]:
         if vcpus:
             return vcpus, vcpus * int(m.group("m")) / int(m.group("c"))
     return None, None
+
+
+def bake_target(profile: GpuProfile) -> str:
+    """Which baked node image a GPU node of this profile boots from (gpu-k8s:nodeImage bake):
+    "tesla" for every compute family (one Tesla driver), "grid-<family>" per vGPU family."""
+    return TESLA if profile.driver == TESLA else f"grid-{profile.family}"

@@ -94,7 +94,6 @@ class KubeadmBackend:
             FleetArgs(
                 pools=cfg.pools,
                 control_plane_instance_type=cfg.control_plane_instance_type,
-                image_name_regex=cfg.image_name_regex,
                 image_id=base_image,
                 baked_images=self.baked_images,
                 vswitch_id=network.vswitch.id,

@@ -90,17 +90,12 @@ BAKING_STATUSES = ("Creating", "Waiting")
 IMAGE_STATUSES = ("Available", *BAKING_STATUSES, "CreateFailed", "UnAvailable", "Deprecated")
 
 
-def target_of(profile: catalog.GpuProfile) -> str:
-    """Which baked image a GPU node of this profile boots from: tesla, or grid-<family>."""
-    return catalog.TESLA if profile.driver == catalog.TESLA else f"grid-{profile.family}"
-
-
 def bake_targets(pools: tuple[NodePool, ...]) -> dict[str, NodePool]:
     """target -> the pool whose type builds it: the first pool with nodes of each target."""
     targets: dict[str, NodePool] = {}
     for pool in pools:
         if pool.count:
-            targets.setdefault(target_of(pool.profile), pool)
+            targets.setdefault(catalog.bake_target(pool.profile), pool)
     return targets
 
 
@@ -224,7 +219,7 @@ class NodeImageBakeArgs:
     ssh_rules: tuple[pulumi.Resource, ...] = ()
 
     def __post_init__(self):
-        if target_of(self.pool.profile) != self.target:
+        if catalog.bake_target(self.pool.profile) != self.target:
             raise ValueError(f"NodeImageBakeArgs.pool {self.pool.name} does not build a {self.target} image")
 
     @property

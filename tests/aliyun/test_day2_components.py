@@ -407,8 +407,7 @@ def test_fleet_refuses_release_times_that_miss_a_node():
     common = dict(
         pools=(pool,),
         control_plane_instance_type=None,
-        image_name_regex="^x",
-        image_id=None,
+        image_id="m-x",
         vswitch_id="vsw",
         security_group_id="sg",
         key_pair_name="k",

@@ -2,8 +2,6 @@
 
 import pytest
 
-from components import config
-from components.aliyun import network
 from components.facts import releases
 
 
@@ -50,7 +48,3 @@ def test_table_is_dated_and_sourced():
     assert releases.UPDATED
     for component in releases.COMPONENTS:
         assert component.source and component.versions
-
-
-def test_config_vpc_cidr_matches_network():
-    assert config.aliyun.VPC_CIDR == network.VPC_CIDR

@@ -17,7 +17,7 @@ from components.config.gpu import parse_monitoring
 from components.facts import catalog, dcgm
 from components.gpu import monitoring
 from components.gpu.monitoring import GpuMonitoringArgs
-from tools import gpu_top, plan
+from tools import plan
 from tools.manifests import render_manifests, validate_manifests
 
 # NVIDIA/dcgm-exporter deployment/ (Helm chart) at tag 4.5.3-4.8.2, values.yaml defaults.
@@ -272,7 +272,6 @@ def test_in_cluster_prometheus_evaluates_the_gpu_rules(mixed):
     assert by_name["GpuTemperatureHigh"]["expr"] == "DCGM_FI_DEV_GPU_TEMP > 85" and by_name["GpuTemperatureHigh"]["for"] == "5m"
     assert by_name["GpuExporterDown"]["expr"] == 'up{job="dcgm-exporter"} == 0'
     assert all(r["labels"]["alert_source"] == "gpu-k8s" for r in group["rules"])
-    assert next(iter(dcgm.ALERT_LABELS.items())) == gpu_top.ALERT_SOURCE  # what make gpu-top filters on
     left_out = mixed.outputs["gpuMetrics"]["alerts"]["left out"]
     assert "kube-state-metrics" in left_out["GpuNodeWithoutAllocatableGpus"]  # not scraped here
     assert "no power limit" in left_out["GpuPowerNearLimit"]  # not in NVIDIA's default counters
