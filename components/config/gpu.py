@@ -9,7 +9,7 @@ import pulumi
 
 from components.config.errors import ConfigError
 from components.config.model import IMAGE_REF_RE, MAX_TIME_SLICING_REPLICAS, NodePool
-from components.config.values import CUDA_VERSION_RE, boolean, choice, json_value, match_pattern, parse_count
+from components.config.values import boolean, choice, json_value, match_pattern, parse_count
 from components.facts import ack as ack_facts
 from components.facts import cuda, dcgm
 
@@ -20,9 +20,14 @@ _GPU_TEST_RUN_RE = re.compile(r"^[A-Za-z0-9.:-]{0,40}$")
 MIN_DEVICE_PLUGIN_VERSION = (0, 12)
 
 
-def device_plugin_version_ok(tag: str) -> bool:
+def _plugin_tag_at_least(tag: str, minimum: tuple[int, int]) -> bool:
+    """A device plugin tag vMAJOR.MINOR.PATCH of at least ``minimum`` (major, minor)."""
     m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_DEVICE_PLUGIN_VERSION
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= minimum
+
+
+def device_plugin_version_ok(tag: str) -> bool:
+    return _plugin_tag_at_least(tag, MIN_DEVICE_PLUGIN_VERSION)
 
 
 # GPU Feature Discovery writes NodeFeature objects (NFD's API) by default from v0.19.0
@@ -31,8 +36,7 @@ MIN_FEATURE_DISCOVERY_VERSION = (0, 19)
 
 
 def feature_discovery_supported(tag: str) -> bool:
-    m = re.match(r"^v(\d+)\.(\d+)\.\d+$", tag)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_FEATURE_DISCOVERY_VERSION
+    return _plugin_tag_at_least(tag, MIN_FEATURE_DISCOVERY_VERSION)
 
 
 def parse_device_plugin_version(value: str) -> str:
@@ -149,7 +153,7 @@ def parse_service_monitor_labels(value: object) -> dict[str, str]:
 def parse_smoke_test_cuda_version(raw: str) -> str | None:
     if not raw:
         return None
-    return match_pattern("smokeTestCudaVersion", raw, CUDA_VERSION_RE, "a CUDA version MAJOR.MINOR such as 11.4 or 12.2")
+    return match_pattern("smokeTestCudaVersion", raw, cuda.CUDA_VERSION_RE, "a CUDA version MAJOR.MINOR such as 11.4 or 12.2")
 
 
 def parse_smoke_test_image(raw: str) -> str | None:

@@ -10,9 +10,10 @@ import pulumi
 from components.config.aliyun import VPC_CIDR, in_mainland_china
 from components.config.errors import ConfigError
 from components.config.model import NodePool, StackConfig
-from components.config.values import CUDA_VERSION_RE, choice, match_pattern
+from components.config.values import choice, match_pattern
 from components.facts import ack as ack_facts
 from components.facts import architectures, catalog, cuda, downloads, releases
+from components.facts.cuda import CUDA_VERSION_RE
 
 KUBERNETES_MIRRORS = ("auto", "aliyun", "upstream")
 

@@ -11,8 +11,6 @@ import pulumi
 from components.config.errors import ConfigError
 from components.config.model import MAX_NODES
 
-CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
-
 
 def parse_decimal(key: str, value: str, *, accepted: str) -> Decimal:
     try:

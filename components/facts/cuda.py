@@ -102,7 +102,7 @@ _CUDA_IN_TAG_RE = re.compile(r"(?:^|[-_.])cuda-?(?P<maj>\d{1,2})\.(?P<min>\d{1,2
 _CUDA_REPO_TAG_RE = re.compile(r"^(?P<maj>\d{1,2})\.(?P<min>\d{1,2})\.\d+(?:-[\w.-]+)?$")
 _TENSORFLOW_TAG_RE = re.compile(r"^(?P<version>\d+\.\d+)\.\d+-gpu(?:-jupyter)?$")
 _DRIVER_RE = re.compile(r"^(?P<branch>\d{3})\.\d{2,3}(?:\.\d{2,3})?$")
-_CUDA_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
+CUDA_VERSION_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")  # MAJOR.MINOR, as config keys take it
 
 
 class CudaIncompatible(ValueError):
@@ -122,7 +122,7 @@ class CudaCheck:
 
 
 def _cuda(version: str) -> tuple[int, int]:
-    if not _CUDA_RE.match(version):
+    if not CUDA_VERSION_RE.match(version):
         raise ValueError(f"CUDA version {version!r} is not MAJOR.MINOR (e.g. 12.2)")
     major, minor = version.split(".")
     return int(major), int(minor)
@@ -273,7 +273,7 @@ def image_cuda_requirement(image: str, declared: str | None) -> tuple[str | None
     A CUDA the tag spells wins (a declared one that contradicts it is a mistake); one read
     from TensorFlow's release table is a lower bound, so a declared CUDA replaces it.
     """
-    if declared is not None and not _CUDA_RE.match(declared):
+    if declared is not None and not CUDA_VERSION_RE.match(declared):
         return None, f"gpu-k8s:smokeTestCudaVersion {declared!r} is not MAJOR.MINOR, e.g. 11.4 or 12.2"
     found = image_cuda(image)
     if found is not None and declared is not None:

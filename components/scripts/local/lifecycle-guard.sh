@@ -40,9 +40,10 @@ advice() { # key old new
 }
 
 parse_facts() { # the FACTS words, validated, one per line
-  local fact
+  local fact facts
   [[ -n "${FACTS:-}" ]] || die "FACTS is empty: expected key=value pairs"
-  for fact in $FACTS; do
+  read -ra facts <<<"$FACTS" # split on blanks only: a * or ? in a value is never a glob
+  for fact in "${facts[@]}"; do
     [[ "$fact" =~ ^[A-Za-z][A-Za-z0-9:._-]*=[^[:space:]]*$ ]] || die "FACTS: '$fact' is not key=value"
     printf '%s\n' "$fact"
   done | sort
