@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from helpers import shipped
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs
 from pulumi_policy.proxy import UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.facts import catalog
 from policy import rules
+from tests.helpers import shipped  # tests/ is not on the path when policy/tests runs alone
 from tools.harness import run_program
 
 INSTANCE = rules.INSTANCE
