@@ -37,8 +37,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" # gpu-k8s:inline
 # for the rest of the builder's life (they stay enabled in the image: 00-wait-boot copes).
 quiesce_apt() {
   systemctl stop apt-daily.timer apt-daily-upgrade.timer unattended-upgrades >&2 2>/dev/null || true
+  # Without fuser nothing here could tell a held lock from a free one: refuse rather than guess.
+  command -v fuser >/dev/null 2>&1 || die "fuser not found (package psmisc): cannot tell whether apt is still running; nothing is imaged"
   local waited=0
-  while fuser "$ROOT/var/lib/dpkg/lock-frontend" "$ROOT/var/lib/dpkg/lock" >/dev/null 2>&1; do
+  # The locks 00-wait-boot waits for: dpkg's, and apt's lists and archives.
+  while fuser "$ROOT/var/lib/dpkg/lock-frontend" "$ROOT/var/lib/dpkg/lock" "$ROOT/var/lib/apt/lists/lock" \
+    "$ROOT/var/cache/apt/archives/lock" >/dev/null 2>&1; do
     ((waited < LOCK_WAIT_SECONDS)) || die "dpkg is still locked after ${LOCK_WAIT_SECONDS}s: an apt run did not end; nothing is imaged"
     sleep 5
     waited=$((waited + 5))
@@ -134,8 +138,8 @@ remove_identity() {
 }
 
 main() {
-  quiesce_apt
   check_driver
+  quiesce_apt
   write_manifest
   stop_kubelet
   remove_kube_state

@@ -1992,6 +1992,7 @@ def test_image_clean_removes_the_machines_identity_and_keeps_what_the_image_is_f
     }.items():
         write(root / path, text)
     sb.add("nvidia-smi", stdout="535.129.03\n").add("systemctl", exit_code=3).add("apt-get").add("journalctl").add("sync")
+    sb.add("fuser", exit_code=1)  # no process holds an apt or dpkg lock
     sb.add("ctr", stdout="docker.io/flannel/flannel:v0.26.7\nsha256:abc\nnvcr.io/nvidia/k8s-device-plugin:v0.20.0\n")
     sb.add("nvidia-ctk", stdout="NVIDIA Container Toolkit CLI version 1.17.8\n")
     sb.add("containerd", stdout="containerd github.com/containerd/containerd 1.7.28 \n").add(
@@ -2024,6 +2025,7 @@ def test_image_clean_records_a_pending_reboot_and_empties_the_builders_logs(sb: 
     write(sb.root / "etc/nvidia/ClientConfigToken/client_configuration_token.tok", "token")
     for tool in ("nvidia-smi", "systemctl", "apt-get", "journalctl", "sync", "ctr", "nvidia-ctk", "containerd", "kubelet"):
         sb.add(tool)
+    sb.add("fuser", exit_code=1)
     sb.add("cloud-init", body='[[ "$*" == "clean --help" ]] && echo "usage: cloud-init clean [--logs]"')
     result = ok(sb.run("35-image-clean.sh", FAST))
     assert json.loads(result.stdout)["rebootRequired"] is True and "a reboot is pending" in result.stderr
@@ -2031,3 +2033,13 @@ def test_image_clean_records_a_pending_reboot_and_empties_the_builders_logs(sb: 
     assert not list((sb.root / "etc/nvidia/ClientConfigToken").iterdir())
     assert sb.called("systemctl", "stop", "apt-daily.timer", "apt-daily-upgrade.timer", "unattended-upgrades")
     assert sb.called("cloud-init", "clean", "--logs")  # no --machine-id there: /etc/machine-id emptied by hand
+
+
+def test_image_clean_refuses_without_fuser_and_waits_for_apt_lists(sb: StubBin):
+    """No fuser: a held lock cannot be told from a free one, so nothing is imaged. With it, each
+    apt and dpkg lock 00-wait-boot knows is waited for."""
+    sb.add("nvidia-smi", stdout="535.129.03\n").add("systemctl")
+    failed(sb.run("35-image-clean.sh", FAST), "35-image-clean", "fuser not found (package psmisc)")
+    sb.add("fuser", exit_code=0)  # apt still running: every wait finds the locks held
+    failed(sb.run("35-image-clean.sh", {**FAST, "LOCK_WAIT_SECONDS": "0"}), "35-image-clean", "dpkg is still locked")
+    assert sb.calls("fuser")[-1][-2:] == [f"{sb.root}/var/lib/apt/lists/lock", f"{sb.root}/var/cache/apt/archives/lock"]
