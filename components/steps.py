@@ -108,10 +108,10 @@ def render_env(env: Mapping[str, str]) -> str:
     return " ".join(parts)
 
 
-def render_command(script: str, env: Mapping[str, str]) -> str:
+def render_command(script: str, env: Mapping[str, str], remote_path: str | None = None) -> str:
     """The exact command line run on the node (what the plan shows)."""
     prefix = render_env(env)
-    run = f"bash {REMOTE_DIR}/{script}"
+    run = f"bash {remote_path or f'{REMOTE_DIR}/{script}'}"
     return f"{prefix} {run}" if prefix else run
 
 
@@ -160,6 +160,7 @@ def run_script(
     secret_stdout: bool = False,
     timeout: str = "20m",
     extra_triggers: Sequence[pulumi.Input[str]] = (),
+    own_file: bool = False,
 ) -> command.remote.Command:
     """Copy ``script`` to the node and run it after ``after``; returns the Command.
 
@@ -168,20 +169,28 @@ def run_script(
     cluster-wide join token was refreshed for another node). ``extra_triggers`` re-run the
     step (a replacement) when they change, e.g. the list of images a pull step fetches.
     A new instance behind ``on`` replaces the copy and the step (module docstring).
+    ``own_file``: the script is copied to ``<name>.sh``, not ``<script>``: for a script that
+    several steps run on one host (a join token per worker, on the control plane), so that one
+    step's copy never rewrites the file while another step's bash is reading it.
 
     ``stdin`` is always stored as a secret. With ``secret_stdout`` the output is a
     secret and nothing the script prints is logged.
     """
     env = dict(env or {})
+    remote_path = f"{REMOTE_DIR}/{name}.sh" if own_file else f"{REMOTE_DIR}/{script}"
     copy = command.remote.CopyToRemote(
         f"{name}-copy",
         connection=on.connection,
         source=pulumi.StringAsset(render_script(script)),
-        remote_path=f"{REMOTE_DIR}/{script}",
+        remote_path=remote_path,
         triggers=copy_triggers(script, on),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
     )
-    create = pulumi.Output.all(**env).apply(lambda values: render_command(script, values)) if env else render_command(script, {})
+    create = (
+        pulumi.Output.all(**env).apply(lambda values: render_command(script, values, remote_path))
+        if env
+        else render_command(script, {}, remote_path)
+    )
     triggers: list[pulumi.Input[str]] = [
         *copy_triggers(script, on),
         *[step.id for step in after if isinstance(step, command.remote.Command | command.local.Command)],

@@ -665,12 +665,17 @@ def out_files(run: ProgramRun) -> dict[str, str]:
     files = {"plan.json": json.dumps(as_json(run), indent=2, default=str) + "\n"}
     from components.steps import render_script
 
+    copies = {r.name: r for r in run.of_type("command:remote:CopyToRemote")}
     for r in run.of_type("command:remote:Command"):
         create = redact(r.inputs.get("create", ""))
         if not isinstance(create, str) or "/opt/gpu-k8s/" not in create:
             continue
-        script = shlex.split(create)[-1].rsplit("/", 1)[-1]
-        body = render_script(script)  # what is copied to the node: lib/ helpers inlined
+        copied = copies.get(f"{r.name}-copy")
+        source = copied.inputs.get("source") if copied is not None else None
+        if isinstance(source, pulumi.asset.StringAsset):
+            body = source.text  # what is copied to the node (lib/ helpers inlined), whatever its file name
+        else:
+            body = render_script(shlex.split(create)[-1].rsplit("/", 1)[-1])
         stdin_note = "# stdin: [secret]\n" if "stdin" in r.inputs and r.inputs["stdin"] is not None else ""
         shebang, _, rest = body.partition("\n")
         files[f"scripts/{r.name}.sh"] = f"{shebang}\n# resource: {r.name}\n# runs on the node as: {create}\n{stdin_note}{rest}"

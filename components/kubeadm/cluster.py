@@ -175,6 +175,7 @@ class KubeCluster(pulumi.ComponentResource):
                     order_after=self.bootstraps[worker.hostname].kubernetes_ready,
                     parent=self,
                     timeout="5m",
+                    own_file=True,  # every worker's token step runs this script on the control plane
                 )
                 self.joins[worker.hostname] = steps.run_script(
                     f"{worker.hostname}-kubeadm-join",

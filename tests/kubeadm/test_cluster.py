@@ -268,3 +268,15 @@ def test_gpu_node_table_says_skipped_when_no_test_runs(program):
     rows = program("mixed", smokeTest="none").outputs["gpuNodes"]
     assert len(rows) == 6 and {row["test"] for row in rows} == {"SKIPPED"}
     assert {row["allocatableGpus"] for row in rows} == {1}  # the allocatable check still runs
+
+
+def test_each_workers_token_script_has_its_own_file_on_the_control_plane():
+    """Every worker's token step runs 43 on the control plane: one shared file could be rewritten by
+    one step's copy while another step's bash reads it. The node steps keep their script's name."""
+    run = shipped("mixed")
+    paths = {r.name: r.inputs["remotePath"] for r in run.of_type("command:remote:CopyToRemote")}
+    tokens = {n: p for n, p in paths.items() if n.endswith("-join-token-copy")}
+    assert len(tokens) == 5 and len(set(tokens.values())) == 5
+    assert tokens["infer-0-join-token-copy"] == "/opt/gpu-k8s/infer-0-join-token.sh"
+    assert reveal(run.named("infer-0-join-token").inputs["create"]).endswith("bash /opt/gpu-k8s/infer-0-join-token.sh")
+    assert paths["train-0-bootstrap-wait-boot-copy"] == "/opt/gpu-k8s/00-wait-boot.sh"
