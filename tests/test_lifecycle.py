@@ -61,8 +61,8 @@ def assert_node_set_up_anew(run: ProgramRun, node: str) -> None:
     assert copies and steps
     for name in copies + steps:
         assert diff.get(name) == (REPLACE, ("triggers",)), name
-    # the local wait for a reboot by driver-prepare follows it to the new host
-    assert diff.get(f"{node}-bootstrap-settle") == (REPLACE, ("triggers",))
+    # the local wait for a reboot by driver-prepare runs again for the new host
+    assert diff.get(f"{node}-bootstrap-settle") == (UPDATE, ("create",))
     assert not run.errors
 
 

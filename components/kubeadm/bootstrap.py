@@ -94,8 +94,9 @@ def _settle_timing(prepare_stdout: str | None, prepare_stderr: str | None) -> st
     return f"[gpu-k8s settle] TIMING seconds={seconds} rx_bytes=unknown"
 
 
-def _settle_command(prepare_stdout: str) -> str:
-    return f"sleep {REBOOT_SETTLE_SECONDS}" if "reboot" in prepare_stdout.split() else "true"
+def _settle_command(prepare_stdout: str, instance_id: str) -> str:
+    wait = f"sleep {REBOOT_SETTLE_SECONDS}" if "reboot" in (prepare_stdout or "").split() else "true"
+    return f"{wait} # after driver-prepare on {instance_id}"
 
 
 def _driver_env(profile: GpuProfile, setup: NodeSetup) -> dict[str, str]:
@@ -147,12 +148,12 @@ class NodeBootstrap(pulumi.ComponentResource):
         driver = None
         if profile is not None:
             prepare = step("driver-prepare", "10-driver-prepare.sh", [wait], env={"GPU_DRIVER": profile.driver}, timeout="20m")
-            # Replaced with prepare (a new instance, a new script): on a new host that reboots,
-            # the same "sleep" text would otherwise be no change, and nothing would wait.
+            # The command names the instance: on a new host that reboots, the same "sleep" text
+            # would be no change, and nothing would wait. An update, not a replacement: its id
+            # stays, so the steps that wait for it (their triggers hold it) do not re-run for it.
             settle = command.local.Command(
                 f"{name}-settle",
-                create=prepare.stdout.apply(_settle_command),
-                triggers=[prepare.id],
+                create=pulumi.Output.all(prepare.stdout, args.instance_id).apply(lambda v: _settle_command(*v)),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[prepare]),
             )
             base = [prepare, settle]
